@@ -1,0 +1,246 @@
+//! The public HTTP API: place an order (a command, answered 202 at once) and
+//! read it back (a query).
+
+use crate::catalogue::{Catalogue, SkuCheck};
+use crate::store::{self, InsertOutcome, NewOrder};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use contracts::Topology;
+use contracts::catalogue::{OrderLine, OrderPlaced, ReserveStock};
+use messaging::{MessageFactory, Outbox};
+use serde::{Deserialize, Serialize};
+use service_kit::{ApiError, ApiJson};
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use uuid::Uuid;
+
+pub const MAX_LINES: usize = 50;
+pub const MAX_QUANTITY: i64 = 1_000;
+const MAX_ID_LEN: usize = 64;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub factory: MessageFactory,
+    pub topology: Topology,
+    pub catalogue: Arc<Catalogue>,
+    pub max_outbox_backlog: i64,
+    /// Unsent outbox rows, sampled in the background (see `lib.rs`).
+    pub outbox_backlog: Arc<AtomicI64>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", post(place_order).get(list_orders))
+        .route("/orders/{id}", get(get_order))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    pub customer_id: String,
+    pub lines: Vec<LineRequest>,
+    pub payment_method: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct PlacedResponse {
+    order_id: Uuid,
+    status: String,
+    location: String,
+}
+
+fn valid_identifier(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(ApiError::validation(field, format!("must be 1 to {MAX_ID_LEN} characters")));
+    }
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(ApiError::validation(field, "may contain only letters, digits, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+/// Checks every field and returns the lines to order; the first problem
+/// found is reported with the path of its field.
+async fn validate(req: &PlaceOrderRequest, catalogue: &Catalogue) -> Result<Vec<OrderLine>, ApiError> {
+    valid_identifier("customer_id", &req.customer_id)?;
+    valid_identifier("payment_method", &req.payment_method)?;
+    if req.lines.is_empty() {
+        return Err(ApiError::validation("lines", "an order needs at least one line"));
+    }
+    if req.lines.len() > MAX_LINES {
+        return Err(ApiError::validation("lines", format!("at most {MAX_LINES} lines per order")));
+    }
+    let mut seen = HashSet::new();
+    let mut lines = Vec::with_capacity(req.lines.len());
+    for (i, line) in req.lines.iter().enumerate() {
+        valid_identifier(&format!("lines[{i}].sku"), &line.sku)?;
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            return Err(ApiError::validation(
+                format!("lines[{i}].quantity"),
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
+        }
+        if !seen.insert(line.sku.as_str()) {
+            return Err(ApiError::validation(format!("lines[{i}].sku"), "the same SKU appears on two lines"));
+        }
+        if catalogue.check(&line.sku).await == SkuCheck::Unknown {
+            return Err(ApiError::validation(format!("lines[{i}].sku"), format!("unknown SKU `{}`", line.sku)));
+        }
+        lines.push(OrderLine { sku: line.sku.clone(), quantity: i32::try_from(line.quantity).unwrap_or(i32::MAX) });
+    }
+    Ok(lines)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let key =
+        value.to_str().map_err(|_| ApiError::invalid_parameter("Idempotency-Key", "must be visible ASCII"))?.trim();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(ApiError::invalid_parameter(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// `POST /orders`: one transaction writes the order (`PLACED`), the
+/// `ReserveStock` command and the `OrderPlaced` event; the relay publishes
+/// them after the commit. Answers 202 with the order's location.
+#[tracing::instrument(name = "place_order", skip_all, fields(order_id))]
+async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PlaceOrderRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let lines = validate(&req, &state.catalogue).await?;
+    let backlog = state.outbox_backlog.load(Ordering::Relaxed);
+    if backlog > state.max_outbox_backlog {
+        // Shed load rather than queue without limit; nothing was accepted.
+        metrics::counter!("orders_rejected_total", "reason" => "backpressure").increment(1);
+        return Err(ApiError::Unavailable {
+            reason: format!("{backlog} messages wait to be published; retry shortly"),
+            retry_after_secs: 2,
+        });
+    }
+
+    let order_id = Uuid::now_v7();
+    tracing::Span::current().record("order_id", tracing::field::display(order_id));
+    let correlation = order_id.to_string();
+    let reserve = state.factory.command(
+        &state.topology.stock_commands(),
+        &correlation,
+        &state.topology.order_replies(),
+        None,
+        &ReserveStock { order_id, lines: lines.clone() },
+    )?;
+    let placed = state.factory.event(
+        &state.topology.orders_topic(),
+        &correlation,
+        1,
+        None,
+        &OrderPlaced {
+            order_id,
+            customer_id: req.customer_id.clone(),
+            lines: lines.clone(),
+            payment_method: req.payment_method.clone(),
+        },
+    )?;
+    // Exactly what was asked, to recognise a replay of the same request.
+    let fingerprint = serde_json::json!({
+        "customer_id": req.customer_id, "payment_method": req.payment_method,
+        "lines": lines.iter().map(|l| (&l.sku, l.quantity)).collect::<Vec<_>>(),
+    })
+    .to_string();
+    let new_order = NewOrder {
+        id: order_id,
+        customer_id: req.customer_id.clone(),
+        payment_method: req.payment_method.clone(),
+        lines: lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect(),
+        idempotency_key: key,
+        request_fingerprint: fingerprint.clone(),
+        trace_id: telemetry::current_trace_id(),
+        awaiting_message_id: reserve.envelope.message_id,
+    };
+
+    let mut tx = state.pool.begin().await?;
+    match store::insert_order(&mut tx, &new_order).await? {
+        InsertOutcome::Created => {
+            Outbox::add(&mut tx, &reserve).await?;
+            Outbox::add(&mut tx, &placed).await?;
+            tx.commit().await?;
+            messaging::crash::crash_point(messaging::crash::AFTER_BUSINESS_COMMIT);
+            metrics::counter!("orders_placed_total").increment(1);
+            Ok(accepted(order_id, "PLACED", false))
+        }
+        InsertOutcome::Existing { id, request_fingerprint } => {
+            tx.rollback().await?;
+            if request_fingerprint.as_deref() != Some(fingerprint.as_str()) {
+                return Err(ApiError::validation(
+                    "Idempotency-Key",
+                    "this key was already used for a different request",
+                ));
+            }
+            let status =
+                store::fetch_order(&state.pool, id).await?.map(|o| o.status).unwrap_or_else(|| "PLACED".to_owned());
+            Ok(accepted(id, &status, true))
+        }
+    }
+}
+
+fn accepted(order_id: Uuid, status: &str, replayed: bool) -> Response {
+    let location = format!("/orders/{order_id}");
+    let body = PlacedResponse { order_id, status: status.to_owned(), location: location.clone() };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// `GET /orders/{id}`: the order, its lines, its status history and trace id.
+async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = ApiError::parse_uuid("id", &id)?;
+    match store::fetch_order(&state.pool, id).await? {
+        Some(order) => Ok(Json(order).into_response()),
+        None => Err(ApiError::NotFound(format!("no order {id}"))),
+    }
+}
+
+/// `GET /orders?customer_id=…&limit=…`: a customer's latest orders.
+async fn list_orders(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let customer = params.get("customer_id").ok_or_else(|| ApiError::invalid_parameter("customer_id", "required"))?;
+    let limit = match params.get("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=500).contains(l))
+            .ok_or_else(|| ApiError::invalid_parameter("limit", "must be an integer from 1 to 500"))?,
+    };
+    let orders = store::orders_of_customer(&state.pool, customer, limit).await?;
+    Ok(Json(serde_json::json!({ "customer_id": customer, "orders": orders })).into_response())
+}

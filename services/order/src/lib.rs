@@ -1,0 +1,87 @@
+//! The order service: the public HTTP API and the order saga.
+//!
+//! - [`api`]: `POST /orders`, `GET /orders/{id}`.
+//! - [`saga`]: the order's state machine, driven by replies and events.
+//! - [`store`]: the SQL of the `orders`, `order_lines` and `order_history` tables.
+//! - [`catalogue`]: the SKUs `POST /orders` accepts, read from the stock service.
+
+pub mod api;
+pub mod catalogue;
+pub mod saga;
+pub mod store;
+
+use messaging::MessageFactory;
+use service_kit::{CommonConfig, ConfigError, ServiceHost, env_or, env_parse};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "order";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `STOCK_URL`: where the catalogue of SKUs is read (a query, not a command).
+    pub stock_url: String,
+    /// `ORDER_MAX_OUTBOX_BACKLOG`: above this many unsent messages,
+    /// `POST /orders` answers 503 instead of queueing without limit.
+    pub max_outbox_backlog: i64,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(8080, "order")?,
+            stock_url: env_or("STOCK_URL", "http://127.0.0.1:8081"),
+            max_outbox_backlog: env_parse("ORDER_MAX_OUTBOX_BACKLOG", 5_000)?,
+        })
+    }
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let pool = host.database(sqlx::migrate!("../../migrations/order")).await?;
+    let topology = config.common.topology();
+    let amqp = host.amqp_publisher();
+    let kafka = host.kafka_publisher(&topology.all_topics()).await?;
+    host.start_relay(pool.clone(), Some(amqp), Some(kafka.clone()));
+
+    let factory = MessageFactory::new(SERVICE);
+    let saga = saga::OrderSaga::new(factory.clone(), topology.clone());
+    host.consume_queue(pool.clone(), topology.order_replies(), SERVICE, saga.clone());
+    host.consume_topics(pool.clone(), vec![topology.shipments_topic()], saga, kafka);
+
+    let catalogue = Arc::new(catalogue::Catalogue::new(&config.stock_url)?);
+    host.spawn("catalogue-refresh", catalogue.clone().refresh_periodically(host.shutdown()));
+
+    let outbox_backlog = Arc::new(AtomicI64::new(0));
+    host.spawn("outbox-backlog-sampler", sample_outbox_backlog(pool.clone(), outbox_backlog.clone(), host.shutdown()));
+
+    let state = api::AppState {
+        pool,
+        factory,
+        topology,
+        catalogue,
+        max_outbox_backlog: config.max_outbox_backlog,
+        outbox_backlog,
+    };
+    host.serve(listener, api::router(state)).await?;
+    Ok(())
+}
+
+/// Keeps `backlog` at the number of unsent outbox rows, read every 500 ms,
+/// so `POST /orders` can shed load without a query of its own.
+async fn sample_outbox_backlog(pool: sqlx::PgPool, backlog: Arc<AtomicI64>, shutdown: CancellationToken) {
+    loop {
+        if let Ok(b) = messaging::outbox::OutboxBacklog::read(&pool).await {
+            backlog.store(b.pending, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! SQL of the order service's tables. Functions that change an order take
+//! the caller's transaction so the change and its outbox rows commit together.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Placed,
+    StockReserved,
+    Paid,
+    Completed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placed => "PLACED",
+            OrderStatus::StockReserved => "STOCK_RESERVED",
+            OrderStatus::Paid => "PAID",
+            OrderStatus::Completed => "COMPLETED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PLACED" => OrderStatus::Placed,
+            "STOCK_RESERVED" => OrderStatus::StockReserved,
+            "PAID" => OrderStatus::Paid,
+            "COMPLETED" => OrderStatus::Completed,
+            "CANCELLED" => OrderStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderStatus::Completed | OrderStatus::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub payment_method: String,
+    pub lines: Vec<(String, i32)>,
+    pub idempotency_key: Option<String>,
+    pub request_fingerprint: String,
+    pub trace_id: Option<String>,
+    /// The `ReserveStock` command the saga now waits a reply to.
+    pub awaiting_message_id: Uuid,
+}
+
+pub enum InsertOutcome {
+    Created,
+    /// An order with the same idempotency key exists.
+    Existing {
+        id: Uuid,
+        request_fingerprint: Option<String>,
+    },
+}
+
+/// Inserts the order in `PLACED` with its lines and first history entry.
+/// With an idempotency key already used, inserts nothing.
+pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<InsertOutcome, sqlx::Error> {
+    let inserted: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO orders (id, customer_id, payment_method, status, idempotency_key, request_fingerprint,
+                             trace_id, awaiting_message_id, event_sequence)
+         VALUES ($1, $2, $3, 'PLACED', $4, $5, $6, $7, 1)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(order.id)
+    .bind(&order.customer_id)
+    .bind(&order.payment_method)
+    .bind(&order.idempotency_key)
+    .bind(&order.request_fingerprint)
+    .bind(&order.trace_id)
+    .bind(order.awaiting_message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_none() {
+        let (id, request_fingerprint): (Uuid, Option<String>) =
+            sqlx::query_as("SELECT id, request_fingerprint FROM orders WHERE idempotency_key = $1")
+                .bind(&order.idempotency_key)
+                .fetch_one(&mut *conn)
+                .await?;
+        return Ok(InsertOutcome::Existing { id, request_fingerprint });
+    }
+    for (line_no, (sku, quantity)) in order.lines.iter().enumerate() {
+        sqlx::query("INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, $2, $3, $4)")
+            .bind(order.id)
+            .bind(i32::try_from(line_no).unwrap_or(i32::MAX))
+            .bind(sku)
+            .bind(quantity)
+            .execute(&mut *conn)
+            .await?;
+    }
+    record_history(&mut *conn, order.id, None, OrderStatus::Placed, None, Some("order placed")).await?;
+    Ok(InsertOutcome::Created)
+}
+
+/// The saga's view of an order, locked for the rest of the transaction so
+/// that messages about one order are applied one at a time.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedOrder {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub payment_method: String,
+    #[sqlx(try_from = "String")]
+    pub status: StatusColumn,
+    pub total_cents: Option<i64>,
+    pub payment_id: Option<Uuid>,
+    pub awaiting_message_id: Option<Uuid>,
+    pub event_sequence: i64,
+}
+
+/// `OrderStatus` as read from its text column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusColumn(pub OrderStatus);
+
+impl TryFrom<String> for StatusColumn {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        OrderStatus::parse(&s).map(StatusColumn).ok_or_else(|| format!("unknown order status `{s}`"))
+    }
+}
+
+pub async fn lock_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedOrder>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, customer_id, payment_method, status, total_cents, payment_id, awaiting_message_id, event_sequence
+         FROM orders WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What a transition changes besides the status.
+#[derive(Debug, Default)]
+pub struct TransitionFields {
+    pub total_cents: Option<i64>,
+    pub payment_id: Option<Uuid>,
+    pub cancel_reason: Option<String>,
+    /// The next command awaited (None clears it).
+    pub awaiting_message_id: Option<Uuid>,
+    /// The new event sequence, if this transition publishes an event.
+    pub event_sequence: Option<i64>,
+}
+
+pub async fn transition(
+    conn: &mut PgConnection,
+    order: &LockedOrder,
+    to: OrderStatus,
+    fields: &TransitionFields,
+    cause: &contracts::Envelope,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET status = $2,
+                total_cents = COALESCE($3, total_cents),
+                payment_id = COALESCE($4, payment_id),
+                cancel_reason = COALESCE($5, cancel_reason),
+                awaiting_message_id = $6,
+                event_sequence = COALESCE($7, event_sequence),
+                updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(order.id)
+    .bind(to.as_str())
+    .bind(fields.total_cents)
+    .bind(fields.payment_id)
+    .bind(&fields.cancel_reason)
+    .bind(fields.awaiting_message_id)
+    .bind(fields.event_sequence)
+    .execute(&mut *conn)
+    .await?;
+    record_history(conn, order.id, Some(order.status.0), to, Some(cause), fields.cancel_reason.as_deref()).await
+}
+
+pub async fn set_line_prices(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    prices: &[(String, i64)],
+) -> Result<(), sqlx::Error> {
+    for (sku, price) in prices {
+        sqlx::query("UPDATE order_lines SET unit_price_cents = $3 WHERE order_id = $1 AND sku = $2")
+            .bind(order_id)
+            .bind(sku)
+            .bind(price)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn record_history(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    cause: Option<&contracts::Envelope>,
+    note: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO order_history (order_id, from_status, to_status, message_id, message_type, note)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(order_id)
+    .bind(from.map(OrderStatus::as_str))
+    .bind(to.as_str())
+    .bind(cause.map(|c| c.message_id))
+    .bind(cause.map(|c| c.message_type.as_str()))
+    .bind(note)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub customer_id: String,
+    pub payment_method: String,
+    pub status: String,
+    pub total_cents: Option<i64>,
+    pub payment_id: Option<Uuid>,
+    pub cancel_reason: Option<String>,
+    pub trace_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub lines: Vec<LineView>,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct LineView {
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price_cents: Option<i64>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct HistoryEntry {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub message_type: Option<String>,
+    pub message_id: Option<Uuid>,
+    pub note: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    customer_id: String,
+    payment_method: String,
+    status: String,
+    total_cents: Option<i64>,
+    payment_id: Option<Uuid>,
+    cancel_reason: Option<String>,
+    trace_id: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+pub async fn fetch_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, sqlx::Error> {
+    let Some(row): Option<OrderRow> = sqlx::query_as(
+        "SELECT id, customer_id, payment_method, status, total_cents, payment_id, cancel_reason, trace_id,
+                created_at, updated_at
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let lines =
+        sqlx::query_as("SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no")
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+    let history = sqlx::query_as(
+        "SELECT from_status, to_status, message_type, message_id, note, at FROM order_history
+         WHERE order_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(OrderView {
+        id: row.id,
+        customer_id: row.customer_id,
+        payment_method: row.payment_method,
+        status: row.status,
+        total_cents: row.total_cents,
+        payment_id: row.payment_id,
+        cancel_reason: row.cancel_reason,
+        trace_id: row.trace_id,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        lines,
+        history,
+    }))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct OrderSummary {
+    pub id: Uuid,
+    pub status: String,
+    pub total_cents: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn orders_of_customer(
+    pool: &PgPool,
+    customer_id: &str,
+    limit: i64,
+) -> Result<Vec<OrderSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, status, total_cents, created_at FROM orders WHERE customer_id = $1
+         ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(customer_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

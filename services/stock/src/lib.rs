@@ -1,0 +1,40 @@
+//! The stock service: reserves and releases stock for orders, on command.
+//!
+//! - [`commands`]: `ReserveStock` (all lines or none), `ReleaseStock`.
+//! - [`store`]: the SQL of `products` and `reservations`.
+//! - [`api`]: `GET /stock`, `GET /stock/{sku}`, `GET /reservations?order_id=`.
+
+pub mod api;
+pub mod commands;
+pub mod store;
+
+use messaging::MessageFactory;
+use service_kit::{CommonConfig, ConfigError, ServiceHost};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "stock";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self { common: CommonConfig::from_env(8081, "stock")? })
+    }
+}
+
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let pool = host.database(sqlx::migrate!("../../migrations/stock")).await?;
+    let topology = config.common.topology();
+    // Stock only replies (RabbitMQ); it publishes no events.
+    let amqp = host.amqp_publisher();
+    host.start_relay(pool.clone(), Some(amqp), None);
+    let handler = commands::StockCommands::new(MessageFactory::new(SERVICE));
+    host.consume_queue(pool.clone(), topology.stock_commands(), SERVICE, handler);
+    host.serve(listener, api::router(pool)).await?;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! RabbitMQ: connections that come back after a broker restart, a publisher
+//! with publisher confirms, and the declaration of the command queues.
+//!
+//! lapin does not reconnect by itself here (auto-recovery is off on purpose:
+//! replaying consumers behind the application's back would hide in-flight
+//! deliveries). Every user of a connection runs a loop that reconnects with
+//! backoff and reports readiness while it is down.
+
+use crate::retry::Backoff;
+use crate::wire;
+use contracts::{Envelope, Topology};
+use health::Readiness;
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// Redeliveries after which RabbitMQ itself dead-letters a message: the
+/// backstop for a message that kills its consumer before it can be handled.
+pub const DELIVERY_LIMIT: i64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("AMQP: {0}")]
+    Protocol(#[from] lapin::Error),
+    #[error("the broker refused (nacked) the message")]
+    Nacked,
+    #[error("no queue `{0}`: the message was returned unroutable")]
+    Unroutable(String),
+    #[error("timed out waiting for the broker after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Opens connections to one broker URL, with backoff, reporting readiness
+/// under `component`.
+#[derive(Debug, Clone)]
+pub struct AmqpConnector {
+    url: String,
+    connection_name: String,
+    readiness: Readiness,
+    backoff: Backoff,
+}
+
+impl AmqpConnector {
+    pub fn new(url: impl Into<String>, connection_name: impl Into<String>, readiness: Readiness) -> Self {
+        Self {
+            url: url.into(),
+            connection_name: connection_name.into(),
+            readiness,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+        }
+    }
+
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// One connection attempt.
+    pub async fn connect_once(&self) -> Result<Connection, AmqpError> {
+        let props = ConnectionProperties::default().with_connection_name(self.connection_name.clone().into());
+        let connect = Connection::connect(&self.url, props);
+        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Ok(conn) => Ok(conn?),
+            Err(_) => Err(AmqpError::Timeout(Duration::from_secs(10))),
+        }
+    }
+
+    /// Connects, retrying with backoff until it succeeds or `shutdown` fires.
+    pub async fn connect(&self, component: &str, shutdown: &CancellationToken) -> Option<Connection> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.connect_once().await {
+                Ok(conn) => {
+                    if attempt > 1 {
+                        tracing::info!(component, attempt, "AMQP connection re-established");
+                    }
+                    return Some(conn);
+                }
+                Err(e) => {
+                    self.readiness.not_ready(component, format!("AMQP connect: {e}"));
+                    let delay = self.backoff.delay(attempt);
+                    tracing::warn!(component, attempt, error = %e, ?delay, "AMQP connect failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Declares the dead-letter queue and the quorum command queue `queue`.
+/// Quorum queues count redeliveries; past [`DELIVERY_LIMIT`] the broker moves
+/// the message to `<queue>.dlq` itself, at least once.
+pub async fn declare_command_queue(channel: &Channel, queue: &str) -> Result<(), lapin::Error> {
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    let dlq = Topology::dead_letter_queue(queue);
+    let mut dlq_args = FieldTable::default();
+    dlq_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    channel.queue_declare(dlq.clone().into(), durable, dlq_args).await?;
+
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dlq.into()));
+    args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    channel.queue_declare(queue.into(), durable, args).await?;
+    Ok(())
+}
+
+/// Declares every command and reply queue of `topology`. Producers and
+/// consumers both call it, so neither depends on the other starting first.
+pub async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), lapin::Error> {
+    for queue in topology.command_queues() {
+        declare_command_queue(channel, &queue).await?;
+    }
+    Ok(())
+}
+
+struct LiveChannel {
+    // Kept so the connection lives as long as its channel.
+    _connection: Connection,
+    channel: Channel,
+}
+
+/// Publishes persistent messages through the default exchange with publisher
+/// confirms. One connection, reopened on the next publish after a failure.
+pub struct AmqpPublisher {
+    connector: AmqpConnector,
+    topology: Topology,
+    live: Mutex<Option<LiveChannel>>,
+    confirm_timeout: Duration,
+}
+
+pub const PUBLISHER_COMPONENT: &str = "amqp-publisher";
+
+/// A publish the broker has received but not yet confirmed.
+pub struct PendingConfirm {
+    queue: String,
+    confirm: lapin::PublisherConfirm,
+    timeout: Duration,
+}
+
+impl PendingConfirm {
+    /// Waits for the broker's confirm: `Ok` only when it took responsibility
+    /// for the message (stored in a queue).
+    pub async fn confirmed(self) -> Result<(), AmqpError> {
+        let confirmation =
+            tokio::time::timeout(self.timeout, self.confirm).await.map_err(|_| AmqpError::Timeout(self.timeout))??;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(self.queue)),
+            Confirmation::Nack(_) | Confirmation::NotRequested => Err(AmqpError::Nacked),
+        }
+    }
+}
+
+impl AmqpPublisher {
+    pub fn new(connector: AmqpConnector, topology: Topology) -> Self {
+        connector.readiness().register(PUBLISHER_COMPONENT);
+        Self { connector, topology, live: Mutex::new(None), confirm_timeout: Duration::from_secs(15) }
+    }
+
+    /// The open confirm-mode channel, opening one if needed.
+    async fn channel(&self) -> Result<Channel, AmqpError> {
+        let mut live = self.live.lock().await;
+        if let Some(l) = live.as_ref() {
+            if l.channel.status().connected() {
+                return Ok(l.channel.clone());
+            }
+        }
+        *live = None;
+        let connection = match self.connector.connect_once().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.connector.readiness().not_ready(PUBLISHER_COMPONENT, e.to_string());
+                return Err(e);
+            }
+        };
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        declare_topology(&channel, &self.topology).await?;
+        self.connector.readiness().ready(PUBLISHER_COMPONENT);
+        *live = Some(LiveChannel { _connection: connection, channel: channel.clone() });
+        Ok(channel)
+    }
+
+    /// Keeps the publishing channel open, reconnecting with backoff, so
+    /// readiness reflects the broker even when nothing is being published.
+    pub async fn keep_connected(self: std::sync::Arc<Self>, shutdown: CancellationToken) {
+        let mut failures = 0;
+        loop {
+            let delay = match self.channel().await {
+                Ok(_) => {
+                    failures = 0;
+                    Duration::from_secs(1)
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "AMQP publisher cannot connect");
+                    self.connector.backoff.delay(failures)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Forgets the channel after a failure so the next publish reconnects.
+    pub async fn reset(&self, reason: &str) {
+        self.connector.readiness().not_ready(PUBLISHER_COMPONENT, reason.to_owned());
+        *self.live.lock().await = None;
+    }
+
+    /// Sends one message to `queue` and returns its pending confirm. Messages
+    /// sent one after another on the channel reach the queue in that order.
+    pub async fn send(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        payload: &[u8],
+        extra_headers: &[(&str, String)],
+    ) -> Result<PendingConfirm, AmqpError> {
+        let channel = self.channel().await?;
+        // mandatory: a missing queue comes back as a return, not as silence.
+        let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+        let confirm = channel
+            .basic_publish("".into(), queue.into(), options, payload, wire::amqp_properties(envelope, extra_headers))
+            .await?;
+        Ok(PendingConfirm { queue: queue.to_owned(), confirm, timeout: self.confirm_timeout })
+    }
+}

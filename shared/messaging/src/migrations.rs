@@ -1,0 +1,16 @@
+//! The messaging tables' migrations, applied to every service database
+//! before the service's own (which start at version 1000).
+
+use sqlx::PgPool;
+use sqlx::migrate::{MigrateError, Migrator};
+
+/// Applies the messaging migrations, then `service`'s (build it with
+/// `sqlx::migrate!("../../migrations/<service>")`). Both share sqlx's
+/// bookkeeping table, so each is told to ignore the other's versions.
+pub async fn run(pool: &PgPool, mut service: Migrator) -> Result<(), MigrateError> {
+    let mut messaging = sqlx::migrate!("../../migrations/messaging");
+    messaging.set_ignore_missing(true);
+    messaging.run(pool).await?;
+    service.set_ignore_missing(true);
+    service.run(pool).await
+}

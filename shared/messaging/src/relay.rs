@@ -1,0 +1,370 @@
+//! The outbox relay: publishes committed outbox rows and marks them sent only
+//! after the broker confirmed them.
+//!
+//! Ordering: rows are spread over [`LANES`](crate::outbox::LANES) by a hash of
+//! their aggregate. A relay takes a lane with a transaction-scoped advisory
+//! lock, so with several relays (several instances of a service) each lane is
+//! published by one of them at a time, in id order. Within one aggregate, id
+//! order is commit order because services write an aggregate's messages while
+//! holding its row lock. Only the confirmed prefix of a batch is marked sent:
+//! after a failure, the rest is published again, never overtaken.
+//!
+//! A crash anywhere means the unmarked rows are published again: duplicates
+//! are possible, loss is not. Consumers deduplicate with the inbox.
+
+use crate::amqp::{AmqpError, AmqpPublisher};
+use crate::crash;
+use crate::kafka::{KafkaPublishError, KafkaPublisher};
+use crate::outbox::{Destination, OutboxBacklog, OutboxMessage, direct_publish_queue};
+use crate::retry::Backoff;
+use crate::safety;
+use chrono::{DateTime, Utc};
+use contracts::Envelope;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use sqlx::types::Json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Advisory-lock class of relay lanes (the second key is the lane).
+const LANE_LOCK_CLASS: i32 = 0x0b0c;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RelayConfig {
+    /// Rows per lane per transaction: bounds memory and the work redone after a crash.
+    pub batch_size: i64,
+    /// Polling interval when no notification arrives.
+    pub poll_interval: Duration,
+    pub error_backoff: Backoff,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            poll_interval: Duration::from_millis(500),
+            error_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaPublishError),
+    #[error("no {0} publisher is configured in this service")]
+    NoPublisher(&'static str),
+    #[error("outbox row {0} is corrupt: {1}")]
+    Corrupt(i64, String),
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    id: i64,
+    transport: String,
+    destination: String,
+    partition_key: String,
+    envelope: Json<Envelope>,
+    payload: serde_json::Value,
+    created_at: DateTime<Utc>,
+}
+
+enum InFlight {
+    Amqp(crate::amqp::PendingConfirm),
+    Kafka(crate::kafka::PendingDelivery),
+}
+
+pub struct OutboxRelay {
+    pool: PgPool,
+    amqp: Option<Arc<AmqpPublisher>>,
+    kafka: Option<Arc<KafkaPublisher>>,
+    config: RelayConfig,
+}
+
+impl OutboxRelay {
+    pub fn new(
+        pool: PgPool,
+        amqp: Option<Arc<AmqpPublisher>>,
+        kafka: Option<Arc<KafkaPublisher>>,
+        config: RelayConfig,
+    ) -> Self {
+        Self { pool, amqp, kafka, config }
+    }
+
+    /// Publishes until `shutdown`: woken by `NOTIFY outbox` at each commit,
+    /// polling as a fallback, draining the backlog before sleeping. A batch
+    /// in progress is finished before returning.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = Arc::new(Notify::new());
+        tokio::spawn(listen_for_commits(self.pool.clone(), wake.clone(), shutdown.clone()));
+        let relay = Arc::new(self);
+        if safety::unsafe_modes().publish_without_outbox {
+            tokio::spawn(relay.clone().publish_directly(shutdown.clone()));
+        }
+        let mut failures = 0;
+        let mut last_backlog_read = Instant::now() - Duration::from_secs(60);
+        loop {
+            let delay = match relay.relay_pending().await {
+                Ok(0) => {
+                    failures = 0;
+                    relay.config.poll_interval
+                }
+                Ok(_) => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = relay.config.error_backoff.delay(failures);
+                    tracing::warn!(error = %e, ?delay, "outbox relay pass failed");
+                    delay
+                }
+            };
+            if last_backlog_read.elapsed() >= Duration::from_secs(2) {
+                last_backlog_read = Instant::now();
+                relay.record_backlog().await;
+            }
+            if delay.is_zero() && !shutdown.is_cancelled() {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn record_backlog(&self) {
+        if let Ok(backlog) = OutboxBacklog::read(&self.pool).await {
+            metrics::gauge!("outbox_pending_messages").set(backlog.pending as f64);
+            metrics::gauge!("outbox_oldest_pending_age_seconds").set(backlog.oldest_pending_age_seconds);
+        }
+    }
+
+    /// One pass over every lane with unsent rows; returns how many rows were
+    /// marked sent. Lanes held by another relay are skipped this pass.
+    pub async fn relay_pending(&self) -> Result<usize, RelayError> {
+        let lanes: Vec<(i16,)> =
+            sqlx::query_as("SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL").fetch_all(&self.pool).await?;
+        let mut sent = 0;
+        for (lane,) in lanes {
+            sent += self.relay_lane(lane).await?;
+        }
+        Ok(sent)
+    }
+
+    async fn relay_lane(&self, lane: i16) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(LANE_LOCK_CLASS)
+            .bind(i32::from(lane))
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            return Ok(0);
+        }
+        let rows: Vec<PendingRow> = sqlx::query_as(
+            "SELECT id, transport, destination, partition_key, envelope, payload, created_at
+             FROM outbox WHERE sent_at IS NULL AND lane = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(lane)
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        crash::crash_point(crash::RELAY_BEFORE_PUBLISH);
+        let results = self.publish_in_order(&rows).await;
+        let confirmed = results.iter().take_while(|r| r.is_ok()).count();
+        crash::crash_point(crash::RELAY_AFTER_CONFIRM_BEFORE_MARK);
+        let sent_ids: Vec<i64> = rows[..confirmed].iter().map(|r| r.id).collect();
+        sqlx::query("UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1)")
+            .bind(&sent_ids)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(Err(error)) = results.get(confirmed) {
+            let failed = &rows[confirmed];
+            tracing::warn!(outbox_id = failed.id, destination = %failed.destination, error = %error, "publish failed; will retry");
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                .bind(failed.id)
+                .bind(error.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(confirmed)
+    }
+
+    /// Sends every row in id order without waiting in between (the broker
+    /// keeps the order of one channel / partition), then waits for each
+    /// confirmation.
+    async fn publish_in_order(&self, rows: &[PendingRow]) -> Vec<Result<(), PublishError>> {
+        let middle = rows.len() / 2;
+        let mut in_flight = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i == middle && i > 0 {
+                crash::crash_point(crash::RELAY_MID_BATCH);
+            }
+            let span = publish_span(&row.envelope, &row.transport, &row.destination);
+            let sent = self.send(row).instrument(span.clone()).await;
+            in_flight.push((sent, span, row));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        for (sent, span, row) in in_flight {
+            let result = match sent {
+                Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
+                Ok(InFlight::Kafka(p)) => p.delivered().await.map(|_| ()).map_err(PublishError::from),
+                Err(e) => Err(e),
+            };
+            let labels = [("transport", row.transport.clone()), ("destination", row.destination.clone())];
+            match &result {
+                Ok(()) => {
+                    let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
+                    metrics::histogram!("outbox_commit_to_confirm_seconds", &labels).record(latency.as_secs_f64());
+                    metrics::counter!("outbox_published_total", &labels).increment(1);
+                }
+                Err(e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, "broker did not confirm"));
+                    metrics::counter!("outbox_publish_failures_total", &labels).increment(1);
+                    if matches!(e, PublishError::Amqp(_)) {
+                        if let Some(amqp) = &self.amqp {
+                            amqp.reset(&e.to_string()).await;
+                        }
+                    }
+                }
+            }
+            drop(span);
+            results.push(result);
+        }
+        results
+    }
+
+    async fn send(&self, row: &PendingRow) -> Result<InFlight, PublishError> {
+        // The consumer's span will be a child of this publish span.
+        let mut envelope = row.envelope.0.clone();
+        let trace = telemetry::current_trace_headers();
+        envelope.traceparent = trace.traceparent.or(envelope.traceparent);
+        envelope.tracestate = trace.tracestate.or(envelope.tracestate);
+        let payload = serde_json::to_vec(&row.payload).map_err(|e| PublishError::Corrupt(row.id, e.to_string()))?;
+        match row.transport.as_str() {
+            "amqp" => {
+                let amqp = self.amqp.as_ref().ok_or(PublishError::NoPublisher("AMQP"))?;
+                Ok(InFlight::Amqp(amqp.send(&row.destination, &envelope, &payload, &[]).await?))
+            }
+            "kafka" => {
+                let kafka = self.kafka.as_ref().ok_or(PublishError::NoPublisher("Kafka"))?;
+                Ok(InFlight::Kafka(kafka.send(&row.destination, &row.partition_key, &envelope, &payload, &[]).await?))
+            }
+            other => Err(PublishError::Corrupt(row.id, format!("unknown transport `{other}`"))),
+        }
+    }
+
+    /// UNSAFE mode: publish messages straight from memory, once, whatever
+    /// became of the transaction that produced them.
+    async fn publish_directly(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(mut receiver) = direct_publish_queue().take_receiver() else { return };
+        loop {
+            let message: OutboxMessage = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = receiver.recv() => match m { Some(m) => m, None => return },
+            };
+            let row = PendingRow {
+                id: 0,
+                transport: message.destination.transport().to_owned(),
+                destination: message.destination.name().to_owned(),
+                partition_key: message.partition_key.clone(),
+                envelope: Json(message.envelope.clone()),
+                payload: message.payload.clone(),
+                created_at: Utc::now(),
+            };
+            let result = match self.send(&row).await {
+                Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
+                Ok(InFlight::Kafka(p)) => p.delivered().await.map(|_| ()).map_err(PublishError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                // No outbox row to retry from: the message is gone.
+                tracing::error!(error = %e, destination = ?message.destination, "UNSAFE direct publish failed; message lost");
+                if let (Destination::Queue(_), Some(amqp)) = (&message.destination, &self.amqp) {
+                    amqp.reset(&e.to_string()).await;
+                }
+            }
+        }
+    }
+}
+
+/// The producer span of one publish: a child of the context stored with the
+/// outbox row (the request or message that caused it).
+fn publish_span(envelope: &Envelope, transport: &str, destination: &str) -> tracing::Span {
+    let system = if transport == "amqp" { "rabbitmq" } else { "kafka" };
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = format!("send {destination}"),
+        otel.kind = "producer",
+        messaging.system = system,
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = destination,
+        messaging.message.id = %envelope.message_id,
+        messaging.message.conversation_id = %envelope.correlation_id,
+        message_type = %envelope.message_type,
+        order_id = %envelope.correlation_id,
+    );
+    telemetry::set_remote_parent(
+        &span,
+        &telemetry::TraceHeaders { traceparent: envelope.traceparent.clone(), tracestate: envelope.tracestate.clone() },
+    );
+    span
+}
+
+/// Wakes the relay whenever a transaction that wrote outbox rows commits.
+/// Reconnects after a database restart; polling covers the gap.
+async fn listen_for_commits(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let mut failures = 0;
+    loop {
+        let listener = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen("outbox").await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listener.await {
+            Ok(l) => l,
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(error = %e, "outbox LISTEN failed; polling meanwhile");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.delay(failures)) => continue,
+                }
+            }
+        };
+        failures = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.recv() => match n {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "outbox LISTEN connection lost");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

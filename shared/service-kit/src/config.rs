@@ -1,0 +1,117 @@
+//! Configuration from environment variables, parsed once at start, with
+//! defaults that work against the local runner's development stack.
+
+use contracts::Topology;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// The variable's value, or `default` when unset or empty.
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// The variable parsed as `T`, or `default` when unset; a value that does not
+/// parse is an error naming the variable, never silently replaced.
+pub fn env_parse<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+            name: name.to_owned(),
+            value,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Settings every service reads.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// `HTTP_ADDR`
+    pub http_addr: SocketAddr,
+    /// `DATABASE_URL`
+    pub database_url: Secret,
+    /// `DATABASE_MAX_CONNECTIONS`
+    pub database_max_connections: u32,
+    /// `AMQP_URL`
+    pub amqp_url: Secret,
+    /// `KAFKA_BROKERS`
+    pub kafka_brokers: String,
+    /// `MESSAGING_NAMESPACE`: prefix of every queue, topic and group.
+    pub messaging_namespace: String,
+    /// `SHUTDOWN_DEADLINE_SECS`: how long SIGTERM waits for in-flight work.
+    pub shutdown_deadline: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_SECS`
+    pub http_request_timeout: Duration,
+    /// `HTTP_BODY_LIMIT_BYTES`
+    pub http_body_limit: usize,
+    /// `ADMIN_TOKEN`: bearer token of the admin routes; none disables them.
+    pub admin_token: Option<Secret>,
+}
+
+impl CommonConfig {
+    /// Reads the common variables; `default_port` and `database` make the
+    /// defaults point at this service's place in the development stack.
+    pub fn from_env(default_port: u16, database: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            http_addr: env_parse("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)))?,
+            database_url: Secret::new(env_or(
+                "DATABASE_URL",
+                &format!("postgres://postgres@127.0.0.1:55432/{database}"),
+            )),
+            database_max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            amqp_url: Secret::new(env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:55672/%2f")),
+            kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:59092"),
+            messaging_namespace: env_or("MESSAGING_NAMESPACE", ""),
+            shutdown_deadline: Duration::from_secs(env_parse("SHUTDOWN_DEADLINE_SECS", 20)?),
+            http_request_timeout: Duration::from_secs(env_parse("HTTP_REQUEST_TIMEOUT_SECS", 10)?),
+            http_body_limit: env_parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
+            admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(Secret::new),
+        })
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.messaging_namespace.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_variables_take_defaults_and_secrets_stay_hidden() {
+        assert_eq!(env_parse::<u32>("SERVICE_KIT_TEST_UNSET_VAR", 7).unwrap(), 7);
+        assert!(format!("{:?}", Secret::new("hunter2")).contains("***"));
+    }
+}

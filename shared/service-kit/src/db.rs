@@ -1,0 +1,68 @@
+//! The service's PostgreSQL pool: lazy, bounded, waiting out a database that
+//! is not up yet, and reporting readiness.
+
+use crate::config::CommonConfig;
+use health::Readiness;
+use messaging::retry::Backoff;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const COMPONENT: &str = "database";
+
+/// A pool that connects on first use. `acquire_timeout` is short so an
+/// exhausted pool turns into a quick 503, not a hung request.
+pub fn pool(config: &CommonConfig) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(60))
+        .connect_lazy(config.database_url.expose())
+}
+
+/// Applies the messaging and service migrations, retrying while the
+/// database is unreachable. Returns `Ok(false)` if shut down meanwhile.
+pub async fn migrate_when_reachable(
+    pool: &PgPool,
+    migrator: Migrator,
+    shutdown: &CancellationToken,
+) -> Result<bool, sqlx::migrate::MigrateError> {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "database not reachable yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(backoff.delay(attempt)) => {}
+                }
+            }
+        }
+    }
+    messaging::migrations::run(pool, migrator).await?;
+    Ok(true)
+}
+
+/// Reports [`COMPONENT`] readiness every 2 s from a trivial query.
+pub fn spawn_readiness_probe(pool: PgPool, readiness: Readiness, shutdown: CancellationToken) {
+    readiness.register(COMPONENT);
+    tokio::spawn(async move {
+        loop {
+            let probe = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool)).await;
+            match probe {
+                Ok(Ok(_)) => readiness.ready(COMPONENT),
+                Ok(Err(e)) => readiness.not_ready(COMPONENT, e.to_string()),
+                Err(_) => readiness.not_ready(COMPONENT, "no answer within 2s"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,238 @@
+//! Runs a service: its background tasks (relay, consumers, jobs) and its HTTP
+//! server, all stopped by one cancellation token, within a deadline.
+
+use crate::config::CommonConfig;
+use crate::db;
+use crate::http::with_standard_layers;
+use crate::metrics_endpoint;
+use axum::Router;
+use health::Readiness;
+use messaging::amqp::{AmqpConnector, AmqpPublisher};
+use messaging::amqp_consumer::AmqpConsumer;
+use messaging::consumer::{MessageHandler, MessageProcessor, RetryPolicy};
+use messaging::kafka::{KafkaPublishError, KafkaPublisher};
+use messaging::kafka_consumer::KafkaConsumer;
+use messaging::relay::{OutboxRelay, RelayConfig};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaPublishError),
+    #[error("Kafka topics: {0}")]
+    KafkaTopics(#[from] rdkafka_error::KafkaError),
+    #[error("shut down before start-up finished")]
+    ShutDownDuringStartup,
+}
+
+use messaging::kafka::rdkafka_error;
+
+pub struct ServiceHost {
+    name: &'static str,
+    config: CommonConfig,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+    deadline: Duration,
+    body_limit: usize,
+    request_timeout: Duration,
+    tasks: Vec<(String, JoinHandle<()>)>,
+}
+
+impl ServiceHost {
+    pub fn new(name: &'static str, config: &CommonConfig, shutdown: CancellationToken) -> Self {
+        let modes = messaging::safety::unsafe_modes();
+        if modes.any() {
+            tracing::error!(service = name, modes = ?modes.enabled(), "running with UNSAFE delivery modes");
+        }
+        Self {
+            name,
+            config: config.clone(),
+            readiness: Readiness::new(),
+            shutdown,
+            deadline: config.shutdown_deadline,
+            body_limit: config.http_body_limit,
+            request_timeout: config.http_request_timeout,
+            tasks: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn config(&self) -> &CommonConfig {
+        &self.config
+    }
+
+    /// The pool, once the database answers and the migrations are applied;
+    /// keeps reporting the database's readiness afterwards.
+    pub async fn database(&mut self, migrator: Migrator) -> Result<PgPool, HostError> {
+        let pool = db::pool(&self.config)?;
+        if !db::migrate_when_reachable(&pool, migrator, &self.shutdown).await? {
+            return Err(HostError::ShutDownDuringStartup);
+        }
+        db::spawn_readiness_probe(pool.clone(), self.readiness.clone(), self.shutdown.clone());
+        Ok(pool)
+    }
+
+    /// A connector to the configured RabbitMQ, named after this service.
+    pub fn amqp_connector(&self, role: &str) -> AmqpConnector {
+        AmqpConnector::new(self.config.amqp_url.expose(), format!("{}-{role}", self.name), self.readiness.clone())
+    }
+
+    /// A confirm-mode publisher whose connection is kept open in the background.
+    pub fn amqp_publisher(&mut self) -> Arc<AmqpPublisher> {
+        let publisher = Arc::new(AmqpPublisher::new(self.amqp_connector("publisher"), self.config.topology()));
+        let shutdown = self.shutdown.clone();
+        self.spawn("amqp-publisher-connection", publisher.clone().keep_connected(shutdown));
+        publisher
+    }
+
+    /// An idempotent Kafka producer, after making sure `topics` exist.
+    pub async fn kafka_publisher(&self, topics: &[String]) -> Result<Arc<KafkaPublisher>, HostError> {
+        let brokers = &self.config.kafka_brokers;
+        let mut attempt = 0;
+        let backoff = messaging::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        // Topic creation needs the brokers: wait for them like for the database.
+        while let Err(e) =
+            messaging::kafka::ensure_topics(brokers, topics, contracts::topology::EVENT_TOPIC_PARTITIONS).await
+        {
+            attempt += 1;
+            tracing::warn!(error = %e, attempt, "Kafka not reachable yet");
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(HostError::ShutDownDuringStartup),
+                _ = tokio::time::sleep(backoff.delay(attempt)) => {}
+            }
+        }
+        let publisher = KafkaPublisher::new(brokers, self.name)?;
+        publisher.spawn_readiness_probe(self.readiness.clone(), self.shutdown.clone());
+        Ok(Arc::new(publisher))
+    }
+
+    /// Runs the outbox relay for this service's database.
+    pub fn start_relay(&mut self, pool: PgPool, amqp: Option<Arc<AmqpPublisher>>, kafka: Option<Arc<KafkaPublisher>>) {
+        let relay = OutboxRelay::new(pool, amqp, kafka, RelayConfig::default());
+        let shutdown = self.shutdown.clone();
+        self.spawn("outbox-relay", relay.run(shutdown));
+    }
+
+    /// Consumes RabbitMQ `queue` with `handler`, recording in the inbox as `consumer`.
+    pub fn consume_queue<H: MessageHandler>(&mut self, pool: PgPool, queue: String, consumer: &str, handler: H) {
+        let processor = MessageProcessor::new(pool, consumer, handler, RetryPolicy::default());
+        let amqp_consumer =
+            AmqpConsumer::new(self.amqp_connector("consumer"), self.config.topology(), queue.clone(), 16, processor);
+        let shutdown = self.shutdown.clone();
+        self.spawn(format!("amqp-consumer:{queue}"), amqp_consumer.run(shutdown));
+    }
+
+    /// Consumes Kafka `topics` in this service's consumer group with `handler`.
+    pub fn consume_topics<H: MessageHandler>(
+        &mut self,
+        pool: PgPool,
+        topics: Vec<String>,
+        handler: H,
+        dead_letters: Arc<KafkaPublisher>,
+    ) {
+        let topology = self.config.topology();
+        let group = topology.consumer_group(self.name);
+        let processor = MessageProcessor::new(pool, self.name, handler, RetryPolicy::default());
+        let consumer = KafkaConsumer::new(
+            &self.config.kafka_brokers,
+            &group,
+            topics,
+            processor,
+            dead_letters,
+            self.readiness.clone(),
+        );
+        let shutdown = self.shutdown.clone();
+        self.spawn(format!("kafka-consumer:{group}"), consumer.run(shutdown));
+    }
+
+    /// Runs `task` until it returns; it must watch [`Self::shutdown`].
+    pub fn spawn(&mut self, name: impl Into<String>, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push((name.into(), tokio::spawn(task)));
+    }
+
+    /// Serves `app` plus the health and metrics routes until shutdown, then
+    /// waits for the background tasks to finish their in-flight work, up to
+    /// the deadline.
+    pub async fn serve(self, listener: TcpListener, app: Router) -> std::io::Result<()> {
+        let app = with_standard_layers(
+            app.merge(metrics_endpoint::routes(self.name, self.readiness.clone())),
+            self.body_limit,
+            self.request_timeout,
+        );
+        tracing::info!(service = self.name, addr = %listener.local_addr()?, "serving HTTP");
+        let shutdown = self.shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let deadline = self.deadline;
+        let stopped = self.shutdown.clone();
+        // The server stops accepting at once on shutdown; requests in flight
+        // get until the deadline.
+        let serve = async {
+            tokio::select! {
+                result = server => result,
+                _ = async { stopped.cancelled().await; tokio::time::sleep(deadline).await } => {
+                    tracing::warn!("HTTP requests still open at the shutdown deadline");
+                    Ok(())
+                }
+            }
+        };
+        let result = serve.await;
+        self.shutdown.cancel();
+        let waiting = async {
+            for (name, handle) in self.tasks {
+                if let Err(e) = handle.await {
+                    tracing::error!(task = %name, error = %e, "background task failed");
+                }
+            }
+        };
+        if tokio::time::timeout(deadline, waiting).await.is_err() {
+            tracing::warn!(service = self.name, ?deadline, "background tasks still running at the shutdown deadline");
+        }
+        tracing::info!(service = self.name, "stopped");
+        result
+    }
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        tracing::info!("shutdown signal received");
+        cancel.cancel();
+    });
+    token
+}

@@ -1,0 +1,112 @@
+//! `ApiJson<T>`: a JSON body extractor whose errors name the offending field
+//! (`lines[1].quantity: invalid type: string "x", expected i32`), mapped to
+//! [`ApiError`] like every other error.
+
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(rejection.body_text())
+            }
+        })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses `bytes` as `T`, naming the path of the first offending field.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+            Ok(value)
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(ApiError::BadRequest(format!("malformed JSON: {inner}")));
+            }
+            let message = inner.to_string();
+            // serde reports a missing field at the parent; name the field itself.
+            let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                Some(missing) if path == "." => missing.to_owned(),
+                Some(missing) => format!("{path}.{missing}"),
+                None if path == "." => "body".to_owned(),
+                None => path,
+            };
+            let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+            Err(ApiError::Validation { field, message })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        quantity: i32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        customer_id: String,
+        lines: Vec<Line>,
+    }
+
+    fn field_of(json: &str) -> String {
+        match parse::<Body>(json.as_bytes()) {
+            Err(ApiError::Validation { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(r#"{"lines": []}"#), "customer_id");
+        assert_eq!(field_of(r#"{"customer_id": 5, "lines": []}"#), "customer_id");
+        assert_eq!(field_of(r#"{"customer_id": "c", "lines": [{"sku": "a", "quantity": "x"}]}"#), "lines[0].quantity");
+        assert_eq!(field_of(r#"{"customer_id": "c", "lines": [{"quantity": 1}]}"#), "lines[0].sku");
+        assert_eq!(field_of(r#"[1, 2]"#), "body");
+    }
+
+    #[test]
+    fn syntax_errors_are_bad_requests() {
+        assert!(matches!(parse::<Body>(b"{not json"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(parse::<Body>(b""), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            parse::<Body>(br#"{"customer_id": "c", "lines": []} trailing"#),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+}

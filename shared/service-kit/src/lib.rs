@@ -1,0 +1,17 @@
+//! What every service has in common, so each service crate holds only its
+//! domain: configuration from the environment, the HTTP error type and JSON
+//! extractor, health and metrics routes, the database pool, and a host that
+//! runs background tasks and shuts everything down within a deadline.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod host;
+pub mod http;
+pub mod json;
+pub mod metrics_endpoint;
+
+pub use config::{CommonConfig, ConfigError, env_or, env_parse};
+pub use error::ApiError;
+pub use host::ServiceHost;
+pub use json::ApiJson;

@@ -1,0 +1,113 @@
+//! JSON log lines that carry the OpenTelemetry `trace_id` and `span_id`, so a
+//! log line found in any service leads straight to the whole trace.
+
+use opentelemetry::trace::TraceContextExt;
+use serde_json::{Map, Value};
+use std::fmt;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+pub struct JsonWithTraceIds {
+    service: String,
+}
+
+impl JsonWithTraceIds {
+    pub fn new(service: &str) -> Self {
+        Self { service: service.to_owned() }
+    }
+}
+
+struct JsonFields<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // The whole chain: "connecting: connection refused" beats "connecting".
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        self.0.insert(field.name().to_owned(), Value::from(text));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonWithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        );
+        line.insert("level".into(), Value::from(meta.level().as_str()));
+        line.insert("service".into(), Value::from(self.service.as_str()));
+        line.insert("target".into(), Value::from(meta.target()));
+
+        let mut fields = Map::new();
+        event.record(&mut JsonFields(&mut fields));
+        if let Some(message) = fields.remove("message") {
+            line.insert("message".into(), message);
+        }
+
+        let span = event.parent().and_then(|id| ctx.span(id)).or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            line.insert("span".into(), Value::from(span.name()));
+            // Fields of enclosing spans (order_id, message_type, …) as
+            // recorded by the default field formatter.
+            let mut span_fields = Vec::new();
+            for s in span.scope().from_root() {
+                if let Some(formatted) = s.extensions().get::<FormattedFields<N>>() {
+                    if !formatted.is_empty() {
+                        span_fields.push(format!("{}{{{}}}", s.name(), formatted.fields));
+                    }
+                }
+            }
+            if !span_fields.is_empty() {
+                line.insert("spans".into(), Value::from(span_fields.join(" ")));
+            }
+            let context = tracing::dispatcher::get_default(|dispatch| {
+                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            });
+            if let Some(context) = context {
+                let otel_span = context.span();
+                let sc = otel_span.span_context();
+                if sc.is_valid() {
+                    line.insert("trace_id".into(), Value::from(sc.trace_id().to_string()));
+                    line.insert("span_id".into(), Value::from(sc.span_id().to_string()));
+                }
+            }
+        }
+        if !fields.is_empty() {
+            line.insert("fields".into(), Value::Object(fields));
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}

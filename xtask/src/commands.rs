@@ -1,0 +1,284 @@
+//! What the `cargo xtask` subcommands do; `main.rs` only parses arguments.
+
+use std::{fmt::Write as _, io::Write as _, str::FromStr, time::Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::{
+    infra::{Component, Stack, StartOutcome},
+    services::{self, SERVICE_READY_TIMEOUT, SERVICE_STOP_TIMEOUT, SERVICES, ServiceSpec, TOPICS},
+    tools,
+};
+
+/// Something `kill`, `restart` and `logs` can address by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Infra(Component),
+    Service(&'static ServiceSpec),
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Infra(component) => component.name(),
+            Target::Service(spec) => spec.name,
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = anyhow::Error;
+    fn from_str(name: &str) -> Result<Self> {
+        if let Ok(component) = name.parse::<Component>() {
+            return Ok(Target::Infra(component));
+        }
+        if let Some(spec) = services::service_spec(name) {
+            return Ok(Target::Service(spec));
+        }
+        let services: Vec<&str> = SERVICES.iter().map(|spec| spec.name).collect();
+        Err(anyhow!("unknown name {name:?}: expected postgres, rabbitmq, kafka or a service ({})", services.join(", ")))
+    }
+}
+
+/// `cargo xtask up`: tools, infrastructure, databases, topics, build, services.
+pub async fn up(stack: &Stack, build: bool) -> Result<()> {
+    infra_up(stack).await?;
+    provision(stack).await?;
+
+    if build {
+        println!("Building the service binaries…");
+        if let Err(error) = services::build_services(stack.repo_root()).await {
+            eprintln!("error: {error:#}\n(continuing with whatever binaries exist)");
+        }
+    }
+
+    let mut failures = Vec::new();
+    for spec in &SERVICES {
+        let service = stack.service(spec);
+        let Some(binary) = service.binary() else {
+            println!(
+                "{:<9} binary missing (neither {} nor {} in {}/debug): not started",
+                spec.name,
+                spec.name,
+                spec.package,
+                services::target_dir(stack.repo_root()).display()
+            );
+            continue;
+        };
+        let started = Instant::now();
+        let result = async {
+            let outcome = service.spawn(&[])?;
+            service.wait_ready(SERVICE_READY_TIMEOUT).await?;
+            anyhow::Ok(outcome)
+        }
+        .await;
+        match result {
+            Ok(outcome) => println!(
+                "{:<9} {} ({}), ready in {:.1}s",
+                spec.name,
+                describe_start(outcome),
+                binary.display(),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(error) => {
+                eprintln!("{:<9} FAILED: {error:#}", spec.name);
+                failures.push(spec.name);
+            }
+        }
+    }
+
+    println!("\n{}", endpoints(stack));
+    if !failures.is_empty() {
+        bail!(
+            "services not ready: {} (see their logs above and in {})",
+            failures.join(", "),
+            stack.logs_dir().display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates the six databases and the Kafka topics (idempotent).
+pub async fn provision(stack: &Stack) -> Result<()> {
+    for spec in &SERVICES {
+        stack.create_database(spec.name).await.with_context(|| format!("creating the {} database", spec.name))?;
+    }
+    stack.kafka().create_topics(&TOPICS).await.context("creating Kafka topics")?;
+    let topics: Vec<String> =
+        TOPICS.iter().map(|(name, partitions)| format!("{name} ({partitions} partitions)")).collect();
+    println!(
+        "databases: {}; topics: {}",
+        SERVICES.iter().map(|spec| spec.name).collect::<Vec<_>>().join(", "),
+        topics.join(", ")
+    );
+    Ok(())
+}
+
+/// `cargo xtask down`: services first (they hold connections), then infrastructure.
+pub async fn down(stack: &Stack) -> Result<()> {
+    let mut failures = Vec::new();
+    for spec in &SERVICES {
+        let service = stack.service(spec);
+        if service.is_running() {
+            match service.stop(SERVICE_STOP_TIMEOUT).await {
+                Ok(()) => println!("{:<9} stopped", spec.name),
+                Err(error) => failures.push(format!("{}: {error:#}", spec.name)),
+            }
+        }
+    }
+    if let Err(error) = infra_down(stack).await {
+        failures.push(format!("{error:#}"));
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// `cargo xtask infra up`: start PostgreSQL, RabbitMQ, Kafka and wait.
+pub async fn infra_up(stack: &Stack) -> Result<()> {
+    tools::ensure_all().await?;
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for component in Component::ALL {
+        outcomes.push((component, stack.start_component(component).await?));
+    }
+    // Wait concurrently: RabbitMQ's boot dominates.
+    let ready_after =
+        |component: Component| async move { stack.wait_component_ready(component).await.map(|()| started.elapsed()) };
+    let (postgres, rabbitmq, kafka) = tokio::join!(
+        ready_after(Component::Postgres),
+        ready_after(Component::RabbitMq),
+        ready_after(Component::Kafka),
+    );
+    let mut failures = Vec::new();
+    for ((component, outcome), result) in outcomes.into_iter().zip([postgres, rabbitmq, kafka]) {
+        match result {
+            Ok(elapsed) => println!(
+                "{:<9} {} on port {}, ready after {:.1}s",
+                component.name(),
+                describe_start(outcome),
+                stack.component_port(component),
+                elapsed.as_secs_f64()
+            ),
+            Err(error) => failures.push(format!("{error:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
+    }
+    Ok(())
+}
+
+/// `cargo xtask infra down`.
+pub async fn infra_down(stack: &Stack) -> Result<()> {
+    let running: Vec<Component> =
+        Component::ALL.into_iter().filter(|component| stack.component_pid(*component).is_some()).collect();
+    stack.stop_infra().await?;
+    for component in running {
+        println!("{:<9} stopped", component.name());
+    }
+    Ok(())
+}
+
+/// `cargo xtask status`: one row per process.
+pub fn status(stack: &Stack) -> String {
+    let mut table = String::new();
+    let _ = writeln!(table, "stack {} ({})", stack.name(), stack.dir().display());
+    let _ = writeln!(table, "{:<10} {:>8} {:<8} {:>6}", "COMPONENT", "PID", "RUNNING", "PORT");
+    let mut row = |name: &str, pid: Option<u32>, port: u16| {
+        let pid_text = pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+        let running = if pid.is_some() { "yes" } else { "no" };
+        let _ = writeln!(table, "{name:<10} {pid_text:>8} {running:<8} {port:>6}");
+    };
+    for component in Component::ALL {
+        row(component.name(), stack.component_pid(component), stack.component_port(component));
+    }
+    for spec in &SERVICES {
+        let service = stack.service(spec);
+        row(spec.name, service.pid(), service.port());
+    }
+    table
+}
+
+/// `cargo xtask logs NAME [--follow]`.
+pub async fn logs(stack: &Stack, target: Target, follow: bool) -> Result<()> {
+    let path = stack.log_path(target.name());
+    if !path.exists() {
+        bail!("no log for {} at {} (has it been started on stack {}?)", target.name(), path.display(), stack.name());
+    }
+    if follow {
+        let status = tokio::process::Command::new("tail")
+            .args(["-n", "+1", "-F"])
+            .arg(&path)
+            .status()
+            .await
+            .context("running tail -F")?;
+        if !status.success() {
+            bail!("tail -F {} exited with {status}", path.display());
+        }
+        return Ok(());
+    }
+    let contents = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    std::io::stdout().write_all(&contents).context("writing log to stdout")?;
+    Ok(())
+}
+
+/// `cargo xtask kill NAME`: SIGKILL, like a crash.
+pub async fn kill(stack: &Stack, target: Target) -> Result<()> {
+    let started = Instant::now();
+    let pid = match target {
+        Target::Infra(component) => stack.component_pid(component),
+        Target::Service(spec) => stack.service(spec).pid(),
+    };
+    let Some(pid) = pid else {
+        println!("{} is not running on stack {}", target.name(), stack.name());
+        return Ok(());
+    };
+    match target {
+        Target::Infra(component) => stack.kill_component(component).await?,
+        Target::Service(spec) => stack.service(spec).kill().await?,
+    }
+    println!("{} (pid {pid}) killed with SIGKILL in {:.1}s", target.name(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `cargo xtask restart NAME`: graceful stop if running, start, wait until ready.
+pub async fn restart(stack: &Stack, target: Target) -> Result<()> {
+    let started = Instant::now();
+    let pid = match target {
+        Target::Infra(component) => stack.restart_component(component).await?,
+        Target::Service(spec) => stack.service(spec).restart(&[]).await?,
+    };
+    println!("{} restarted: pid {pid}, ready in {:.1}s", target.name(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Every address a developer needs, plus where the logs are.
+pub fn endpoints(stack: &Stack) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "postgres   postgres://postgres@127.0.0.1:{}/<database>", stack.ports().postgres);
+    let _ = writeln!(text, "amqp       {}", stack.amqp_url());
+    if let Some(port) = stack.ports().rabbit_management {
+        let _ = writeln!(text, "rabbit ui  http://127.0.0.1:{port} (guest/guest)");
+    }
+    let _ = writeln!(text, "kafka      {}", stack.kafka_brokers());
+    for spec in &SERVICES {
+        let _ = writeln!(
+            text,
+            "{:<10} {:<24} database {}",
+            spec.name,
+            stack.service(spec).url(),
+            stack.postgres_url(spec.name)
+        );
+    }
+    let _ = write!(text, "logs       {}/<name>.log", stack.logs_dir().display());
+    text
+}
+
+fn describe_start(outcome: StartOutcome) -> String {
+    match outcome {
+        StartOutcome::AlreadyRunning { pid } => format!("already running (pid {pid})"),
+        StartOutcome::Spawned { pid } => format!("started (pid {pid})"),
+    }
+}

@@ -1,0 +1,1316 @@
+//! Infrastructure stacks: a PostgreSQL cluster, a RabbitMQ node and a Tansu
+//! (Kafka API) broker owned by the runner, each with its own directory and
+//! ports, so tests can SIGKILL and restart them without touching the system
+//! PostgreSQL / RabbitMQ services.
+//!
+//! Layout of a stack directory `<repo>/.run/<stack>/`:
+//! - `logs/<name>.log`, `pids/<name>.pid` for every process (infra and services)
+//! - `pg/` (or a symlink to `/var/tmp/ordermesh-<hash>/<stack>/pg` when the
+//!   `postgres` OS user cannot reach the repository) with `data/` and `socket/`
+//! - `rabbitmq/` node home: config, cookie, mnesia, logs
+//! - `kafka/` Tansu's sqlite storage
+
+use std::{
+    fmt,
+    fs::{self, OpenOptions},
+    io::Write as _,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Output,
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::{
+    sys::signal::Signal,
+    unistd::{Gid, Uid, User},
+};
+use sqlx::{Connection as _, PgConnection};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    process::Command,
+};
+
+use crate::{
+    process::{self, OWNER_ENV, POLL_INTERVAL},
+    tools,
+};
+
+pub const POSTGRES_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The first boot of a RabbitMQ node (mnesia + feature flags) is slow on a
+/// busy two-core machine.
+pub const RABBITMQ_READY_TIMEOUT: Duration = Duration::from_secs(120);
+pub const KAFKA_READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+const KILL_TIMEOUT: Duration = Duration::from_secs(15);
+const LOG_TAIL_LINES: usize = 40;
+/// Room left in `sockaddr_un.sun_path` (108 bytes) for `/.s.PGSQL.NNNNN`.
+const MAX_SOCKET_DIR_LEN: usize = 90;
+
+/// Ports of one stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackPorts {
+    pub postgres: u16,
+    pub amqp: u16,
+    pub rabbit_dist: u16,
+    pub kafka: u16,
+    /// RabbitMQ management UI, if enabled for this stack.
+    pub rabbit_management: Option<u16>,
+    /// Added to each service's base port (8080…8085) so stacks can run side by side.
+    pub service_port_offset: u16,
+}
+
+/// A named set of infrastructure processes with its own directory and ports.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    name: String,
+    repo_root: PathBuf,
+    dir: PathBuf,
+    ports: StackPorts,
+}
+
+/// The three infrastructure components of a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Component {
+    Postgres,
+    RabbitMq,
+    Kafka,
+}
+
+impl Component {
+    pub const ALL: [Component; 3] = [Component::Postgres, Component::RabbitMq, Component::Kafka];
+
+    /// Name used for logs, pid files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Postgres => "postgres",
+            Component::RabbitMq => "rabbitmq",
+            Component::Kafka => "kafka",
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+impl FromStr for Component {
+    type Err = anyhow::Error;
+    fn from_str(name: &str) -> Result<Self> {
+        Component::ALL
+            .into_iter()
+            .find(|component| component.name() == name)
+            .ok_or_else(|| anyhow!("unknown infrastructure component {name:?} (expected postgres, rabbitmq or kafka)"))
+    }
+}
+
+/// What `start` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartOutcome {
+    AlreadyRunning { pid: u32 },
+    Spawned { pid: u32 },
+}
+
+impl StartOutcome {
+    pub fn pid(self) -> u32 {
+        match self {
+            StartOutcome::AlreadyRunning { pid } | StartOutcome::Spawned { pid } => pid,
+        }
+    }
+}
+
+impl Stack {
+    /// A stack called `name` under `<repo_root>/.run/<name>/`.
+    pub fn new(name: &str, repo_root: impl AsRef<Path>, ports: StackPorts) -> Stack {
+        let repo_root = std::path::absolute(repo_root.as_ref()).unwrap_or_else(|_| repo_root.as_ref().to_path_buf());
+        let dir = repo_root.join(".run").join(name);
+        Stack { name: name.to_owned(), repo_root, dir, ports }
+    }
+
+    /// The developer stack used by `cargo xtask up`.
+    pub fn dev(repo_root: impl AsRef<Path>) -> Stack {
+        Stack::new(
+            "dev",
+            repo_root,
+            StackPorts {
+                postgres: 55432,
+                amqp: 55672,
+                rabbit_dist: 55673,
+                kafka: 59092,
+                rabbit_management: Some(55674),
+                service_port_offset: 0,
+            },
+        )
+    }
+
+    /// The stack for the system tests.
+    pub fn test(repo_root: impl AsRef<Path>) -> Stack {
+        Stack::new(
+            "test",
+            repo_root,
+            StackPorts {
+                postgres: 56432,
+                amqp: 56672,
+                rabbit_dist: 56673,
+                kafka: 59192,
+                rabbit_management: None,
+                service_port_offset: 1000,
+            },
+        )
+    }
+
+    /// The stack for chaos (kill -9) tests.
+    pub fn chaos(repo_root: impl AsRef<Path>) -> Stack {
+        Stack::new(
+            "chaos",
+            repo_root,
+            StackPorts {
+                postgres: 57432,
+                amqp: 57672,
+                rabbit_dist: 57673,
+                kafka: 59292,
+                rabbit_management: None,
+                service_port_offset: 2000,
+            },
+        )
+    }
+
+    /// `dev`, `test` or `chaos`.
+    pub fn by_name(name: &str, repo_root: impl AsRef<Path>) -> Result<Stack> {
+        match name {
+            "dev" => Ok(Stack::dev(repo_root)),
+            "test" => Ok(Stack::test(repo_root)),
+            "chaos" => Ok(Stack::chaos(repo_root)),
+            other => bail!("unknown stack {other:?} (expected dev, test or chaos)"),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn repo_root(&self) -> &Path {
+        &self.repo_root
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn ports(&self) -> StackPorts {
+        self.ports
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+    pub fn pids_dir(&self) -> PathBuf {
+        self.dir.join("pids")
+    }
+    /// `logs/<name>.log` for an infra component or a service.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.logs_dir().join(format!("{name}.log"))
+    }
+    /// `pids/<name>.lock`, held while starting `name`.
+    pub(crate) fn start_lock_path(&self, name: &str) -> PathBuf {
+        self.pids_dir().join(format!("{name}.lock"))
+    }
+    /// `pids/<name>.pid` for an infra component or a service.
+    pub fn pid_path(&self, name: &str) -> PathBuf {
+        self.pids_dir().join(format!("{name}.pid"))
+    }
+    /// The value of [`OWNER_ENV`] given to the process `name` of this stack.
+    pub(crate) fn owner_tag(&self, name: &str) -> String {
+        format!("{}::{name}", self.dir.display())
+    }
+
+    pub fn postgres(&self) -> Postgres<'_> {
+        Postgres { stack: self }
+    }
+    pub fn rabbitmq(&self) -> RabbitMq<'_> {
+        RabbitMq { stack: self }
+    }
+    pub fn kafka(&self) -> Kafka<'_> {
+        Kafka { stack: self }
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/<database>`
+    pub fn postgres_url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.ports.postgres, percent_encode(database))
+    }
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.ports.amqp)
+    }
+    /// `127.0.0.1:<port>` (the form librdkafka's `bootstrap.servers` takes).
+    pub fn kafka_brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.kafka)
+    }
+
+    /// Starts PostgreSQL, RabbitMQ and Kafka (installing tools if needed) and
+    /// waits until all three are ready.
+    pub async fn start_infra(&self) -> Result<()> {
+        tools::ensure_all().await?;
+        self.prepare_dirs()?;
+        for component in Component::ALL {
+            self.start_component(component).await?;
+        }
+        tokio::try_join!(
+            self.postgres().wait_ready(POSTGRES_READY_TIMEOUT),
+            self.rabbitmq().wait_ready(RABBITMQ_READY_TIMEOUT),
+            self.kafka().wait_ready(KAFKA_READY_TIMEOUT),
+        )?;
+        Ok(())
+    }
+
+    /// Gracefully stops all three components; tries all of them even if one fails.
+    pub async fn stop_infra(&self) -> Result<()> {
+        let (kafka, rabbitmq, postgres) =
+            tokio::join!(self.kafka().stop(), self.rabbitmq().stop(), self.postgres().stop(),);
+        let failures: Vec<String> = [kafka, rabbitmq, postgres]
+            .into_iter()
+            .filter_map(|result| result.err().map(|error| format!("{error:#}")))
+            .collect();
+        if !failures.is_empty() {
+            bail!("stopping infrastructure of stack {}:\n{}", self.name, failures.join("\n"));
+        }
+        Ok(())
+    }
+
+    pub async fn start_component(&self, component: Component) -> Result<StartOutcome> {
+        match component {
+            Component::Postgres => self.postgres().start().await,
+            Component::RabbitMq => self.rabbitmq().start().await,
+            Component::Kafka => self.kafka().start().await,
+        }
+    }
+    pub async fn wait_component_ready(&self, component: Component) -> Result<()> {
+        match component {
+            Component::Postgres => self.postgres().wait_ready(POSTGRES_READY_TIMEOUT).await,
+            Component::RabbitMq => self.rabbitmq().wait_ready(RABBITMQ_READY_TIMEOUT).await,
+            Component::Kafka => self.kafka().wait_ready(KAFKA_READY_TIMEOUT).await,
+        }
+    }
+    pub async fn stop_component(&self, component: Component) -> Result<()> {
+        match component {
+            Component::Postgres => self.postgres().stop().await,
+            Component::RabbitMq => self.rabbitmq().stop().await,
+            Component::Kafka => self.kafka().stop().await,
+        }
+    }
+    pub async fn kill_component(&self, component: Component) -> Result<()> {
+        match component {
+            Component::Postgres => self.postgres().kill().await,
+            Component::RabbitMq => self.rabbitmq().kill().await,
+            Component::Kafka => self.kafka().kill().await,
+        }
+    }
+    pub async fn restart_component(&self, component: Component) -> Result<u32> {
+        match component {
+            Component::Postgres => self.postgres().restart().await,
+            Component::RabbitMq => self.rabbitmq().restart().await,
+            Component::Kafka => self.kafka().restart().await,
+        }
+    }
+    /// Pid of the running component, `None` if it is not running.
+    pub fn component_pid(&self, component: Component) -> Option<u32> {
+        match component {
+            Component::Postgres => self.postgres().pid(),
+            Component::RabbitMq => self.rabbitmq().pid(),
+            Component::Kafka => self.kafka().pid(),
+        }
+    }
+    pub fn component_port(&self, component: Component) -> u16 {
+        match component {
+            Component::Postgres => self.ports.postgres,
+            Component::RabbitMq => self.ports.amqp,
+            Component::Kafka => self.ports.kafka,
+        }
+    }
+
+    /// Creates a database if it does not exist yet. Names are quoted, so SQL
+    /// keywords such as `order` work.
+    pub async fn create_database(&self, name: &str) -> Result<()> {
+        let mut connection = self.admin_connection().await?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_optional(&mut connection)
+            .await
+            .with_context(|| format!("checking whether database {name:?} exists"))?;
+        if exists.is_some() {
+            return Ok(());
+        }
+        let statement = format!("CREATE DATABASE {}", quote_identifier(name));
+        match sqlx::raw_sql(&statement).execute(&mut connection).await {
+            Ok(_) => Ok(()),
+            // Somebody else created it in between: that is what we wanted.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => Ok(()),
+            Err(error) => {
+                Err(error).with_context(|| format!("creating database {name:?} on {}", self.postgres_url("postgres")))
+            }
+        }
+    }
+
+    /// Drops a database if it exists, disconnecting its sessions.
+    pub async fn drop_database(&self, name: &str) -> Result<()> {
+        let mut connection = self.admin_connection().await?;
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(name));
+        sqlx::raw_sql(&statement)
+            .execute(&mut connection)
+            .await
+            .with_context(|| format!("dropping database {name:?} on {}", self.postgres_url("postgres")))?;
+        Ok(())
+    }
+
+    async fn admin_connection(&self) -> Result<PgConnection> {
+        let url = self.postgres_url("postgres");
+        PgConnection::connect(&url).await.with_context(|| {
+            format!(
+                "connecting to {url} (is the {} stack up? try `cargo xtask infra up --stack {}`)",
+                self.name, self.name
+            )
+        })
+    }
+
+    fn prepare_dirs(&self) -> Result<()> {
+        for dir in [self.logs_dir(), self.pids_dir()] {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Appends a marker line so restarts are easy to find in a shared log.
+    pub(crate) fn mark_log(&self, name: &str, what: &str) -> Result<()> {
+        let path = self.log_path(name);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        writeln!(log, "\n===== ordermesh runner: {what} {name} (unix time {since_epoch}) =====")
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub(crate) fn owned_pid(&self, name: &str) -> Option<u32> {
+        let pid = process::read_pid_file(&self.pid_path(name)).ok().flatten()?;
+        (process::is_alive(pid) && process::process_has_env(pid, OWNER_ENV, &self.owner_tag(name))).then_some(pid)
+    }
+
+    /// SIGKILLs the process group recorded for `name` and waits for it to die.
+    async fn kill_owned(&self, name: &str) -> Result<()> {
+        if let Some(pid) = self.owned_pid(name) {
+            process::signal_group(pid, Signal::SIGKILL)?;
+            if !process::wait_for_exit(&[pid], KILL_TIMEOUT).await {
+                bail!("{name} (pid {pid}) still alive {KILL_TIMEOUT:?} after SIGKILL");
+            }
+        }
+        process::remove_pid_file(&self.pid_path(name))
+    }
+
+    /// SIGTERMs the process group recorded for `name` and waits; escalates to
+    /// SIGKILL (reported as an error) if it does not exit in time.
+    async fn terminate_owned(&self, name: &str, timeout: Duration) -> Result<()> {
+        if let Some(pid) = self.owned_pid(name) {
+            process::signal_group(pid, Signal::SIGTERM)?;
+            if !process::wait_for_exit(&[pid], timeout).await {
+                process::signal_group(pid, Signal::SIGKILL)?;
+                let log = process::log_tail(&self.log_path(name), LOG_TAIL_LINES);
+                bail!("{name} (pid {pid}) ignored SIGTERM for {timeout:?}; sent SIGKILL\n{log}");
+            }
+        }
+        process::remove_pid_file(&self.pid_path(name))
+    }
+
+    fn not_ready_error(&self, name: &str, pid: Option<u32>, problem: &str) -> anyhow::Error {
+        let log = process::log_tail(&self.log_path(name), LOG_TAIL_LINES);
+        match pid {
+            Some(pid) => anyhow!("{name} of stack {} (pid {pid}) {problem}\n{log}", self.name),
+            None => anyhow!("{name} of stack {} {problem}\n{log}", self.name),
+        }
+    }
+}
+
+/// The OS user PostgreSQL runs as: `postgres` when we are root (the server
+/// refuses to run as root), otherwise ourselves.
+#[derive(Clone, Debug)]
+struct ClusterOwner {
+    ids: Option<(Uid, Gid)>,
+}
+
+impl ClusterOwner {
+    fn current() -> Result<ClusterOwner> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(ClusterOwner { ids: None });
+        }
+        let user = User::from_name("postgres").context("looking up the `postgres` OS user")?.context(
+            "no `postgres` OS user exists; install PostgreSQL (apt-get install postgresql) which creates it",
+        )?;
+        Ok(ClusterOwner { ids: Some((user.uid, user.gid)) })
+    }
+
+    fn apply(&self, command: &mut Command) {
+        if let Some((uid, gid)) = self.ids {
+            command.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+    }
+
+    fn apply_std(&self, command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt as _;
+        if let Some((uid, gid)) = self.ids {
+            command.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+    }
+
+    fn chown(&self, path: &Path) -> Result<()> {
+        if let Some((uid, gid)) = self.ids {
+            nix::unistd::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("chown postgres {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the owner can traverse `dir` (x permission on it and all ancestors).
+    async fn can_traverse(&self, dir: &Path) -> Result<bool> {
+        let mut command = Command::new("test");
+        command.arg("-x").arg(dir);
+        self.apply(&mut command);
+        let status = command
+            .status()
+            .await
+            .with_context(|| format!("checking whether the postgres user can reach {}", dir.display()))?;
+        Ok(status.success())
+    }
+}
+
+/// The stack's PostgreSQL cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct Postgres<'a> {
+    stack: &'a Stack,
+}
+
+impl Postgres<'_> {
+    const NAME: &'static str = "postgres";
+
+    /// `<stack dir>/pg`: a directory or a symlink to the fallback location.
+    pub fn area_link(self) -> PathBuf {
+        self.stack.dir.join("pg")
+    }
+
+    /// The real data directory, if the cluster area exists.
+    pub fn data_dir(self) -> Option<PathBuf> {
+        self.area_link().canonicalize().ok().map(|area| area.join("data"))
+    }
+
+    /// Pid of the postmaster, if running: the process we spawned (recognised
+    /// by its environment marker), or the one named in the cluster's own
+    /// `postmaster.pid` if it really serves this data directory (pids get reused).
+    pub fn pid(self) -> Option<u32> {
+        if let Some(pid) = self.stack.owned_pid(Self::NAME) {
+            return Some(pid);
+        }
+        let data_dir = self.data_dir()?;
+        let postmaster = fs::read_to_string(data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())?;
+        (process::is_alive(postmaster) && process::process_cwd(postmaster).as_deref() == Some(&data_dir))
+            .then_some(postmaster)
+    }
+
+    pub fn is_running(self) -> bool {
+        self.pid().is_some()
+    }
+
+    /// Spawns the postmaster (after `initdb` on first use) unless it is already running.
+    pub async fn start(self) -> Result<StartOutcome> {
+        let _lock = process::lock_file_async(&self.stack.start_lock_path(Self::NAME)).await?;
+        if let Some(pid) = self.pid() {
+            return Ok(StartOutcome::AlreadyRunning { pid });
+        }
+        let tools = tools::ensure_postgres().await?;
+        let owner = ClusterOwner::current()?;
+        self.stack.prepare_dirs()?;
+        let area = self.prepare_area(&owner).await?;
+        let data_dir = area.join("data");
+        self.init_cluster(&tools, &owner, &data_dir).await?;
+        self.write_config(&owner, &area, &data_dir)?;
+        self.reap_orphans(&area, &data_dir).await?;
+
+        let mut command = std::process::Command::new(tools.postgres());
+        command
+            .arg("-D")
+            .arg(&data_dir)
+            .current_dir(&area)
+            .env("HOME", &area)
+            .env(OWNER_ENV, self.stack.owner_tag(Self::NAME));
+        owner.apply_std(&mut command);
+        self.stack.mark_log(Self::NAME, "starting")?;
+        let pid = process::spawn_detached(command, &self.stack.log_path(Self::NAME), &self.stack.pid_path(Self::NAME))?;
+        Ok(StartOutcome::Spawned { pid })
+    }
+
+    /// Waits until `SELECT 1` succeeds over TCP.
+    pub async fn wait_ready(self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let url = self.stack.postgres_url("postgres");
+        loop {
+            // Our pid file exists from the spawn on; postmaster.pid only once
+            // the server has initialised.
+            let spawned = process::read_pid_file(&self.stack.pid_path(Self::NAME)).ok().flatten();
+            let pid = self.pid().or(spawned.filter(|pid| process::is_alive(*pid)));
+            let Some(pid) = pid else {
+                return Err(self.stack.not_ready_error(Self::NAME, spawned, "is not running (exited during startup?)"));
+            };
+            // Only connect once the postmaster says it is ready: connecting
+            // earlier just fills the log with "the database system is starting up".
+            let problem = if self.postmaster_status().as_deref() != Some("ready") {
+                format!("postmaster status is {:?}", self.postmaster_status().unwrap_or_else(|| "unknown".into()))
+            } else {
+                match tokio::time::timeout(Duration::from_secs(5), select_one(&url)).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(error)) => format!("{url}: {error:#}"),
+                    Err(_) => format!("{url}: connection attempt timed out"),
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(self.stack.not_ready_error(
+                    Self::NAME,
+                    Some(pid),
+                    &format!("not ready after {timeout:?} ({problem})"),
+                ));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The status line PostgreSQL keeps in `postmaster.pid` (`starting`,
+    /// `ready`, `stopping`, ...), as `pg_ctl -w` reads it.
+    pub fn postmaster_status(self) -> Option<String> {
+        let lock = fs::read_to_string(self.data_dir()?.join("postmaster.pid")).ok()?;
+        lock.lines().nth(7).map(|status| status.trim().to_owned())
+    }
+
+    /// `pg_ctl stop -m fast`, waiting for the postmaster to exit.
+    pub async fn stop(self) -> Result<()> {
+        let (Some(pid), Some(data_dir)) = (self.pid(), self.data_dir()) else {
+            return process::remove_pid_file(&self.stack.pid_path(Self::NAME));
+        };
+        let tools = tools::locate_postgres()?;
+        let owner = ClusterOwner::current()?;
+        let mut command = Command::new(tools.pg_ctl());
+        command
+            .arg("stop")
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-m", "fast", "-w", "-t"])
+            .arg(STOP_TIMEOUT.as_secs().to_string());
+        owner.apply(&mut command);
+        let output = command.output().await.context("running pg_ctl stop")?;
+        if !output.status.success() && process::is_alive(pid) {
+            bail!("pg_ctl stop -D {} failed: {}", data_dir.display(), describe_output(&output));
+        }
+        if !process::wait_for_exit(&[pid], STOP_TIMEOUT).await {
+            bail!("postgres (pid {pid}) still running {STOP_TIMEOUT:?} after pg_ctl stop");
+        }
+        self.stack.mark_log(Self::NAME, "stopped")?;
+        process::remove_pid_file(&self.stack.pid_path(Self::NAME))
+    }
+
+    /// Simulates a crash: SIGKILL to the postmaster's group, then to every
+    /// backend (backends are session leaders of their own, so the group kill
+    /// misses them), and waits until all are gone so a restart can attach to
+    /// the shared memory again.
+    pub async fn kill(self) -> Result<()> {
+        let mut killed = Vec::new();
+        if let Some(pid) = self.pid() {
+            process::signal_group(pid, Signal::SIGKILL)?;
+            process::signal_process(pid, Signal::SIGKILL)?;
+            killed.push(pid);
+        }
+        if let Some(data_dir) = self.data_dir() {
+            // Look for backends only after the postmaster is dead, so it cannot fork new ones.
+            process::wait_for_exit(&killed, KILL_TIMEOUT).await;
+            for pid in cluster_processes(&data_dir) {
+                process::signal_process(pid, Signal::SIGKILL)?;
+                killed.push(pid);
+            }
+        }
+        if !process::wait_for_exit(&killed, KILL_TIMEOUT).await {
+            let alive: Vec<u32> = killed.into_iter().filter(|pid| process::is_alive(*pid)).collect();
+            bail!("postgres processes {alive:?} still alive {KILL_TIMEOUT:?} after SIGKILL");
+        }
+        process::remove_pid_file(&self.stack.pid_path(Self::NAME))
+    }
+
+    /// Graceful stop (if running), start, wait until ready. Returns the new pid.
+    pub async fn restart(self) -> Result<u32> {
+        self.stop().await?;
+        let outcome = self.start().await?;
+        self.wait_ready(POSTGRES_READY_TIMEOUT).await?;
+        Ok(outcome.pid())
+    }
+
+    /// Creates (once) the directory holding `data/` and `socket/`, choosing a
+    /// location the `postgres` user can reach. Returns its canonical path.
+    async fn prepare_area(self, owner: &ClusterOwner) -> Result<PathBuf> {
+        let link = self.area_link();
+        match fs::symlink_metadata(&link) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                // The symlink records a fallback location; recreate its target if
+                // /var/tmp was cleaned.
+                let target = fs::read_link(&link).with_context(|| format!("reading symlink {}", link.display()))?;
+                if !target.is_dir() {
+                    create_owned_dir(&target, owner)?;
+                }
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => bail!("{} exists but is neither a directory nor a symlink", link.display()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.stack.dir)
+                    .with_context(|| format!("creating {}", self.stack.dir.display()))?;
+                if owner.ids.is_none() || owner.can_traverse(&self.stack.dir).await? {
+                    create_owned_dir(&link, owner)?;
+                } else {
+                    // E.g. the repository is checked out under a root-only temp dir in CI.
+                    let fallback = fallback_area(&self.stack.repo_root, &self.stack.name);
+                    create_owned_dir(&fallback, owner)?;
+                    let parent = fallback.parent().unwrap_or(Path::new("/"));
+                    if !owner.can_traverse(parent).await? {
+                        bail!(
+                            "the postgres user can reach neither {} nor {}; make one of them traversable (chmod o+x)",
+                            self.stack.dir.display(),
+                            parent.display()
+                        );
+                    }
+                    std::os::unix::fs::symlink(&fallback, &link)
+                        .with_context(|| format!("symlinking {} -> {}", link.display(), fallback.display()))?;
+                }
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("inspecting {}", link.display()));
+            }
+        }
+        link.canonicalize().with_context(|| format!("resolving {}", link.display()))
+    }
+
+    async fn init_cluster(self, tools: &tools::PostgresTools, owner: &ClusterOwner, data_dir: &Path) -> Result<()> {
+        if data_dir.join("PG_VERSION").is_file() {
+            return Ok(());
+        }
+        if data_dir.exists() {
+            // A previous initdb was interrupted; the directory is ours and unusable.
+            fs::remove_dir_all(data_dir)
+                .with_context(|| format!("removing half-initialised {}", data_dir.display()))?;
+        }
+        let mut command = Command::new(tools.initdb());
+        command
+            .arg("-D")
+            .arg(data_dir)
+            .args(["--auth=trust", "-U", "postgres", "--no-locale", "--encoding=UTF8"])
+            .env("HOME", data_dir.parent().unwrap_or(data_dir));
+        owner.apply(&mut command);
+        let output = command.output().await.with_context(|| format!("running {}", tools.initdb().display()))?;
+        if !output.status.success() {
+            bail!("initdb -D {} failed: {}", data_dir.display(), describe_output(&output));
+        }
+        let conf = data_dir.join("postgresql.conf");
+        let mut file =
+            OpenOptions::new().append(true).open(&conf).with_context(|| format!("opening {}", conf.display()))?;
+        writeln!(
+            file,
+            "\n# Settings of the ordermesh runner, rewritten on every start.\ninclude_if_exists = 'ordermesh.conf'"
+        )
+        .with_context(|| format!("writing {}", conf.display()))?;
+        Ok(())
+    }
+
+    fn write_config(self, owner: &ClusterOwner, area: &Path, data_dir: &Path) -> Result<()> {
+        let port = self.stack.ports.postgres;
+        let socket_dir = self.socket_dir(area);
+        if !socket_dir.is_dir() {
+            create_owned_dir(&socket_dir, owner)?;
+        }
+        // fsync stays on: surviving kill -9 without losing commits is the point.
+        let settings = format!(
+            "listen_addresses = '127.0.0.1'\n\
+             port = {port}\n\
+             unix_socket_directories = '{socket}'\n\
+             max_connections = 400\n\
+             shared_buffers = 128MB\n\
+             fsync = on\n\
+             synchronous_commit = on\n\
+             full_page_writes = on\n\
+             logging_collector = off\n\
+             log_line_prefix = '%m [%p] %q%u@%d '\n\
+             # After a crash, sync the data directory with one syncfs() instead of
+             # fsync()ing every file: same guarantee, seconds faster.\n\
+             recovery_init_sync_method = syncfs\n",
+            socket = socket_dir.display()
+        );
+        let path = data_dir.join("ordermesh.conf");
+        fs::write(&path, settings).with_context(|| format!("writing {}", path.display()))?;
+        owner.chown(&path)
+    }
+
+    /// Kills leftovers of an earlier crash (backends outliving a SIGKILLed
+    /// postmaster) and removes a stale `postmaster.pid`, whose pid might
+    /// since have been reused by an unrelated process.
+    /// `<area>/socket`, or a short directory under the temp dir when that
+    /// path would not fit a unix socket address (108 bytes).
+    fn socket_dir(self, area: &Path) -> PathBuf {
+        let socket_dir = area.join("socket");
+        if socket_dir.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
+            return socket_dir;
+        }
+        std::env::temp_dir().join(format!("ordermesh-{}-{}-pgsock", short_hash(&self.stack.repo_root), self.stack.name))
+    }
+
+    async fn reap_orphans(self, area: &Path, data_dir: &Path) -> Result<()> {
+        let orphans = cluster_processes(data_dir);
+        for pid in &orphans {
+            process::signal_process(*pid, Signal::SIGKILL)?;
+        }
+        if !process::wait_for_exit(&orphans, KILL_TIMEOUT).await {
+            bail!("leftover postgres processes {orphans:?} of {} survive SIGKILL", data_dir.display());
+        }
+        // Nothing serves this cluster now, so lock files are stale. PostgreSQL
+        // would refuse to start if their pid still answered kill(pid, 0),
+        // which happens when the pid was reused or is an unreaped zombie.
+        let socket = self.socket_dir(area).join(format!(".s.PGSQL.{}", self.stack.ports.postgres));
+        let socket_lock = PathBuf::from(format!("{}.lock", socket.display()));
+        for stale in [data_dir.join("postmaster.pid"), socket_lock, socket] {
+            match fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(error).with_context(|| format!("removing stale {}", stale.display()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Live `postgres` processes whose working directory is `data_dir`: the
+/// postmaster and all its backends / auxiliary processes.
+fn cluster_processes(data_dir: &Path) -> Vec<u32> {
+    process::processes_with_cwd(data_dir)
+        .into_iter()
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                exe.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with("postgres"))
+            })
+        })
+        .collect()
+}
+
+async fn select_one(url: &str) -> Result<()> {
+    let mut connection = PgConnection::connect(url).await.context("connecting")?;
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut connection).await.context("SELECT 1")?;
+    if one != 1 {
+        bail!("SELECT 1 returned {one}");
+    }
+    let _ = connection.close().await;
+    Ok(())
+}
+
+/// The stack's RabbitMQ node.
+#[derive(Clone, Copy, Debug)]
+pub struct RabbitMq<'a> {
+    stack: &'a Stack,
+}
+
+impl RabbitMq<'_> {
+    const NAME: &'static str = "rabbitmq";
+
+    /// The node's home: config files, Erlang cookie, mnesia, logs.
+    pub fn dir(self) -> PathBuf {
+        self.stack.dir.join("rabbitmq")
+    }
+
+    /// `ordermesh-<stack>@localhost`
+    pub fn node_name(self) -> String {
+        format!("ordermesh-{}@localhost", self.stack.name)
+    }
+
+    pub fn pid(self) -> Option<u32> {
+        self.stack.owned_pid(Self::NAME)
+    }
+
+    pub fn is_running(self) -> bool {
+        self.pid().is_some()
+    }
+
+    /// Environment shared by `rabbitmq-server` and `rabbitmqctl`: everything
+    /// points into the node's own directory so `/etc/rabbitmq/*` (which names
+    /// the system node) never leaks in, and HOME makes both agree on the cookie.
+    pub fn env(self) -> Vec<(String, String)> {
+        let dir = self.dir();
+        let in_dir = |file: &str| dir.join(file).display().to_string();
+        let ports = self.stack.ports;
+        vec![
+            ("HOME".into(), dir.display().to_string()),
+            ("RABBITMQ_NODENAME".into(), self.node_name()),
+            ("RABBITMQ_NODE_IP_ADDRESS".into(), "127.0.0.1".into()),
+            ("RABBITMQ_NODE_PORT".into(), ports.amqp.to_string()),
+            ("RABBITMQ_DIST_PORT".into(), ports.rabbit_dist.to_string()),
+            ("RABBITMQ_MNESIA_BASE".into(), in_dir("mnesia")),
+            ("RABBITMQ_LOG_BASE".into(), in_dir("log")),
+            ("RABBITMQ_PID_FILE".into(), in_dir("beam.pid")),
+            ("RABBITMQ_CONFIG_FILE".into(), in_dir("rabbitmq.conf")),
+            ("RABBITMQ_ADVANCED_CONFIG_FILE".into(), in_dir("advanced.config")),
+            ("RABBITMQ_ENABLED_PLUGINS_FILE".into(), in_dir("enabled_plugins")),
+            ("RABBITMQ_CONF_ENV_FILE".into(), in_dir("rabbitmq-env.conf")),
+            // Keep distribution on loopback, like the system node.
+            ("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(), "-kernel inet_dist_use_interface {127,0,0,1}".into()),
+            ("ERL_EPMD_ADDRESS".into(), "127.0.0.1".into()),
+        ]
+    }
+
+    fn command(self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("RABBITMQ_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env_remove("ERL_FLAGS")
+            .env_remove("ERL_AFLAGS")
+            .env_remove("ERL_ZFLAGS")
+            .envs(self.env())
+            .current_dir(self.dir());
+        command
+    }
+
+    fn write_config(self) -> Result<()> {
+        let dir = self.dir();
+        for sub in [dir.clone(), dir.join("mnesia"), dir.join("log")] {
+            fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        }
+        let ports = self.stack.ports;
+        let mut config = format!(
+            "# Written by the ordermesh runner on every start.\n\
+             listeners.tcp.default = 127.0.0.1:{amqp}\n\
+             # loopback_users stays at its default: guest/guest works on 127.0.0.1 only.\n\
+             log.console = true\n\
+             log.console.level = info\n\
+             log.console.use_colors = off\n\
+             log.file = false\n",
+            amqp = ports.amqp
+        );
+        let plugins = match ports.rabbit_management {
+            Some(port) => {
+                config.push_str(&format!("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {port}\n"));
+                "[rabbitmq_management].\n"
+            }
+            None => "[].\n",
+        };
+        let files = [
+            ("rabbitmq.conf", config.as_str()),
+            ("enabled_plugins", plugins),
+            ("advanced.config", "[].\n"),
+            (
+                "rabbitmq-env.conf",
+                "# Intentionally empty: replaces /etc/rabbitmq/rabbitmq-env.conf, which names the system node.\n",
+            ),
+        ];
+        for (file, contents) in files {
+            let path = dir.join(file);
+            fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Spawns `rabbitmq-server` unless the node is already running.
+    pub async fn start(self) -> Result<StartOutcome> {
+        let _lock = process::lock_file_async(&self.stack.start_lock_path(Self::NAME)).await?;
+        if let Some(pid) = self.pid() {
+            return Ok(StartOutcome::AlreadyRunning { pid });
+        }
+        let tools = tools::ensure_rabbitmq().await?;
+        self.stack.prepare_dirs()?;
+        self.write_config()?;
+        let mut command = self.command(&tools.server()).into_std();
+        command.env(OWNER_ENV, self.stack.owner_tag(Self::NAME));
+        self.stack.mark_log(Self::NAME, "starting")?;
+        let pid = process::spawn_detached(command, &self.stack.log_path(Self::NAME), &self.stack.pid_path(Self::NAME))?;
+        Ok(StartOutcome::Spawned { pid })
+    }
+
+    /// Waits for the AMQP listener to greet (it opens last during boot), then
+    /// confirms with `rabbitmqctl await_startup`.
+    pub async fn wait_ready(self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let address = SocketAddr::from(([127, 0, 0, 1], self.stack.ports.amqp));
+        loop {
+            let Some(pid) = self.pid() else {
+                return Err(self.stack.not_ready_error(Self::NAME, None, "is not running (exited during startup?)"));
+            };
+            if amqp_greets(address).await.is_ok() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(self.stack.not_ready_error(
+                    Self::NAME,
+                    Some(pid),
+                    &format!("does not speak AMQP on {address} after {timeout:?}"),
+                ));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
+        let output = self
+            .ctl(&["await_startup", "--timeout", &remaining.as_secs().to_string()], remaining + Duration::from_secs(30))
+            .await?;
+        if !output.status.success() {
+            return Err(self.stack.not_ready_error(
+                Self::NAME,
+                self.pid(),
+                &format!("failed `rabbitmqctl -n {} await_startup`: {}", self.node_name(), describe_output(&output)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `rabbitmqctl -n <node> <args>` with the node's environment.
+    pub async fn ctl(self, args: &[&str], timeout: Duration) -> Result<Output> {
+        let tools = tools::locate_rabbitmq()?;
+        let node = self.node_name();
+        let mut command = self.command(&tools.ctl());
+        command.arg("-n").arg(&node).args(args).kill_on_drop(true);
+        let description = format!("rabbitmqctl -n {node} {}", args.join(" "));
+        tokio::time::timeout(timeout, command.output())
+            .await
+            .map_err(|_| anyhow!("`{description}` did not finish within {timeout:?}"))?
+            .with_context(|| format!("running `{description}`"))
+    }
+
+    /// `rabbitmqctl shutdown` (stops the node and waits for its OS process),
+    /// falling back to SIGTERM.
+    pub async fn stop(self) -> Result<()> {
+        let Some(pid) = self.pid() else {
+            return process::remove_pid_file(&self.stack.pid_path(Self::NAME));
+        };
+        let shutdown = self.ctl(&["shutdown"], STOP_TIMEOUT).await;
+        let graceful = matches!(&shutdown, Ok(output) if output.status.success());
+        if !graceful || !process::wait_for_exit(&[pid], Duration::from_secs(30)).await {
+            let reason = match shutdown {
+                Ok(output) => describe_output(&output),
+                Err(error) => format!("{error:#}"),
+            };
+            eprintln!("rabbitmqctl shutdown did not stop {} ({reason}); sending SIGTERM", self.node_name());
+            self.stack.terminate_owned(Self::NAME, Duration::from_secs(30)).await?;
+        }
+        self.stack.mark_log(Self::NAME, "stopped")?;
+        process::remove_pid_file(&self.stack.pid_path(Self::NAME))
+    }
+
+    /// Simulates a crash: SIGKILL to the whole group (script, beam.smp, helpers).
+    pub async fn kill(self) -> Result<()> {
+        self.stack.kill_owned(Self::NAME).await
+    }
+
+    pub async fn restart(self) -> Result<u32> {
+        self.stop().await?;
+        let outcome = self.start().await?;
+        self.wait_ready(RABBITMQ_READY_TIMEOUT).await?;
+        Ok(outcome.pid())
+    }
+}
+
+/// Opens an AMQP 0-9-1 connection far enough to receive `Connection.Start`.
+async fn amqp_greets(address: SocketAddr) -> Result<()> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(address).await.context("connecting")?;
+        stream.write_all(b"AMQP\x00\x00\x09\x01").await.context("sending protocol header")?;
+        let mut frame_header = [0_u8; 7];
+        stream.read_exact(&mut frame_header).await.context("reading Connection.Start")?;
+        // Frame type 1 (method) on channel 0: the broker's Connection.Start.
+        if frame_header[0] != 1 || frame_header[1..3] != [0, 0] {
+            bail!("unexpected AMQP greeting {frame_header:?}");
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(3), attempt).await.map_err(|_| anyhow!("AMQP greeting timed out"))?
+}
+
+/// The stack's Tansu broker.
+#[derive(Clone, Copy, Debug)]
+pub struct Kafka<'a> {
+    stack: &'a Stack,
+}
+
+impl Kafka<'_> {
+    const NAME: &'static str = "kafka";
+
+    pub fn dir(self) -> PathBuf {
+        self.stack.dir.join("kafka")
+    }
+
+    /// The sqlite file holding all topics.
+    pub fn storage_file(self) -> PathBuf {
+        self.dir().join("tansu.db")
+    }
+
+    /// `tcp://127.0.0.1:<port>`, the URL form Tansu's CLI takes.
+    pub fn broker_url(self) -> String {
+        format!("tcp://127.0.0.1:{}", self.stack.ports.kafka)
+    }
+
+    pub fn pid(self) -> Option<u32> {
+        self.stack.owned_pid(Self::NAME)
+    }
+
+    pub fn is_running(self) -> bool {
+        self.pid().is_some()
+    }
+
+    fn tansu_command(self, tansu: &Path) -> Command {
+        let mut command = Command::new(tansu);
+        // Tansu also reads these from the environment (and from a .env file in
+        // its working directory, which is why that is the kafka/ dir).
+        for leaky in [
+            "CLUSTER_ID",
+            "LISTENER_URL",
+            "ADVERTISED_LISTENER_URL",
+            "STORAGE_ENGINE",
+            "SCHEMA_REGISTRY",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            command.env_remove(leaky);
+        }
+        command.current_dir(self.dir());
+        command
+    }
+
+    /// Spawns `tansu broker` with sqlite storage unless already running.
+    pub async fn start(self) -> Result<StartOutcome> {
+        let _lock = process::lock_file_async(&self.stack.start_lock_path(Self::NAME)).await?;
+        if let Some(pid) = self.pid() {
+            return Ok(StartOutcome::AlreadyRunning { pid });
+        }
+        let tansu = tools::ensure_tansu().await?;
+        self.stack.prepare_dirs()?;
+        fs::create_dir_all(self.dir()).with_context(|| format!("creating {}", self.dir().display()))?;
+        let url = self.broker_url();
+        let mut command = self.tansu_command(&tansu);
+        // Tansu resolves sqlite:// paths relative to its working directory.
+        command
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .env(OWNER_ENV, self.stack.owner_tag(Self::NAME));
+        self.stack.mark_log(Self::NAME, "starting")?;
+        let pid = process::spawn_detached(
+            command.into_std(),
+            &self.stack.log_path(Self::NAME),
+            &self.stack.pid_path(Self::NAME),
+        )?;
+        Ok(StartOutcome::Spawned { pid })
+    }
+
+    /// Waits until the port accepts connections and topics can be listed.
+    pub async fn wait_ready(self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let address = SocketAddr::from(([127, 0, 0, 1], self.stack.ports.kafka));
+        loop {
+            let Some(pid) = self.pid() else {
+                return Err(self.stack.not_ready_error(Self::NAME, None, "is not running (exited during startup?)"));
+            };
+            let probe = async {
+                TcpStream::connect(address).await.context("connecting")?;
+                self.list_topics().await.map(|_| ())
+            };
+            let problem = match tokio::time::timeout(Duration::from_secs(10), probe).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(error)) => format!("{error:#}"),
+                Err(_) => "probe timed out".to_owned(),
+            };
+            if Instant::now() >= deadline {
+                return Err(self.stack.not_ready_error(
+                    Self::NAME,
+                    Some(pid),
+                    &format!("not ready on {address} after {timeout:?}: {problem}"),
+                ));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Existing topics with their partition counts.
+    pub async fn list_topics(self) -> Result<Vec<(String, usize)>> {
+        let tansu = tools::locate_tansu()?.context("tansu is not installed")?;
+        let url = self.broker_url();
+        let output = self
+            .tansu_command(&tansu)
+            .args(["topic", "list", "--broker", &url])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running `tansu topic list`")?;
+        if !output.status.success() {
+            bail!("`tansu topic list --broker {url}` failed: {}", describe_output(&output));
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // Tansu prints the Metadata response's topics as one JSON array line.
+        let json_line = stdout
+            .lines()
+            .find(|line| line.trim_start().starts_with('['))
+            .with_context(|| format!("`tansu topic list` printed no JSON array: {stdout}"))?;
+        let topics: Vec<serde_json::Value> = serde_json::from_str(json_line)
+            .with_context(|| format!("parsing `tansu topic list` output {json_line}"))?;
+        Ok(topics
+            .iter()
+            .filter_map(|topic| {
+                let name = topic.get("name")?.as_str()?.to_owned();
+                let partitions = topic.get("partitions").and_then(|p| p.as_array()).map_or(0, Vec::len);
+                Some((name, partitions))
+            })
+            .collect())
+    }
+
+    /// Creates the topics that do not exist yet; existing ones are left alone
+    /// (a differing partition count is reported on stderr, not changed).
+    pub async fn create_topics(self, topics: &[(&str, i32)]) -> Result<()> {
+        let tansu = tools::locate_tansu()?.context("tansu is not installed")?;
+        let url = self.broker_url();
+        let existing = self.list_topics().await?;
+        for (topic, partitions) in topics {
+            if let Some((_, actual)) = existing.iter().find(|(name, _)| name == topic) {
+                if i32::try_from(*actual).ok() != Some(*partitions) {
+                    eprintln!(
+                        "warning: topic {topic} exists with {actual} partitions (wanted {partitions}); left as is"
+                    );
+                }
+                continue;
+            }
+            let output = self
+                .tansu_command(&tansu)
+                .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
+                .kill_on_drop(true)
+                .output()
+                .await
+                .with_context(|| format!("running `tansu topic create {topic}`"))?;
+            if !output.status.success() {
+                // Lost a race with another creator? Then the topic is there now.
+                let now = self.list_topics().await?;
+                if !now.iter().any(|(name, _)| name == topic) {
+                    bail!(
+                        "`tansu topic create {topic} --partitions {partitions} --broker {url}` failed: {}",
+                        describe_output(&output)
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM (Tansu shuts down cleanly on it) and wait.
+    pub async fn stop(self) -> Result<()> {
+        let running = self.is_running();
+        self.stack.terminate_owned(Self::NAME, Duration::from_secs(30)).await?;
+        if running {
+            self.stack.mark_log(Self::NAME, "stopped")?;
+        }
+        Ok(())
+    }
+
+    pub async fn kill(self) -> Result<()> {
+        self.stack.kill_owned(Self::NAME).await
+    }
+
+    pub async fn restart(self) -> Result<u32> {
+        self.stop().await?;
+        let outcome = self.start().await?;
+        self.wait_ready(KAFKA_READY_TIMEOUT).await?;
+        Ok(outcome.pid())
+    }
+}
+
+/// Creates `dir` (and parents) owned by the cluster owner with mode 0700:
+/// private to that user, which is what PostgreSQL expects of its own areas.
+fn create_owned_dir(dir: &Path, owner: &ClusterOwner) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    owner.chown(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod 700 {}", dir.display()))
+}
+
+/// `/var/tmp/ordermesh-<hash of repo path>/<stack>/pg`
+fn fallback_area(repo_root: &Path, stack: &str) -> PathBuf {
+    PathBuf::from("/var/tmp").join(format!("ordermesh-{}", short_hash(repo_root))).join(stack).join("pg")
+}
+
+/// A short, stable (FNV-1a) hash of a path, for per-checkout directory names.
+pub fn short_hash(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let hash =
+        canonical.as_os_str().as_bytes().iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// `"name"` with embedded quotes doubled.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn percent_encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn describe_output(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    format!("{} (stdout: {}) (stderr: {})", output.status, stdout.trim(), stderr.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_have_distinct_ports_and_dirs() {
+        let root = Path::new("/repo");
+        let stacks = [Stack::dev(root), Stack::test(root), Stack::chaos(root)];
+        assert_eq!(stacks[0].dir(), Path::new("/repo/.run/dev"));
+        assert_eq!(stacks[1].ports().postgres, 56432);
+        assert_eq!(stacks[2].ports().kafka, 59292);
+        assert_eq!(stacks[0].amqp_url(), "amqp://guest:guest@127.0.0.1:55672/%2f");
+        assert_eq!(stacks[1].postgres_url("order"), "postgres://postgres@127.0.0.1:56432/order");
+        assert_eq!(stacks[2].kafka_brokers(), "127.0.0.1:59292");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("order"), "\"order\"");
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn components_parse_from_their_names() {
+        for component in Component::ALL {
+            assert_eq!(component.name().parse::<Component>().unwrap(), component);
+        }
+        assert!("redis".parse::<Component>().is_err());
+    }
+
+    #[test]
+    fn short_hash_is_stable() {
+        assert_eq!(short_hash(Path::new("/nonexistent/x")), short_hash(Path::new("/nonexistent/x")));
+        assert_ne!(short_hash(Path::new("/nonexistent/x")), short_hash(Path::new("/nonexistent/y")));
+        assert_eq!(short_hash(Path::new("/nonexistent/x")).len(), 12);
+    }
+}

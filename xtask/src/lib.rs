@@ -1,0 +1,33 @@
+//! The local runner: starts PostgreSQL, RabbitMQ and a Kafka-compatible
+//! broker (Tansu) as processes it owns, plus the six services, for
+//! development (`cargo xtask …`) and for the system tests (as a library).
+//!
+//! - [`tools`]: finding / installing the external programs
+//! - [`infra`]: [`Stack`]s and their components ([`infra::Postgres`], [`infra::RabbitMq`], [`infra::Kafka`])
+//! - [`services`]: the service table and service processes
+//! - [`commands`]: what the CLI subcommands do
+//! - [`process`]: detached processes, pid files, signals
+
+pub mod commands;
+pub mod infra;
+pub mod process;
+pub mod services;
+pub mod tools;
+
+use std::path::PathBuf;
+
+pub use infra::{Component, Stack, StackPorts, StartOutcome};
+/// Re-exported so callers of [`Service::signal`] need no `nix` dependency.
+pub use nix::sys::signal::Signal;
+pub use services::{SERVICES, Service, ServiceSpec, TOPICS};
+
+/// The workspace root: `ORDERMESH_REPO_ROOT` if set, else the parent of this crate.
+pub fn repo_root() -> PathBuf {
+    match std::env::var_os("ORDERMESH_REPO_ROOT") {
+        Some(root) => PathBuf::from(root),
+        None => {
+            let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `cargo xtask <command>`: the local runner's command line. All logic lives
+//! in the library so the system tests can drive the same code.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use xtask::{Stack, commands, commands::Target};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Run the ordermesh services and their infrastructure locally")]
+struct Cli {
+    /// Which stack (directory and ports) to act on.
+    #[arg(long, global = true, value_enum, default_value_t = StackName::Dev)]
+    stack: StackName,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StackName {
+    Dev,
+    Test,
+    Chaos,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start infrastructure, create databases and topics, build and start the services.
+    Up {
+        /// Skip `cargo build` of the service binaries.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Stop the services, then the infrastructure.
+    Down,
+    /// Show every process of the stack.
+    Status,
+    /// Print a log file (postgres, rabbitmq, kafka or a service).
+    Logs {
+        name: String,
+        /// Keep printing as the log grows.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// SIGKILL a component or service (simulates a crash).
+    Kill { name: String },
+    /// Restart a component or service and wait until it is ready.
+    Restart { name: String },
+    /// Infrastructure only (PostgreSQL, RabbitMQ, Kafka), e.g. for tests.
+    Infra {
+        #[command(subcommand)]
+        action: InfraAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum InfraAction {
+    Up,
+    Down,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Print the context chain without a backtrace: the messages
+            // already say what failed and carry log tails.
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let repo_root = xtask::repo_root();
+    let stack = match cli.stack {
+        StackName::Dev => Stack::dev(&repo_root),
+        StackName::Test => Stack::test(&repo_root),
+        StackName::Chaos => Stack::chaos(&repo_root),
+    };
+    match cli.command {
+        Command::Up { no_build } => commands::up(&stack, !no_build).await,
+        Command::Down => commands::down(&stack).await,
+        Command::Status => {
+            print!("{}", commands::status(&stack));
+            Ok(())
+        }
+        Command::Logs { name, follow } => commands::logs(&stack, name.parse::<Target>()?, follow).await,
+        Command::Kill { name } => commands::kill(&stack, name.parse::<Target>()?).await,
+        Command::Restart { name } => commands::restart(&stack, name.parse::<Target>()?).await,
+        Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
+        Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,
+    }
+}

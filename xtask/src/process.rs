@@ -1,0 +1,245 @@
+//! Detached child processes: spawning into their own process group, pid files,
+//! signals and `/proc` inspection.
+//!
+//! Every long-running process the runner owns is spawned with `process_group(0)`
+//! so that a single `killpg` takes the process and all of its helpers (the
+//! RabbitMQ start script, `beam.smp`, `erl_child_setup`, ...) down at once.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use nix::{
+    errno::Errno,
+    sys::signal::{self, Signal},
+    unistd::Pid,
+};
+
+/// Environment variable stamped on every process the runner spawns. Its value
+/// identifies the owner (stack directory + component), so a pid file that
+/// points to a recycled pid is never mistaken for our process.
+pub const OWNER_ENV: &str = "ORDERMESH_PROCESS";
+
+/// How often waiting loops look again.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Spawns `command` detached from the caller: own process group, stdin closed,
+/// stdout and stderr appended to `log_path`, pid written to `pid_path`.
+/// Returns the pid (which is also the process group id).
+pub fn spawn_detached(mut command: Command, log_path: &Path, pid_path: &Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt as _;
+
+    for path in [log_path, pid_path] {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating directory {}", parent.display()))?;
+        }
+    }
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("opening log file {}", log_path.display()))?;
+    let log_for_stderr =
+        log.try_clone().with_context(|| format!("duplicating log file handle {}", log_path.display()))?;
+    command.stdin(Stdio::null()).stdout(log).stderr(log_for_stderr).process_group(0);
+
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command.spawn().with_context(|| format!("spawning {program} (log: {})", log_path.display()))?;
+    let pid = child.id();
+    fs::write(pid_path, format!("{pid}\n")).with_context(|| format!("writing pid file {}", pid_path.display()))?;
+
+    // Reap the child when it exits so a long-lived caller (the test process)
+    // does not accumulate zombies, which would still answer `kill(pid, 0)`.
+    // If the caller exits first, the child is simply re-parented.
+    std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            let _ = child.wait();
+        })
+        .context("spawning reaper thread")?;
+    Ok(pid)
+}
+
+/// An exclusive `flock` on a lock file, released on drop. Serialises
+/// "is it running? otherwise spawn" between threads and processes (parallel
+/// tests all calling `start_infra`).
+#[derive(Debug)]
+pub struct StartLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// Blocks until the lock at `path` is held.
+pub fn lock_file(path: &Path) -> Result<StartLock> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating directory {}", parent.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(StartLock { _lock: lock })
+}
+
+/// [`lock_file`] without blocking the async runtime.
+pub async fn lock_file_async(path: &Path) -> Result<StartLock> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || lock_file(&path)).await.context("lock task panicked")?
+}
+
+/// Reads a pid file; `None` if it does not exist or is empty.
+pub fn read_pid_file(path: &Path) -> Result<Option<u32>> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            let pid = text.parse::<u32>().with_context(|| format!("pid file {} holds {text:?}", path.display()))?;
+            Ok(Some(pid))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("reading pid file {}", path.display())),
+    }
+}
+
+/// Removes a pid file, ignoring a missing one.
+pub fn remove_pid_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("removing pid file {}", path.display())),
+    }
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name, which may
+        // itself contain spaces or parentheses: look after the last ')'.
+        Ok(stat) => match stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next()) {
+            Some(state) => !matches!(state, "Z" | "X" | "x"),
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// The current working directory of `pid`, if readable.
+pub fn process_cwd(pid: u32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+/// True if the environment of `pid` contains exactly `NAME=value`.
+pub fn process_has_env(pid: u32, name: &str, value: &str) -> bool {
+    let wanted = format!("{name}={value}");
+    match fs::read(format!("/proc/{pid}/environ")) {
+        Ok(environ) => environ.split(|byte| *byte == 0).any(|entry| entry == wanted.as_bytes()),
+        Err(_) => false,
+    }
+}
+
+/// All live processes whose working directory is `dir` (compared after
+/// canonicalisation). PostgreSQL backends chdir into the data directory and
+/// become session leaders, so this is how stray backends are found after the
+/// postmaster was killed.
+pub fn processes_with_cwd(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_cwd(*pid).is_some_and(|cwd| cwd == dir) && is_alive(*pid))
+        .collect()
+}
+
+/// Sends `signal` to the process group led by `pgid`. A group that no longer
+/// exists is not an error.
+pub fn signal_group(pgid: u32, signal: Signal) -> Result<()> {
+    let pgid = to_nix_pid(pgid)?;
+    match signal::killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("sending {signal} to process group {pgid}")),
+    }
+}
+
+/// Sends `signal` to one process. A process that no longer exists is not an error.
+pub fn signal_process(pid: u32, signal: Signal) -> Result<()> {
+    let nix_pid = to_nix_pid(pid)?;
+    match signal::kill(nix_pid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("sending {signal} to process {pid}")),
+    }
+}
+
+fn to_nix_pid(pid: u32) -> Result<Pid> {
+    let raw = i32::try_from(pid).with_context(|| format!("pid {pid} out of range"))?;
+    if raw <= 1 {
+        // killpg(0|1) would hit our own group or everything: never do that.
+        bail!("refusing to signal pid {raw}");
+    }
+    Ok(Pid::from_raw(raw))
+}
+
+/// Waits until every pid in `pids` is gone. Returns false on timeout.
+pub async fn wait_for_exit(pids: &[u32], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pids.iter().all(|pid| !is_alive(*pid)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The last `max_lines` lines of a log file (best effort, for error messages).
+pub fn log_tail(path: &Path, max_lines: usize) -> String {
+    const MAX_BYTES: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    if file.seek(SeekFrom::Start(length.saturating_sub(MAX_BYTES))).is_err() {
+        return format!("(could not read {})", path.display());
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return format!("(could not read {})", path.display());
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(max_lines);
+    format!("--- last {} lines of {} ---\n{}", lines.len() - start, path.display(), lines[start..].join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_bogus_pid_is_not() {
+        assert!(is_alive(std::process::id()));
+        assert!(!is_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn refuses_to_signal_init_or_own_group() {
+        assert!(signal_group(0, Signal::SIGTERM).is_err());
+        assert!(signal_group(1, Signal::SIGTERM).is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! The six service binaries: where they are, how they are configured, and
+//! spawning / stopping / killing them as detached processes of a [`Stack`].
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::Signal;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    process::Command,
+};
+
+use crate::{
+    infra::{Stack, StartOutcome},
+    process::{self, OWNER_ENV, POLL_INTERVAL},
+};
+
+pub const SERVICE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const LOG_TAIL_LINES: usize = 40;
+
+/// Static description of one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Binary name, database name, log/pid file name, `OTEL_SERVICE_NAME`.
+    pub name: &'static str,
+    /// Cargo package that builds it.
+    pub package: &'static str,
+    /// HTTP port on the dev stack (other stacks add their `service_port_offset`).
+    pub base_port: u16,
+    /// Services it calls over HTTP, exported as `<NAME>_URL`.
+    pub http_dependencies: &'static [&'static str],
+}
+
+impl fmt::Display for ServiceSpec {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name)
+    }
+}
+
+pub const SERVICES: [ServiceSpec; 6] = [
+    ServiceSpec { name: "order", package: "order-service", base_port: 8080, http_dependencies: &["stock"] },
+    ServiceSpec { name: "stock", package: "stock-service", base_port: 8081, http_dependencies: &[] },
+    ServiceSpec { name: "payment", package: "payment-service", base_port: 8082, http_dependencies: &[] },
+    ServiceSpec { name: "shipping", package: "shipping-service", base_port: 8083, http_dependencies: &[] },
+    ServiceSpec { name: "email", package: "email-service", base_port: 8084, http_dependencies: &[] },
+    ServiceSpec { name: "loyalty", package: "loyalty-service", base_port: 8085, http_dependencies: &[] },
+];
+
+/// Kafka topics the services use, with their partition counts.
+pub const TOPICS: [(&str, i32); 2] = [("orders", 4), ("shipments", 4)];
+
+/// Looks a service up by name.
+pub fn service_spec(name: &str) -> Option<&'static ServiceSpec> {
+    SERVICES.iter().find(|spec| spec.name == name)
+}
+
+/// `CARGO_TARGET_DIR` (relative to the current directory, as cargo does) or `<repo>/target`.
+pub fn target_dir(repo_root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(dir)),
+        None => repo_root.join("target"),
+    }
+}
+
+/// `<target>/debug/<name>`; falls back to `<target>/debug/<package>` for
+/// crates that have not declared a `[[bin]] name` yet.
+pub fn binary_path(repo_root: &Path, spec: &ServiceSpec) -> Option<PathBuf> {
+    let debug = target_dir(repo_root).join("debug");
+    [spec.name, spec.package].into_iter().map(|file| debug.join(file)).find(|path| path.is_file())
+}
+
+/// `cargo build --bins -p order-service -p stock-service …` in the repo root.
+pub async fn build_services(repo_root: &Path) -> Result<()> {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(["build", "--bins"]).current_dir(repo_root);
+    for spec in &SERVICES {
+        command.args(["-p", spec.package]);
+    }
+    let status = command.status().await.context("running cargo build for the services")?;
+    if !status.success() {
+        bail!(
+            "`cargo build --bins -p order-service -p stock-service -p payment-service -p shipping-service -p email-service -p loyalty-service` failed with {status}"
+        );
+    }
+    Ok(())
+}
+
+impl Stack {
+    /// A handle on one service of this stack.
+    pub fn service(&self, spec: &'static ServiceSpec) -> Service<'_> {
+        Service { stack: self, spec }
+    }
+
+    /// A handle on the service called `name`.
+    pub fn service_named(&self, name: &str) -> Result<Service<'_>> {
+        let spec = service_spec(name).ok_or_else(|| {
+            let known: Vec<&str> = SERVICES.iter().map(|spec| spec.name).collect();
+            anyhow!("unknown service {name:?} (known: {})", known.join(", "))
+        })?;
+        Ok(self.service(spec))
+    }
+}
+
+/// One service process of a stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Service<'a> {
+    stack: &'a Stack,
+    spec: &'static ServiceSpec,
+}
+
+impl Service<'_> {
+    pub fn spec(self) -> &'static ServiceSpec {
+        self.spec
+    }
+
+    pub fn port(self) -> u16 {
+        self.spec.base_port + self.stack.ports().service_port_offset
+    }
+
+    pub fn addr(self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    pub fn log_path(self) -> PathBuf {
+        self.stack.log_path(self.spec.name)
+    }
+
+    pub fn binary(self) -> Option<PathBuf> {
+        binary_path(self.stack.repo_root(), self.spec)
+    }
+
+    /// The environment a service gets (before the caller's extra variables).
+    pub fn env(self) -> Vec<(String, String)> {
+        let name = self.spec.name;
+        let mut env = vec![
+            ("HTTP_ADDR".to_owned(), self.addr().to_string()),
+            ("DATABASE_URL".to_owned(), self.stack.postgres_url(name)),
+            ("AMQP_URL".to_owned(), self.stack.amqp_url()),
+            ("KAFKA_BROKERS".to_owned(), self.stack.kafka_brokers()),
+            ("MESSAGING_NAMESPACE".to_owned(), String::new()),
+            ("LOG_FORMAT".to_owned(), "json".to_owned()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+            ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
+        ];
+        for dependency in self.spec.http_dependencies {
+            if let Ok(other) = self.stack.service_named(dependency) {
+                env.push((format!("{}_URL", dependency.to_uppercase()), other.url()));
+            }
+        }
+        env
+    }
+
+    pub fn pid(self) -> Option<u32> {
+        let pid = process::read_pid_file(&self.stack.pid_path(self.spec.name)).ok().flatten()?;
+        (process::is_alive(pid) && process::process_has_env(pid, OWNER_ENV, &self.owner_tag())).then_some(pid)
+    }
+
+    pub fn is_running(self) -> bool {
+        self.pid().is_some()
+    }
+
+    fn owner_tag(self) -> String {
+        self.stack.owner_tag(self.spec.name)
+    }
+
+    /// Spawns the service detached (no readiness wait) unless it is already
+    /// running. `extra_env` overrides the defaults of [`Service::env`].
+    pub fn spawn(self, extra_env: &[(&str, &str)]) -> Result<StartOutcome> {
+        // Short critical section (check + spawn), so blocking is fine.
+        let _lock = process::lock_file(&self.stack.start_lock_path(self.spec.name))?;
+        if let Some(pid) = self.pid() {
+            return Ok(StartOutcome::AlreadyRunning { pid });
+        }
+        let binary = self.binary().with_context(|| {
+            format!(
+                "no {} binary in {}/debug (build it with `cargo build -p {}`)",
+                self.spec.name,
+                target_dir(self.stack.repo_root()).display(),
+                self.spec.package
+            )
+        })?;
+        let mut command = std::process::Command::new(&binary);
+        command
+            .current_dir(self.stack.repo_root())
+            .envs(self.env())
+            .envs(extra_env.iter().copied())
+            .env(OWNER_ENV, self.owner_tag());
+        self.stack.mark_log(self.spec.name, "starting")?;
+        let pid = process::spawn_detached(command, &self.log_path(), &self.stack.pid_path(self.spec.name))?;
+        Ok(StartOutcome::Spawned { pid })
+    }
+
+    /// Spawns (if needed) and waits for `/health/ready`.
+    pub async fn start(self, extra_env: &[(&str, &str)]) -> Result<StartOutcome> {
+        let outcome = self.spawn(extra_env)?;
+        self.wait_ready(SERVICE_READY_TIMEOUT).await?;
+        Ok(outcome)
+    }
+
+    /// Waits until `GET /health/ready` answers 200; fails early if the process exits.
+    pub async fn wait_ready(self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(pid) = self.pid() else {
+                bail!(
+                    "{} is not running (exited during startup?)\n{}",
+                    self.spec.name,
+                    process::log_tail(&self.log_path(), LOG_TAIL_LINES)
+                );
+            };
+            let problem = match http_status(self.addr(), "/health/ready").await {
+                Ok(200) => return Ok(()),
+                Ok(status) => format!("HTTP {status}"),
+                Err(error) => format!("{error:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} (pid {pid}) not ready after {timeout:?}: GET {}/health/ready: {problem}\n{}",
+                    self.spec.name,
+                    self.url(),
+                    process::log_tail(&self.log_path(), LOG_TAIL_LINES)
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Sends `signal` to the service's process group (no waiting).
+    pub fn signal(self, signal: Signal) -> Result<()> {
+        match self.pid() {
+            Some(pid) => process::signal_group(pid, signal),
+            None => Ok(()),
+        }
+    }
+
+    /// Graceful stop: SIGTERM and wait up to `timeout`. If the service does
+    /// not exit in time it is SIGKILLed and an error is returned.
+    pub async fn stop(self, timeout: Duration) -> Result<()> {
+        let pid_path = self.stack.pid_path(self.spec.name);
+        let Some(pid) = self.pid() else {
+            return process::remove_pid_file(&pid_path);
+        };
+        process::signal_group(pid, Signal::SIGTERM)?;
+        if !process::wait_for_exit(&[pid], timeout).await {
+            process::signal_group(pid, Signal::SIGKILL)?;
+            bail!(
+                "{} (pid {pid}) did not exit within {timeout:?} of SIGTERM; sent SIGKILL\n{}",
+                self.spec.name,
+                process::log_tail(&self.log_path(), LOG_TAIL_LINES)
+            );
+        }
+        process::remove_pid_file(&pid_path)
+    }
+
+    /// Simulates a crash: SIGKILL and wait until the process is gone.
+    pub async fn kill(self) -> Result<()> {
+        let pid_path = self.stack.pid_path(self.spec.name);
+        if let Some(pid) = self.pid() {
+            process::signal_group(pid, Signal::SIGKILL)?;
+            if !process::wait_for_exit(&[pid], Duration::from_secs(10)).await {
+                bail!("{} (pid {pid}) still alive after SIGKILL", self.spec.name);
+            }
+        }
+        process::remove_pid_file(&pid_path)
+    }
+
+    /// Graceful stop (if running), spawn, wait until ready. Returns the new pid.
+    pub async fn restart(self, extra_env: &[(&str, &str)]) -> Result<u32> {
+        self.stop(SERVICE_STOP_TIMEOUT).await?;
+        Ok(self.start(extra_env).await?.pid())
+    }
+}
+
+/// Minimal HTTP/1.1 GET returning the status code; avoids an HTTP client dependency.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let request = async {
+        let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.context("sending request")?;
+        let mut response = Vec::new();
+        let mut buffer = [0_u8; 512];
+        // The status line is all we need.
+        while !response.contains(&b'\n') {
+            let read = stream.read(&mut buffer).await.context("reading response")?;
+            if read == 0 {
+                break;
+            }
+            response.extend_from_slice(&buffer[..read]);
+        }
+        let text = String::from_utf8_lossy(&response);
+        let status_line = text.lines().next().unwrap_or_default();
+        status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok())
+            .with_context(|| format!("malformed HTTP status line {status_line:?}"))
+    };
+    tokio::time::timeout(Duration::from_secs(3), request)
+        .await
+        .map_err(|_| anyhow!("GET http://{addr}{path} timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_knows_where_stock_is() {
+        let stack = Stack::test("/repo");
+        let order = stack.service_named("order").unwrap();
+        let env = order.env();
+        let lookup = |key: &str| env.iter().find(|(name, _)| name == key).map(|(_, value)| value.clone());
+        assert_eq!(lookup("HTTP_ADDR").unwrap(), "127.0.0.1:9080");
+        assert_eq!(lookup("STOCK_URL").unwrap(), "http://127.0.0.1:9081");
+        assert_eq!(lookup("DATABASE_URL").unwrap(), "postgres://postgres@127.0.0.1:56432/order");
+        assert_eq!(lookup("OTEL_SERVICE_NAME").unwrap(), "order");
+    }
+
+    #[test]
+    fn dev_services_use_base_ports() {
+        let stack = Stack::dev("/repo");
+        let ports: Vec<u16> = SERVICES.iter().map(|spec| stack.service(spec).port()).collect();
+        assert_eq!(ports, [8080, 8081, 8082, 8083, 8084, 8085]);
+    }
+}
