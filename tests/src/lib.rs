@@ -1,1 +1,50 @@
+//! Fixtures for the system tests: the test infrastructure stack (PostgreSQL,
+//! RabbitMQ, Kafka owned by the local runner), and whole systems of service
+//! processes with their own databases, queues and topics, so tests run side
+//! by side without sharing state.
+//!
+//! Tests fail (never skip) when the infrastructure cannot be started.
 
+#![allow(clippy::unwrap_used)]
+
+pub mod brokers;
+pub mod system;
+
+pub use system::{TestSystem, order_request};
+
+use std::sync::OnceLock;
+use tokio::sync::OnceCell;
+use xtask::Stack;
+
+/// The `test` stack of the local runner, started on first use.
+pub async fn test_stack() -> &'static Stack {
+    static STACK: OnceCell<Stack> = OnceCell::const_new();
+    STACK
+        .get_or_init(|| async {
+            let stack = Stack::test(xtask::repo_root());
+            stack
+                .start_infra()
+                .await
+                .unwrap_or_else(|e| panic!("the test infrastructure did not start (run `cargo xtask test`): {e:#}"));
+            stack
+        })
+        .await
+}
+
+/// A short unique name for one test's databases, queues and topics.
+pub fn unique_namespace(test: &str) -> String {
+    let short: String = test.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+    format!("t{}{:06x}", short.to_ascii_lowercase(), rand::random::<u32>() & 0xff_ffff)
+}
+
+/// Where this test's service logs go: `target/test-logs/<namespace>/`.
+pub fn log_dir(namespace: &str) -> std::path::PathBuf {
+    static ROOT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| xtask::services::target_dir(&xtask::repo_root()).join("test-logs")).join(namespace)
+}
+
+/// A pool on a fresh database of the test stack.
+pub async fn fresh_database(stack: &Stack, name: &str) -> sqlx::PgPool {
+    stack.create_database(name).await.unwrap_or_else(|e| panic!("creating database {name}: {e:#}"));
+    sqlx::postgres::PgPoolOptions::new().max_connections(10).connect(&stack.postgres_url(name)).await.unwrap()
+}

@@ -282,3 +282,49 @@ fn describe_start(outcome: StartOutcome) -> String {
         StartOutcome::Spawned { pid } => format!("started (pid {pid})"),
     }
 }
+
+/// `cargo xtask test`: everything the tests need on a fresh machine (tools,
+/// the test infrastructure stack, the service binaries), then every test of
+/// the workspace. Extra arguments go to `cargo test` after `--`.
+pub async fn test(extra_args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let root = crate::repo_root();
+    tools::ensure_all().await.context("installing or locating PostgreSQL, RabbitMQ and Tansu")?;
+    let stack = Stack::test(&root);
+    stack.start_infra().await.context("starting the test infrastructure stack")?;
+    let infra_ready = started.elapsed();
+
+    println!("Building the service binaries…");
+    let build = std::process::Command::new(cargo())
+        .args(["build", "--workspace", "--bins"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build")?;
+    if !build.success() {
+        bail!("cargo build --workspace --bins failed");
+    }
+    let built = started.elapsed();
+
+    println!("Running the tests…");
+    let status = std::process::Command::new(cargo())
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(extra_args)
+        .env("ORDERMESH_SKIP_BUILD", "1")
+        .current_dir(&root)
+        .status()
+        .context("running cargo test")?;
+    println!(
+        "\ninfrastructure ready after {:.0}s, binaries built after {:.0}s, tests done after {:.0}s",
+        infra_ready.as_secs_f64(),
+        built.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("some tests failed (service logs of system tests: {}/test-logs)", services::target_dir(&root).display());
+    }
+    Ok(())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}

@@ -47,6 +47,12 @@ enum Command {
     Kill { name: String },
     /// Restart a component or service and wait until it is ready.
     Restart { name: String },
+    /// Set up everything the tests need (tools, test stack, binaries) and run every test.
+    Test {
+        /// Passed to `cargo test` (e.g. `-- --test-threads 1`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Infrastructure only (PostgreSQL, RabbitMQ, Kafka), e.g. for tests.
     Infra {
         #[command(subcommand)]
@@ -94,6 +100,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Logs { name, follow } => commands::logs(&stack, name.parse::<Target>()?, follow).await,
         Command::Kill { name } => commands::kill(&stack, name.parse::<Target>()?).await,
         Command::Restart { name } => commands::restart(&stack, name.parse::<Target>()?).await,
+        Command::Test { args } => commands::test(&args).await,
         Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
         Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,
     }

@@ -8,9 +8,14 @@ use sqlx::migrate::{MigrateError, Migrator};
 /// `sqlx::migrate!("../../migrations/<service>")`). Both share sqlx's
 /// bookkeeping table, so each is told to ignore the other's versions.
 pub async fn run(pool: &PgPool, mut service: Migrator) -> Result<(), MigrateError> {
-    let mut messaging = sqlx::migrate!("../../migrations/messaging");
-    messaging.set_ignore_missing(true);
-    messaging.run(pool).await?;
+    run_messaging(pool).await?;
     service.set_ignore_missing(true);
     service.run(pool).await
+}
+
+/// Applies only the messaging tables (outbox, inbox).
+pub async fn run_messaging(pool: &PgPool) -> Result<(), MigrateError> {
+    let mut messaging = sqlx::migrate!("../../migrations/messaging");
+    messaging.set_ignore_missing(true);
+    messaging.run(pool).await
 }

@@ -1,0 +1,306 @@
+//! A whole system of service processes for one test: its own databases
+//! (`<namespace>_<service>`), its own queues and topics (`<namespace>.` prefix),
+//! its own ports. Services can be killed (SIGKILL), terminated (SIGTERM) and
+//! restarted with the same configuration.
+
+use crate::{log_dir, test_stack, unique_namespace};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+use xtask::Stack;
+
+pub const ALL_SERVICES: [&str; 6] = ["order", "stock", "payment", "shipping", "email", "loyalty"];
+
+struct ServiceProcess {
+    port: u16,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+pub struct TestSystem {
+    pub namespace: String,
+    stack: &'static Stack,
+    services: BTreeMap<&'static str, ServiceProcess>,
+    pools: HashMap<&'static str, sqlx::PgPool>,
+    pub http: reqwest::Client,
+}
+
+/// Builds the service binaries once per test process (skipped when the test
+/// command already did, `ORDERMESH_SKIP_BUILD=1`).
+async fn ensure_binaries() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    if BUILT.get().is_some() || std::env::var("ORDERMESH_SKIP_BUILD").is_ok_and(|v| v == "1") {
+        return;
+    }
+    xtask::services::build_services(&xtask::repo_root()).await.expect("building the service binaries");
+    let _ = BUILT.set(());
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A `POST /orders` body.
+pub fn order_request(customer: &str, lines: &[(&str, i64)], payment_method: &str) -> Value {
+    json!({
+        "customer_id": customer,
+        "payment_method": payment_method,
+        "lines": lines.iter().map(|(sku, q)| json!({"sku": sku, "quantity": q})).collect::<Vec<_>>(),
+    })
+}
+
+impl TestSystem {
+    /// Starts `services` for the test `test_name`, with `env` added to every one.
+    pub async fn start(test_name: &str, services: &[&'static str], env: &[(&str, &str)]) -> Result<Self> {
+        ensure_binaries().await;
+        let stack = test_stack().await;
+        let namespace = unique_namespace(test_name);
+        let ports: HashMap<&str, u16> = services.iter().map(|s| (*s, free_port())).collect();
+        let mut system = TestSystem {
+            namespace: namespace.clone(),
+            stack,
+            services: BTreeMap::new(),
+            pools: HashMap::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        };
+        std::fs::create_dir_all(log_dir(&namespace))?;
+        for service in services {
+            let database = format!("{namespace}_{service}");
+            stack.create_database(&database).await?;
+            let mut vars: Vec<(String, String)> = vec![
+                ("HTTP_ADDR".into(), format!("127.0.0.1:{}", ports[service])),
+                ("DATABASE_URL".into(), stack.postgres_url(&database)),
+                ("AMQP_URL".into(), stack.amqp_url()),
+                ("KAFKA_BROKERS".into(), stack.kafka_brokers()),
+                ("MESSAGING_NAMESPACE".into(), format!("{namespace}.")),
+                ("LOG_FORMAT".into(), "json".into()),
+                ("RUST_LOG".into(), "info".into()),
+                ("SHUTDOWN_DEADLINE_SECS".into(), "10".into()),
+            ];
+            if let Some(stock) = ports.get("stock") {
+                vars.push(("STOCK_URL".into(), format!("http://127.0.0.1:{stock}")));
+            }
+            vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(4)
+                .connect_lazy(&stack.postgres_url(&database))?;
+            system.pools.insert(service, pool);
+            system.services.insert(service, ServiceProcess { port: ports[service], env: vars, child: None, starts: 0 });
+        }
+        for service in services {
+            system.spawn(service)?;
+        }
+        for service in services {
+            system.wait_ready(service, Duration::from_secs(60)).await?;
+        }
+        Ok(system)
+    }
+
+    fn spawn(&mut self, service: &str) -> Result<()> {
+        let root = xtask::repo_root();
+        let binary = xtask::services::target_dir(&root).join("debug").join(service);
+        let log_path = log_dir(&self.namespace).join(format!("{service}.log"));
+        let process = self.services.get_mut(service).ok_or_else(|| anyhow!("{service} is not in this system"))?;
+        process.starts += 1;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(&binary)
+            .envs(process.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Keep the test process's own telemetry settings away from services.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {} (build it with cargo build --bins)", binary.display()))?;
+        process.child = Some(child);
+        Ok(())
+    }
+
+    pub fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.services[service].port)
+    }
+
+    pub fn log_path(&self, service: &str) -> std::path::PathBuf {
+        log_dir(&self.namespace).join(format!("{service}.log"))
+    }
+
+    pub fn database_url(&self, service: &str) -> String {
+        self.stack.postgres_url(&format!("{}_{service}", self.namespace))
+    }
+
+    pub fn stack(&self) -> &'static Stack {
+        self.stack
+    }
+
+    pub fn topology(&self) -> contracts::Topology {
+        contracts::Topology::new(format!("{}.", self.namespace))
+    }
+
+    pub fn db(&self, service: &str) -> &sqlx::PgPool {
+        &self.pools[service]
+    }
+
+    pub fn pid(&self, service: &str) -> Option<u32> {
+        self.services.get(service)?.child.as_ref()?.id()
+    }
+
+    pub async fn wait_ready(&mut self, service: &str, timeout: Duration) -> Result<()> {
+        let url = format!("{}/health/ready", self.url(service));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.services.get_mut(service).and_then(|p| p.child.as_mut()) {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{service} exited during start-up ({status}); log: {}", self.log_path(service).display());
+                }
+            }
+            if let Ok(response) = self.http.get(&url).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{service} not ready after {timeout:?}; log: {}", self.log_path(service).display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies at once, mid-whatever.
+    pub async fn kill(&mut self, service: &str) -> Result<()> {
+        if let Some(mut child) = self.services.get_mut(service).and_then(|p| p.child.take()) {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status.
+    pub async fn terminate(&mut self, service: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let mut child = self
+            .services
+            .get_mut(service)
+            .and_then(|p| p.child.take())
+            .ok_or_else(|| anyhow!("{service} is not running"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("{service} has no pid"))?;
+        xtask::process::signal_process(pid, xtask::Signal::SIGTERM)?;
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                child.kill().await?;
+                bail!("{service} did not exit within {timeout:?} of SIGTERM")
+            }
+        }
+    }
+
+    /// Starts a stopped service again with the same configuration and waits
+    /// until it is ready.
+    pub async fn restart(&mut self, service: &str) -> Result<()> {
+        self.kill(service).await?;
+        self.spawn(service)?;
+        self.wait_ready(service, Duration::from_secs(60)).await
+    }
+
+    /// Like [`Self::restart`] with extra environment for this start only
+    /// (e.g. to arm or disarm a crash point).
+    pub async fn restart_with(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
+        let process = self.services.get_mut(service).ok_or_else(|| anyhow!("no {service}"))?;
+        for (k, v) in env {
+            process.env.retain(|(key, _)| key != k);
+            process.env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        self.restart(service).await
+    }
+
+    /// Spawns without waiting for readiness (for a process expected to crash).
+    pub fn spawn_with(&mut self, service: &str, env: &[(&str, &str)]) -> Result<()> {
+        let process = self.services.get_mut(service).ok_or_else(|| anyhow!("no {service}"))?;
+        for (k, v) in env {
+            process.env.retain(|(key, _)| key != k);
+            process.env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        self.spawn(service)
+    }
+
+    /// Waits for the process to exit on its own (e.g. at a crash point).
+    pub async fn wait_exit(&mut self, service: &str, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let process = self.services.get_mut(service).ok_or_else(|| anyhow!("no {service}"))?;
+        let child = process.child.as_mut().ok_or_else(|| anyhow!("{service} is not running"))?;
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .map_err(|_| anyhow!("{service} still running after {timeout:?}"))??;
+        process.child = None;
+        Ok(status)
+    }
+
+    /// `POST /orders`; returns the status and the JSON body.
+    pub async fn place_order(&self, body: &Value, idempotency_key: Option<&str>) -> Result<(u16, Value)> {
+        let mut request = self.http.post(format!("{}/orders", self.url("order"))).json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// `GET <service><path>` as JSON.
+    pub async fn get_json(&self, service: &str, path: &str) -> Result<(u16, Value)> {
+        let response = self.http.get(format!("{}{path}", self.url(service))).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn order_status(&self, id: Uuid) -> Result<String> {
+        let (status, body) = self.get_json("order", &format!("/orders/{id}")).await?;
+        if status != 200 {
+            bail!("GET /orders/{id}: {status} {body}");
+        }
+        Ok(body["status"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Polls the order database until every order in `ids` has one of
+    /// `statuses`, or `timeout`; returns each order's last status.
+    pub async fn wait_for_statuses(
+        &self,
+        ids: &[Uuid],
+        statuses: &[&str],
+        timeout: Duration,
+    ) -> Result<HashMap<Uuid, String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM orders WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(self.db("order"))
+                .await
+                .unwrap_or_default();
+            let found: HashMap<Uuid, String> = rows.into_iter().collect();
+            let done = ids.iter().all(|id| found.get(id).is_some_and(|s| statuses.contains(&s.as_str())));
+            if done || Instant::now() > deadline {
+                return Ok(found);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills every process and drops the databases.
+    pub async fn shutdown(mut self) {
+        let names: Vec<&'static str> = self.services.keys().copied().collect();
+        for service in &names {
+            let _ = self.kill(service).await;
+        }
+        for (_, pool) in self.pools.drain() {
+            pool.close().await;
+        }
+        for service in names {
+            let _ = self.stack.drop_database(&format!("{}_{service}", self.namespace)).await;
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The shared messaging library against the real brokers and database:
+//! what the outbox publishes, in what order, and what the inbox lets through.
+
+#![allow(clippy::unwrap_used)]
+
+use contracts::catalogue::{OrderLine, ReserveStock};
+use contracts::{Envelope, MessageContract};
+use health::Readiness;
+use messaging::amqp::{AmqpConnector, AmqpPublisher};
+use messaging::amqp_consumer::AmqpConsumer;
+use messaging::consumer::{MessageProcessor, RetryPolicy};
+use messaging::kafka::KafkaPublisher;
+use messaging::kafka_consumer::KafkaConsumer;
+use messaging::relay::{OutboxRelay, RelayConfig};
+use messaging::{HandlerError, IncomingMessage, MessageFactory, MessageHandler, Outbox, OutboxMessage};
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use system_tests::brokers::{Received, drain_queue, drain_topic};
+use system_tests::{fresh_database, test_stack, unique_namespace};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Setup {
+    pool: PgPool,
+    topology: contracts::Topology,
+    amqp_url: String,
+    brokers: String,
+}
+
+async fn setup(test: &str) -> Setup {
+    let stack = test_stack().await;
+    let namespace = unique_namespace(test);
+    let pool = fresh_database(stack, &format!("{namespace}_db")).await;
+    messaging::migrations::run_messaging(&pool).await.unwrap();
+    let topology = contracts::Topology::new(format!("{namespace}."));
+    messaging::kafka::ensure_topics(&stack.kafka_brokers(), &topology.all_topics(), 4).await.unwrap();
+    Setup { pool, topology, amqp_url: stack.amqp_url(), brokers: stack.kafka_brokers() }
+}
+
+impl Setup {
+    fn relay(&self) -> OutboxRelay {
+        let amqp = AmqpPublisher::new(
+            AmqpConnector::new(&self.amqp_url, "test-relay", Readiness::new()),
+            self.topology.clone(),
+        );
+        let kafka = KafkaPublisher::new(&self.brokers, "test-relay").unwrap();
+        OutboxRelay::new(self.pool.clone(), Some(Arc::new(amqp)), Some(Arc::new(kafka)), RelayConfig::default())
+    }
+
+    /// A command to the stock queue and an event on the orders topic for
+    /// `aggregate`, carrying `seq` so tests can check order.
+    fn messages(&self, aggregate: &str, seq: i64) -> [OutboxMessage; 2] {
+        let factory = MessageFactory::new("test");
+        let order_id = Uuid::now_v7();
+        let payload = ReserveStock { order_id, lines: vec![OrderLine { sku: format!("SKU-{seq}"), quantity: 1 }] };
+        [
+            factory.command(&self.topology.stock_commands(), aggregate, "nowhere", None, &payload).unwrap(),
+            factory.event(&self.topology.orders_topic(), aggregate, seq, None, &payload).unwrap(),
+        ]
+    }
+}
+
+fn seq_of(r: &Received) -> i64 {
+    r.payload["lines"][0]["sku"].as_str().unwrap().trim_start_matches("SKU-").parse().unwrap()
+}
+
+/// First occurrence of each message, in arrival order, grouped per aggregate.
+fn per_aggregate(received: &[Received]) -> HashMap<String, Vec<i64>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut groups: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in received {
+        if seen.insert(r.envelope.message_id) {
+            groups.entry(r.envelope.correlation_id.clone()).or_default().push(seq_of(r));
+        }
+    }
+    groups
+}
+
+async fn drain_relay(relay: &OutboxRelay) {
+    for _ in 0..100 {
+        if relay.relay_pending().await.unwrap() == 0 {
+            return;
+        }
+    }
+    panic!("the relay never drained the outbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_messages_are_never_published_and_committed_ones_are_published_as_committed() {
+    let s = setup("rollback").await;
+
+    let mut rolled_back = Vec::new();
+    let mut tx = s.pool.begin().await.unwrap();
+    for seq in 1..=3 {
+        for m in s.messages("agg-rolled-back", seq) {
+            Outbox::add(&mut tx, &m).await.unwrap();
+            rolled_back.push(m.envelope.message_id);
+        }
+    }
+    tx.rollback().await.unwrap();
+
+    let mut committed: HashMap<Uuid, OutboxMessage> = HashMap::new();
+    let mut tx = s.pool.begin().await.unwrap();
+    for seq in 1..=10 {
+        for aggregate in ["agg-a", "agg-b"] {
+            for m in s.messages(aggregate, seq) {
+                Outbox::add(&mut tx, &m).await.unwrap();
+                committed.insert(m.envelope.message_id, m);
+            }
+        }
+    }
+    tx.commit().await.unwrap();
+
+    drain_relay(&s.relay()).await;
+    let unsent: (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(unsent.0, 0);
+
+    let queued = drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(20)).await;
+    let logged = drain_topic(&s.brokers, &s.topology.orders_topic(), Duration::from_secs(2), Duration::from_secs(30)).await;
+    for received in queued.iter().chain(&logged) {
+        assert!(!rolled_back.contains(&received.envelope.message_id), "a rolled-back message was published");
+        let original = committed.get(&received.envelope.message_id).expect("an unknown message was published");
+        // Exactly as committed: the envelope (but for the relay's own trace
+        // context) and the payload.
+        let mut expected: Envelope = original.envelope.clone();
+        expected.traceparent = received.envelope.traceparent.clone();
+        expected.tracestate = received.envelope.tracestate.clone();
+        assert_eq!(received.envelope, expected);
+        assert_eq!(received.payload, original.payload);
+    }
+    assert_eq!(queued.len(), 20, "every committed command, once");
+    assert_eq!(logged.len(), 20, "every committed event, once");
+    assert!(logged.iter().all(|r| r.key.as_deref() == Some(r.envelope.correlation_id.as_str())), "keyed by aggregate");
+    for received in [&queued, &logged] {
+        for (aggregate, seqs) in per_aggregate(received) {
+            assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{aggregate} out of order");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_keep_each_aggregates_order() {
+    let s = setup("tworelays").await;
+    const AGGREGATES: usize = 12;
+    const PER_AGGREGATE: i64 = 25;
+    let writer = {
+        let pool = s.pool.clone();
+        let batches: Vec<Vec<OutboxMessage>> = (1..=PER_AGGREGATE)
+            .map(|seq| (0..AGGREGATES).flat_map(|a| s.messages(&format!("agg-{a}"), seq)).collect())
+            .collect();
+        tokio::spawn(async move {
+            // Many small transactions while the relays run, as in production.
+            for batch in batches {
+                let mut tx = pool.begin().await.unwrap();
+                Outbox::add_all(&mut tx, &batch).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        })
+    };
+    let shutdown = CancellationToken::new();
+    let relays: Vec<_> = (0..2).map(|_| tokio::spawn(s.relay().run(shutdown.clone()))).collect();
+    writer.await.unwrap();
+    let expected = AGGREGATES as i64 * PER_AGGREGATE * 2;
+    for _ in 0..600 {
+        let (sent,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").fetch_one(&s.pool).await.unwrap();
+        if sent == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    let queued = drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(30)).await;
+    let logged = drain_topic(&s.brokers, &s.topology.orders_topic(), Duration::from_secs(3), Duration::from_secs(30)).await;
+    for (name, received) in [("queue", &queued), ("topic", &logged)] {
+        let groups = per_aggregate(received);
+        assert_eq!(groups.len(), AGGREGATES, "{name}: every aggregate arrived");
+        for (aggregate, seqs) in groups {
+            assert_eq!(seqs, (1..=PER_AGGREGATE).collect::<Vec<_>>(), "{name}: {aggregate} out of order or incomplete");
+        }
+    }
+}
+
+/// Counts effects in a table of its own, like a real handler's business row.
+struct CountingHandler;
+
+impl MessageHandler for CountingHandler {
+    fn message_types(&self) -> &'static [&'static str] {
+        &[ReserveStock::MESSAGE_TYPE]
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let cmd: ReserveStock = message.decode()?;
+        sqlx::query("INSERT INTO effects (order_id, message_id) VALUES ($1, $2)")
+            .bind(cmd.order_id)
+            .bind(message.envelope.message_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn effects(pool: &PgPool) -> Vec<(Uuid, Uuid)> {
+    sqlx::query_as("SELECT order_id, message_id FROM effects").fetch_all(pool).await.unwrap()
+}
+
+async fn wait_for_effects(pool: &PgPool, n: usize) {
+    for _ in 0..200 {
+        if effects(pool).await.len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_several_times_has_one_effect_on_rabbitmq_and_on_kafka() {
+    let s = setup("inboxdup").await;
+    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)").execute(&s.pool).await.unwrap();
+    let shutdown = CancellationToken::new();
+
+    let amqp_processor = MessageProcessor::new(s.pool.clone(), "test-amqp", CountingHandler, RetryPolicy::default());
+    let connector = AmqpConnector::new(&s.amqp_url, "test-consumer", Readiness::new());
+    let queue = s.topology.stock_commands();
+    tokio::spawn(AmqpConsumer::new(connector, s.topology.clone(), queue.clone(), 8, amqp_processor).run(shutdown.clone()));
+
+    let kafka = Arc::new(KafkaPublisher::new(&s.brokers, "test-producer").unwrap());
+    let kafka_processor = MessageProcessor::new(s.pool.clone(), "test-kafka", CountingHandler, RetryPolicy::default());
+    let group = s.topology.consumer_group("inbox-test");
+    let topic = s.topology.orders_topic();
+    tokio::spawn(
+        KafkaConsumer::new(&s.brokers, &group, vec![topic.clone()], kafka_processor, kafka.clone(), Readiness::new())
+            .run(shutdown.clone()),
+    );
+
+    let amqp = AmqpPublisher::new(AmqpConnector::new(&s.amqp_url, "test-dup", Readiness::new()), s.topology.clone());
+    let [command, event] = s.messages("agg-dup", 1);
+    let payload = serde_json::to_vec(&command.payload).unwrap();
+    // The same message three times on each broker, as redeliveries would.
+    for _ in 0..3 {
+        amqp.send(&queue, &command.envelope, &payload, &[]).await.unwrap().confirmed().await.unwrap();
+        kafka.send(&topic, "agg-dup", &event.envelope, &payload, &[]).await.unwrap().delivered().await.unwrap();
+    }
+    wait_for_effects(&s.pool, 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = effects(&s.pool).await;
+    assert_eq!(all.len(), 2, "one effect per message and consumer: {all:?}");
+    let (inbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM inbox").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(inbox, 2);
+    shutdown.cancel();
+}
