@@ -28,9 +28,11 @@ pub async fn drain_queue(amqp_url: &str, queue: &str, quiet: Duration, max_wait:
         .unwrap();
     let mut received = Vec::new();
     let deadline = tokio::time::Instant::now() + max_wait;
-    while let Ok(Some(Ok(delivery))) =
-        tokio::time::timeout(quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now())), consumer.next())
-            .await
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(
+        quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+        consumer.next(),
+    )
+    .await
     {
         let envelope = wire::envelope_from_amqp(&delivery.properties).unwrap();
         let payload = serde_json::from_slice(&delivery.data).unwrap();

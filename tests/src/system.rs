@@ -89,9 +89,8 @@ impl TestSystem {
                 vars.push(("STOCK_URL".into(), format!("http://127.0.0.1:{stock}")));
             }
             vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(4)
-                .connect_lazy(&stack.postgres_url(&database))?;
+            let pool =
+                sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_lazy(&stack.postgres_url(&database))?;
             system.pools.insert(service, pool);
             system.services.insert(service, ServiceProcess { port: ports[service], env: vars, child: None, starts: 0 });
         }
@@ -112,9 +111,10 @@ impl TestSystem {
         process.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let child = Command::new(&binary)
-            .envs(process.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            // Keep the test process's own telemetry settings away from services.
+            // Only what the test asks for: not the test process's own settings.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("FAILPOINTS")
+            .envs(process.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

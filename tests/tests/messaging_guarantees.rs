@@ -114,11 +114,14 @@ async fn rolled_back_messages_are_never_published_and_committed_ones_are_publish
     tx.commit().await.unwrap();
 
     drain_relay(&s.relay()).await;
-    let unsent: (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&s.pool).await.unwrap();
+    let unsent: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&s.pool).await.unwrap();
     assert_eq!(unsent.0, 0);
 
-    let queued = drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(20)).await;
-    let logged = drain_topic(&s.brokers, &s.topology.orders_topic(), Duration::from_secs(2), Duration::from_secs(30)).await;
+    let queued =
+        drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(20)).await;
+    let logged =
+        drain_topic(&s.brokers, &s.topology.orders_topic(), Duration::from_secs(2), Duration::from_secs(30)).await;
     for received in queued.iter().chain(&logged) {
         assert!(!rolled_back.contains(&received.envelope.message_id), "a rolled-back message was published");
         let original = committed.get(&received.envelope.message_id).expect("an unknown message was published");
@@ -175,8 +178,10 @@ async fn two_relays_keep_each_aggregates_order() {
     for relay in relays {
         relay.await.unwrap();
     }
-    let queued = drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(30)).await;
-    let logged = drain_topic(&s.brokers, &s.topology.orders_topic(), Duration::from_secs(3), Duration::from_secs(30)).await;
+    let queued =
+        drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(30)).await;
+    let logged =
+        drain_topic(&s.brokers, &s.topology.orders_topic(), Duration::from_secs(3), Duration::from_secs(30)).await;
     for (name, received) in [("queue", &queued), ("topic", &logged)] {
         let groups = per_aggregate(received);
         assert_eq!(groups.len(), AGGREGATES, "{name}: every aggregate arrived");
@@ -221,13 +226,18 @@ async fn wait_for_effects(pool: &PgPool, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_delivered_several_times_has_one_effect_on_rabbitmq_and_on_kafka() {
     let s = setup("inboxdup").await;
-    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)").execute(&s.pool).await.unwrap();
+    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
+        .execute(&s.pool)
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
 
     let amqp_processor = MessageProcessor::new(s.pool.clone(), "test-amqp", CountingHandler, RetryPolicy::default());
     let connector = AmqpConnector::new(&s.amqp_url, "test-consumer", Readiness::new());
     let queue = s.topology.stock_commands();
-    tokio::spawn(AmqpConsumer::new(connector, s.topology.clone(), queue.clone(), 8, amqp_processor).run(shutdown.clone()));
+    tokio::spawn(
+        AmqpConsumer::new(connector, s.topology.clone(), queue.clone(), 8, amqp_processor).run(shutdown.clone()),
+    );
 
     let kafka = Arc::new(KafkaPublisher::new(&s.brokers, "test-producer").unwrap());
     let kafka_processor = MessageProcessor::new(s.pool.clone(), "test-kafka", CountingHandler, RetryPolicy::default());
@@ -253,4 +263,46 @@ async fn a_message_delivered_several_times_has_one_effect_on_rabbitmq_and_on_kaf
     let (inbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM inbox").fetch_one(&s.pool).await.unwrap();
     assert_eq!(inbox, 2);
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_sent_outbox_rows_and_inbox_rows_past_their_window() {
+    let s = setup("retention").await;
+    let mut tx = s.pool.begin().await.unwrap();
+    for seq in 1..=4 {
+        Outbox::add_all(&mut tx, &s.messages("agg-r", seq)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    // Two rows sent long ago, two sent just now, the rest unsent.
+    sqlx::query(
+        "UPDATE outbox SET sent_at = now() - interval '2 days' WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 2)",
+    )
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE outbox SET sent_at = now() WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 2)")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    for age in ["30 days", "1 hour"] {
+        sqlx::query(&format!(
+            "INSERT INTO inbox (consumer, message_id, message_type, outcome, received_at)
+             VALUES ('c', gen_random_uuid(), 't', 'applied', now() - interval '{age}')"
+        ))
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    }
+    let config = messaging::retention::RetentionConfig {
+        sent_outbox: Duration::from_secs(24 * 3600),
+        inbox: Duration::from_secs(7 * 24 * 3600),
+        batch: 1,
+        ..Default::default()
+    };
+    let purged = messaging::retention::purge_expired(&s.pool, &config).await.unwrap();
+    assert_eq!(purged, messaging::retention::Purged { outbox: 2, inbox: 1 });
+    let (outbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox").fetch_one(&s.pool).await.unwrap();
+    let (unsent,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&s.pool).await.unwrap();
+    assert_eq!((outbox, unsent), (6, 4), "unsent rows are never deleted");
 }

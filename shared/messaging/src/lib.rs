@@ -20,6 +20,7 @@ pub mod kafka_consumer;
 pub mod migrations;
 pub mod outbox;
 pub mod relay;
+pub mod retention;
 pub mod retry;
 pub mod safety;
 pub mod wire;

@@ -77,6 +77,8 @@ pub struct CommonConfig {
     pub http_body_limit: usize,
     /// `ADMIN_TOKEN`: bearer token of the admin routes; none disables them.
     pub admin_token: Option<Secret>,
+    /// `OUTBOX_RETENTION_SECS`, `INBOX_RETENTION_SECS`.
+    pub retention: messaging::retention::RetentionConfig,
 }
 
 impl CommonConfig {
@@ -97,6 +99,11 @@ impl CommonConfig {
             http_request_timeout: Duration::from_secs(env_parse("HTTP_REQUEST_TIMEOUT_SECS", 10)?),
             http_body_limit: env_parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
             admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(Secret::new),
+            retention: messaging::retention::RetentionConfig {
+                sent_outbox: Duration::from_secs(env_parse("OUTBOX_RETENTION_SECS", 24 * 3600)?),
+                inbox: Duration::from_secs(env_parse("INBOX_RETENTION_SECS", 14 * 24 * 3600)?),
+                ..messaging::retention::RetentionConfig::default()
+            },
         })
     }
 

@@ -91,6 +91,8 @@ impl ServiceHost {
             return Err(HostError::ShutDownDuringStartup);
         }
         db::spawn_readiness_probe(pool.clone(), self.readiness.clone(), self.shutdown.clone());
+        let retention = messaging::retention::run(pool.clone(), self.config.retention, self.shutdown.clone());
+        self.spawn("retention", retention);
         Ok(pool)
     }
 

@@ -1,0 +1,94 @@
+//! Retention: sent outbox rows and old inbox rows are deleted in the
+//! background, in small batches so the job never holds long locks.
+//!
+//! The inbox window must be longer than the longest time a message can take
+//! to be redelivered (broker retention of unacknowledged messages, a consumer
+//! down for a weekend, a dead letter replayed days later): a message whose
+//! inbox row is gone would be applied again. Sent outbox rows are kept for
+//! inspection only; nothing depends on them.
+
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionConfig {
+    /// How long sent outbox rows are kept (`OUTBOX_RETENTION_SECS`).
+    pub sent_outbox: Duration,
+    /// How long inbox rows are kept (`INBOX_RETENTION_SECS`).
+    pub inbox: Duration,
+    /// How often the job runs.
+    pub interval: Duration,
+    /// Rows deleted per statement.
+    pub batch: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sent_outbox: Duration::from_secs(24 * 3600),
+            inbox: Duration::from_secs(14 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            batch: 5_000,
+        }
+    }
+}
+
+/// Rows deleted by one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub outbox: u64,
+    pub inbox: u64,
+}
+
+/// Deletes what is past its window, batch by batch, until nothing is left.
+pub async fn purge_expired(pool: &PgPool, config: &RetentionConfig) -> Result<Purged, sqlx::Error> {
+    let mut purged = Purged::default();
+    let statements = [
+        ("outbox", "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - $1 LIMIT $2)"),
+        (
+            "inbox",
+            "DELETE FROM inbox WHERE (consumer, message_id) IN
+                (SELECT consumer, message_id FROM inbox WHERE received_at < now() - $1 LIMIT $2)",
+        ),
+        (
+            "inbox_sequence",
+            "DELETE FROM inbox_sequence WHERE (consumer, producer, aggregate_id) IN
+                (SELECT consumer, producer, aggregate_id FROM inbox_sequence WHERE updated_at < now() - $1 LIMIT $2)",
+        ),
+    ];
+    for (table, sql) in statements {
+        let window = if table == "outbox" { config.sent_outbox } else { config.inbox };
+        loop {
+            let deleted = sqlx::query(sql).bind(window).bind(config.batch).execute(pool).await?.rows_affected();
+            match table {
+                "outbox" => purged.outbox += deleted,
+                "inbox" => purged.inbox += deleted,
+                _ => {}
+            }
+            if deleted < config.batch.unsigned_abs() {
+                break;
+            }
+        }
+    }
+    Ok(purged)
+}
+
+/// Runs [`purge_expired`] every `interval` until `shutdown`.
+pub async fn run(pool: PgPool, config: RetentionConfig, shutdown: CancellationToken) {
+    loop {
+        match purge_expired(&pool, &config).await {
+            Ok(purged) if purged != Purged::default() => {
+                tracing::info!(outbox = purged.outbox, inbox = purged.inbox, "retention purged old rows");
+                metrics::counter!("retention_deleted_rows_total", "table" => "outbox").increment(purged.outbox);
+                metrics::counter!("retention_deleted_rows_total", "table" => "inbox").increment(purged.inbox);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! An OTLP/HTTP trace receiver for tests, standing in for Jaeger, and the
+//! check that one order's spans form one unbroken trace across services.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// One received span, flattened.
+#[derive(Debug, Clone)]
+pub struct CollectedSpan {
+    pub service: String,
+    pub name: String,
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+    /// OTLP span kind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+    pub kind: i32,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Default)]
+pub struct OtlpReceiver {
+    spans: Arc<Mutex<Vec<CollectedSpan>>>,
+}
+
+impl OtlpReceiver {
+    /// Serves `POST /v1/traces` on an ephemeral port; returns the receiver and
+    /// the endpoint to put in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub async fn start() -> (Self, String) {
+        let receiver = Self::default();
+        let app = Router::new().route("/v1/traces", post(receive)).with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the OTLP receiver");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, endpoint)
+    }
+
+    pub fn spans(&self) -> Vec<CollectedSpan> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn trace(&self, trace_id: &str) -> Vec<CollectedSpan> {
+        self.spans().into_iter().filter(|s| s.trace_id == trace_id).collect()
+    }
+}
+
+async fn receive(State(receiver): State<OtlpReceiver>, body: Bytes) -> axum::http::StatusCode {
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return axum::http::StatusCode::BAD_REQUEST;
+    };
+    let mut collected = Vec::new();
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| kv.value.as_ref())
+            .map(any_text)
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                let attributes = span
+                    .attributes
+                    .iter()
+                    .map(|kv| (kv.key.clone(), kv.value.as_ref().map(any_text).unwrap_or_default()))
+                    .collect();
+                collected.push(CollectedSpan {
+                    service: service.clone(),
+                    name: span.name,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    kind: span.kind,
+                    attributes,
+                });
+            }
+        }
+    }
+    receiver.spans.lock().unwrap_or_else(|e| e.into_inner()).extend(collected);
+    axum::http::StatusCode::OK
+}
+
+fn any_text(value: &opentelemetry_proto::tonic::common::v1::AnyValue) -> String {
+    match &value.value {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(AnyValue::BoolValue(b)) => b.to_string(),
+        Some(AnyValue::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What is wrong with a trace, if anything.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TraceReport {
+    pub services: BTreeSet<String>,
+    /// Spans whose parent is not in the trace: a broken hop.
+    pub orphans: Vec<String>,
+    /// Roots: exactly one is expected (the HTTP request).
+    pub roots: Vec<String>,
+    /// Messaging spans missing a semantic-convention attribute.
+    pub missing_attributes: Vec<String>,
+}
+
+pub const MESSAGING_ATTRIBUTES: &[&str] =
+    &["messaging.system", "messaging.destination.name", "messaging.operation.type", "messaging.message.id"];
+
+impl TraceReport {
+    /// Checks every span of one trace: each parent present, one root, and the
+    /// messaging attributes on producer and consumer spans (plus partition and
+    /// offset on Kafka consumers).
+    pub fn of(spans: &[CollectedSpan]) -> Self {
+        let ids: HashMap<&str, &CollectedSpan> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+        let mut report = TraceReport { services: spans.iter().map(|s| s.service.clone()).collect(), ..Self::default() };
+        for span in spans {
+            let label = format!("{}: {}", span.service, span.name);
+            if span.parent_span_id.is_empty() {
+                report.roots.push(label.clone());
+            } else if !ids.contains_key(span.parent_span_id.as_str()) {
+                report.orphans.push(label.clone());
+            }
+            if span.kind == 4 || span.kind == 5 {
+                let mut required: Vec<&str> = MESSAGING_ATTRIBUTES.to_vec();
+                if span.kind == 5 && span.attributes.get("messaging.system").map(String::as_str) == Some("kafka") {
+                    required.extend(["messaging.destination.partition.id", "messaging.kafka.offset"]);
+                }
+                for attribute in required {
+                    if !span.attributes.contains_key(attribute) {
+                        report.missing_attributes.push(format!("{label} lacks {attribute}"));
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    pub fn is_one_unbroken_trace(&self) -> bool {
+        self.orphans.is_empty() && self.roots.len() == 1 && self.missing_attributes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(service: &str, id: &str, parent: &str, kind: i32, attrs: &[(&str, &str)]) -> CollectedSpan {
+        CollectedSpan {
+            service: service.into(),
+            name: format!("{service}-{id}"),
+            trace_id: "t".into(),
+            span_id: id.into(),
+            parent_span_id: parent.into(),
+            kind,
+            attributes: attrs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        }
+    }
+
+    fn messaging(system: &str) -> Vec<(&'static str, &str)> {
+        vec![
+            ("messaging.system", system),
+            ("messaging.destination.name", "q"),
+            ("messaging.operation.type", "send"),
+            ("messaging.message.id", "m"),
+        ]
+    }
+
+    fn hop_chain() -> Vec<CollectedSpan> {
+        vec![
+            span("order", "a", "", 2, &[]),
+            span("order", "b", "a", 4, &messaging("rabbitmq")),
+            span("stock", "c", "b", 5, &messaging("rabbitmq")),
+            span("stock", "d", "c", 4, &messaging("rabbitmq")),
+            span("order", "e", "d", 5, &messaging("rabbitmq")),
+        ]
+    }
+
+    #[test]
+    fn an_unbroken_chain_passes() {
+        let report = TraceReport::of(&hop_chain());
+        assert!(report.is_one_unbroken_trace(), "{report:?}");
+        assert_eq!(report.services.len(), 2);
+    }
+
+    #[test]
+    fn one_broken_hop_is_caught() {
+        // stock's consumer did not continue the producer's context: its span
+        // is a new root, and what it caused hangs off that new root.
+        let mut spans = hop_chain();
+        spans[2].parent_span_id.clear();
+        let report = TraceReport::of(&spans);
+        assert!(!report.is_one_unbroken_trace());
+        assert_eq!(report.roots.len(), 2, "{report:?}");
+
+        // A parent that never arrived (the context was lost mid-way).
+        let mut spans = hop_chain();
+        spans[3].parent_span_id = "zz".into();
+        let report = TraceReport::of(&spans);
+        assert_eq!(report.orphans, vec!["stock: stock-d".to_string()]);
+    }
+
+    #[test]
+    fn missing_messaging_attributes_are_named() {
+        let mut spans = hop_chain();
+        spans[1].attributes.remove("messaging.destination.name");
+        spans.push(span("shipping", "f", "b", 5, &messaging("kafka")));
+        let report = TraceReport::of(&spans);
+        assert!(report.missing_attributes.contains(&"order: order-b lacks messaging.destination.name".to_string()));
+        assert!(report.missing_attributes.contains(&"shipping: shipping-f lacks messaging.kafka.offset".to_string()));
+    }
+}
