@@ -84,6 +84,8 @@ impl TestSystem {
                 ("LOG_FORMAT".into(), "json".into()),
                 ("RUST_LOG".into(), "info".into()),
                 ("SHUTDOWN_DEADLINE_SECS".into(), "10".into()),
+                // See xtask's service environment: Tansu and consumer groups.
+                ("KAFKA_ASSIGNMENT".into(), "all-partitions".into()),
             ];
             if let Some(stock) = ports.get("stock") {
                 vars.push(("STOCK_URL".into(), format!("http://127.0.0.1:{stock}")));

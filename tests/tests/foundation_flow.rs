@@ -34,7 +34,8 @@ async fn an_order_in_stock_is_reserved_and_one_out_of_stock_is_cancelled() {
 
     let (_, order) = system.get_json("order", &format!("/orders/{in_stock}")).await.unwrap();
     assert_eq!(order["total_cents"], 2 * 899 + 4599, "priced by stock");
-    let history: Vec<&str> = order["history"].as_array().unwrap().iter().map(|h| h["to_status"].as_str().unwrap()).collect();
+    let history: Vec<&str> =
+        order["history"].as_array().unwrap().iter().map(|h| h["to_status"].as_str().unwrap()).collect();
     assert_eq!(history, ["PLACED", "STOCK_RESERVED"]);
     let (_, sku) = system.get_json("stock", "/stock/SKU-001").await.unwrap();
     assert_eq!(sku["on_hand"], 100_000 - 2);
@@ -56,14 +57,18 @@ async fn killing_stock_while_orders_flow_loses_no_order() {
             system.restart("stock").await.unwrap();
         }
         let sku = if i % 5 == 0 { "SKU-EMPTY" } else { "SKU-003" };
-        let (status, body) = system.place_order(&order_request(&format!("c-{i}"), &[(sku, 1)], "card"), None).await.unwrap();
+        let (status, body) =
+            system.place_order(&order_request(&format!("c-{i}"), &[(sku, 1)], "card"), None).await.unwrap();
         assert_eq!(status, 202, "{body}");
         ids.push(id_of(&body));
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let statuses =
         system.wait_for_statuses(&ids, &["STOCK_RESERVED", "CANCELLED"], Duration::from_secs(60)).await.unwrap();
-    let undecided: Vec<_> = ids.iter().filter(|id| !matches!(statuses.get(id).map(String::as_str), Some("STOCK_RESERVED" | "CANCELLED"))).collect();
+    let undecided: Vec<_> = ids
+        .iter()
+        .filter(|id| !matches!(statuses.get(id).map(String::as_str), Some("STOCK_RESERVED" | "CANCELLED")))
+        .collect();
     assert!(undecided.is_empty(), "orders lost: {undecided:?}");
 
     let reserved_orders = ids.iter().filter(|id| statuses[id] == "STOCK_RESERVED").count() as i64;
@@ -73,8 +78,10 @@ async fn killing_stock_while_orders_flow_loses_no_order() {
             .await
             .unwrap();
     assert_eq!(reservations, reserved_orders, "one reservation per reserved order");
-    let (on_hand,): (i32,) =
-        sqlx::query_as("SELECT on_hand FROM products WHERE sku = 'SKU-003'").fetch_one(system.db("stock")).await.unwrap();
+    let (on_hand,): (i32,) = sqlx::query_as("SELECT on_hand FROM products WHERE sku = 'SKU-003'")
+        .fetch_one(system.db("stock"))
+        .await
+        .unwrap();
     assert_eq!(i64::from(100_000 - on_hand), units.unwrap_or(0), "stock moved exactly once per reservation");
     system.shutdown().await;
 }

@@ -8,6 +8,7 @@
 //! - [`commands`]: what the CLI subcommands do
 //! - [`process`]: detached processes, pid files, signals
 
+pub mod chaos;
 pub mod commands;
 pub mod infra;
 pub mod process;

@@ -53,6 +53,30 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Place mixed orders while killing services and brokers on a seeded
+    /// schedule, drain, and check every invariant (always on the chaos stack).
+    Chaos {
+        #[arg(long, default_value_t = 300)]
+        orders: usize,
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Orders per second.
+        #[arg(long, default_value_t = 15.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Upper bound on the wait for the system to settle, in seconds.
+        #[arg(long, default_value_t = 180)]
+        drain_timeout: u64,
+        /// A negative control: publish-without-outbox, ack-before-commit or skip-inbox.
+        #[arg(long = "unsafe")]
+        unsafe_mode: Option<String>,
+        /// Run against `docker compose` (file docker-compose.yml) instead of local processes.
+        #[arg(long)]
+        compose: bool,
+    },
     /// Infrastructure only (PostgreSQL, RabbitMQ, Kafka), e.g. for tests.
     Infra {
         #[command(subcommand)]
@@ -101,6 +125,39 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Kill { name } => commands::kill(&stack, name.parse::<Target>()?).await,
         Command::Restart { name } => commands::restart(&stack, name.parse::<Target>()?).await,
         Command::Test { args } => commands::test(&args).await,
+        Command::Chaos { orders, kills, seed, rate, concurrency, drain_timeout, unsafe_mode, compose } => {
+            let unsafe_mode = match unsafe_mode.as_deref() {
+                None => None,
+                Some(name) => Some(xtask::chaos::UnsafeMode::parse(name).ok_or_else(|| {
+                    anyhow::anyhow!("--unsafe must be publish-without-outbox, ack-before-commit or skip-inbox")
+                })?),
+            };
+            let options = xtask::chaos::ChaosOptions {
+                orders,
+                kills,
+                seed,
+                rate,
+                concurrency,
+                drain_timeout: std::time::Duration::from_secs(drain_timeout),
+                unsafe_mode,
+                ..Default::default()
+            };
+            let chaos_stack = Stack::chaos(&repo_root);
+            let backend = if compose {
+                xtask::chaos::backend::Backend::Compose {
+                    file: repo_root.join("docker-compose.yml"),
+                    database_url_template: "postgres://postgres:postgres@127.0.0.1:5432/{service}".to_owned(),
+                }
+            } else {
+                xtask::chaos::backend::Backend::Local(&chaos_stack)
+            };
+            let report = xtask::chaos::run(&backend, options).await?;
+            println!("\n{report}");
+            if !report.passed() {
+                anyhow::bail!("the chaos run found a violation (seed {seed})");
+            }
+            Ok(())
+        }
         Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
         Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,
     }

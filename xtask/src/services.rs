@@ -153,6 +153,9 @@ impl Service<'_> {
             ("LOG_FORMAT".to_owned(), "json".to_owned()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
             ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
+            // Tansu 0.6 never evicts a killed consumer-group member; one
+            // replica per service takes every partition instead.
+            ("KAFKA_ASSIGNMENT".to_owned(), "all-partitions".to_owned()),
         ];
         for dependency in self.spec.http_dependencies {
             if let Ok(other) = self.stack.service_named(dependency) {

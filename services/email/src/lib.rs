@@ -1,1 +1,62 @@
-//! placeholder
+//! The email service: one e-mail per order and kind (confirmation, shipment
+//! notice, cancellation notice), recorded exactly once and delivered over
+//! SMTP at least once.
+//!
+//! - [`compose`]: what each e-mail says (pure).
+//! - [`events`]: `OrderPaid`, `ShipmentScheduled`, `OrderCancelled` → recorded e-mail.
+//! - [`smtp`]: delivery of recorded e-mails, with retries.
+//! - [`store`]: the SQL of `sent_emails`.
+//! - [`api`]: `GET /emails?order_id=`.
+
+pub mod api;
+pub mod compose;
+pub mod events;
+pub mod smtp;
+pub mod store;
+
+use service_kit::config::Secret;
+use service_kit::{CommonConfig, ConfigError, ServiceHost, env_or};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "email";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `SMTP_URL`, e.g. `smtp://127.0.0.1:1025`: where to deliver. Unset:
+    /// e-mails are recorded only.
+    pub smtp_url: Option<Secret>,
+    /// `EMAIL_FROM`: the sender's mailbox.
+    pub from: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(8084, "email")?,
+            smtp_url: std::env::var("SMTP_URL").ok().filter(|v| !v.trim().is_empty()).map(Secret::new),
+            from: env_or("EMAIL_FROM", "ordermesh <orders@ordermesh.local>"),
+        })
+    }
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let pool = host.database(sqlx::migrate!("../../migrations/email")).await?;
+    let topology = config.common.topology();
+    // Email publishes no messages: no relay. The producer carries dead letters.
+    let dead_letters = host.kafka_publisher(&topology.all_topics()).await?;
+    let topics = vec![topology.orders_topic(), topology.shipments_topic()];
+    host.consume_topics(pool.clone(), topics, events::EmailEvents, dead_letters);
+    match &config.smtp_url {
+        Some(url) => {
+            let sender = smtp::SmtpSender::new(pool.clone(), url.expose(), &config.from)?;
+            host.spawn("smtp-sender", sender.run(host.shutdown()));
+        }
+        None => tracing::info!("SMTP_URL is not set: e-mails are recorded, not delivered"),
+    }
+    host.serve(listener, api::router(pool)).await?;
+    Ok(())
+}

@@ -1,1 +1,60 @@
-//! placeholder
+//! The payment service: a simulated payment provider that charges and
+//! refunds orders on command.
+//!
+//! - [`provider`]: the deterministic decision (approve or decline).
+//! - [`commands`]: `ProcessPayment` (one charge per order), `RefundPayment`.
+//! - [`store`]: the SQL of `customer_limits`, `payments` and `refunds`.
+//! - [`api`]: `GET /payments?order_id=`, `GET /payments/{payment_id}`.
+
+pub mod api;
+pub mod commands;
+pub mod provider;
+pub mod store;
+
+use contracts::catalogue::Cents;
+use messaging::MessageFactory;
+use service_kit::{CommonConfig, ConfigError, ServiceHost, env_parse};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "payment";
+
+/// Limit of customers without a row in `customer_limits`: 1000.00.
+pub const DEFAULT_LIMIT_CENTS: Cents = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `PAYMENT_DEFAULT_LIMIT_CENTS`: the most a customer without a limit of
+    /// their own can be charged for one order.
+    pub default_limit_cents: Cents,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        const LIMIT_VAR: &str = "PAYMENT_DEFAULT_LIMIT_CENTS";
+        let default_limit_cents = env_parse(LIMIT_VAR, DEFAULT_LIMIT_CENTS)?;
+        if default_limit_cents < 0 {
+            return Err(ConfigError {
+                name: LIMIT_VAR.to_owned(),
+                value: default_limit_cents.to_string(),
+                reason: "must not be negative".to_owned(),
+            });
+        }
+        Ok(Self { common: CommonConfig::from_env(8082, "payment")?, default_limit_cents })
+    }
+}
+
+/// Runs the service on `listener` until `shutdown`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let pool = host.database(sqlx::migrate!("../../migrations/payment")).await?;
+    let topology = config.common.topology();
+    // Payment only replies (RabbitMQ); it publishes no events.
+    let amqp = host.amqp_publisher();
+    host.start_relay(pool.clone(), Some(amqp), None);
+    let handler = commands::PaymentCommands::new(MessageFactory::new(SERVICE), config.default_limit_cents);
+    host.consume_queue(pool.clone(), topology.payment_commands(), SERVICE, handler);
+    host.serve(listener, api::router(pool)).await?;
+    Ok(())
+}

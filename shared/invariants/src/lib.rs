@@ -1,1 +1,148 @@
-//! placeholder
+//! The invariant checker: reads the six service databases (and, optionally,
+//! the brokers' dead-letter destinations) after a run has drained, and
+//! checks every invariant of DESIGN.md ("Invariants the chaos tests check").
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), invariants::CheckError> {
+//! use invariants::{CheckOptions, DatabaseUrls, Databases};
+//! let databases = Databases::connect(&DatabaseUrls::dev()).await?;
+//! let report = invariants::check(&databases, &CheckOptions::default()).await?;
+//! println!("{report}");
+//! assert!(report.passed());
+//! # Ok(()) }
+//! ```
+//!
+//! - [`checks`]: invariants 1–7a as pure functions of a [`Snapshot`].
+//! - [`brokers`]: invariant 7 on RabbitMQ and Kafka.
+//! - [`report`]: the results, printable and as JSON.
+
+pub mod brokers;
+pub mod checks;
+pub mod databases;
+pub mod report;
+pub mod snapshot;
+
+pub use brokers::Brokers;
+pub use databases::{DEV_SERVER_URL, DatabaseUrls, Databases, SERVICES};
+pub use report::{CheckResult, CheckStatus, Invariant, Offender, Report};
+pub use snapshot::Snapshot;
+
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+/// Offenders listed per check unless told otherwise.
+pub const DEFAULT_MAX_OFFENDERS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("connecting to the {service} database: {error}")]
+    Connect { service: &'static str, error: sqlx::Error },
+    #[error("reading the {service} database: {error}")]
+    Query { service: &'static str, error: sqlx::Error },
+    #[error("accepted-orders list, line {line}: `{text}` is not an order id")]
+    AcceptedId { line: usize, text: String },
+    #[error("RabbitMQ: {0}")]
+    Amqp(String),
+    #[error("Kafka: {0}")]
+    Kafka(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Ids of the orders the API answered 2xx; `None`: invariant 1 checks
+    /// only that every order is final.
+    pub accepted: Option<BTreeSet<Uuid>>,
+    pub brokers: Brokers,
+    /// Offenders listed per check (all are counted).
+    pub max_offenders: usize,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self { accepted: None, brokers: Brokers::default(), max_offenders: DEFAULT_MAX_OFFENDERS }
+    }
+}
+
+/// Runs every check. An unreachable database or broker is an error, not a
+/// failed check: nothing could be concluded.
+pub async fn check(databases: &Databases, options: &CheckOptions) -> Result<Report, CheckError> {
+    let snapshot = Snapshot::read(databases).await?;
+    let max = options.max_offenders;
+    let checks = vec![
+        checks::orders_final(&snapshot, options.accepted.as_ref(), max),
+        checks::payment(&snapshot, max),
+        checks::stock(&snapshot, max),
+        checks::shipping(&snapshot, max),
+        checks::email(&snapshot, max),
+        checks::loyalty(&snapshot, max),
+        checks::outboxes_drained(&snapshot, max),
+        brokers::amqp_dead_letters(&options.brokers, max).await?,
+        brokers::kafka_dead_letters(&options.brokers, max).await?,
+    ];
+    Ok(Report { checks })
+}
+
+/// Parses the accepted-orders list: one order id per line; blank lines and
+/// `#` comments are ignored, repeats (an idempotent replay) count once.
+pub fn parse_accepted(text: &str) -> Result<BTreeSet<Uuid>, CheckError> {
+    let mut ids = BTreeSet::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let id = line.parse().map_err(|_| CheckError::AcceptedId { line: index + 1, text: line.to_owned() })?;
+        ids.insert(id);
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accepted_list_takes_ids_one_per_line() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let ids = parse_accepted(&format!("# accepted\n{a}\n\n  {b}  \n{a}\n")).unwrap();
+        assert_eq!(ids, [a, b].into_iter().collect());
+        let err = parse_accepted(&format!("{a}\nnot-an-id\n")).unwrap_err();
+        assert!(matches!(err, CheckError::AcceptedId { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn skipped_checks_do_not_fail_a_report_but_show() {
+        let report = Report {
+            checks: vec![
+                CheckResult::skipped(Invariant::KafkaDeadLettersEmpty, "no Kafka brokers given"),
+                report::ResultBuilder::new(Invariant::OrdersFinal, 5).finish(),
+            ],
+        };
+        assert!(report.passed());
+        assert_eq!(report.skipped().len(), 1);
+        let text = report.to_string();
+        assert!(text.contains("SKIP 7c") && text.contains("no Kafka brokers given"), "{text}");
+        let json = report.to_json();
+        assert_eq!(json["passed"], true);
+        assert_eq!(json["checks"][0]["status"], "skipped");
+        assert_eq!(json["checks"][0]["reason"], "no Kafka brokers given");
+        assert_eq!(json["checks"][1]["status"], "passed");
+        assert_eq!(json["checks"][1]["invariant"], "orders_final");
+    }
+
+    #[test]
+    fn a_failed_check_prints_its_offenders() {
+        let mut failing = report::ResultBuilder::new(Invariant::Shipping, 1);
+        failing.count("shipments", 3);
+        failing.offend("o-1", "CANCELLED with 1 shipment(s)");
+        failing.offend("o-2", "CANCELLED with 1 shipment(s)");
+        let report = Report { checks: vec![failing.finish()] };
+        assert!(!report.passed());
+        assert_eq!(report.failed_invariants(), [Invariant::Shipping]);
+        let text = report.to_string();
+        assert!(text.starts_with("invariants FAILED: 0 passed, 1 failed, 0 skipped"), "{text}");
+        assert!(text.contains("FAIL 4") && text.contains("shipments=3"), "{text}");
+        assert!(text.contains("o-1: CANCELLED with 1 shipment(s)") && text.contains("… and 1 more"), "{text}");
+    }
+}

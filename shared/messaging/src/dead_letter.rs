@@ -16,6 +16,9 @@ pub const CONSUMER: &str = "x-dead-lettered-by";
 /// When (RFC 3339).
 pub const DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
 
+/// Every header this module adds.
+pub const ALL: &[&str] = &[REASON, ATTEMPTS, ORIGINAL_DESTINATION, CONSUMER, DEAD_LETTERED_AT];
+
 /// The headers added to a dead letter.
 pub fn headers(reason: &str, attempts: u32, original_destination: &str, consumer: &str) -> Vec<(&'static str, String)> {
     vec![

@@ -102,7 +102,26 @@ impl KafkaPublisher {
         self.enqueue(FutureRecord::to(topic).key(key).payload(payload).headers(owned)).await
     }
 
-    async fn enqueue(&self, mut record: FutureRecord<'_, str, [u8]>) -> Result<PendingDelivery, KafkaPublishError> {
+    /// Sends a copy of a record: key (possibly none), payload and headers
+    /// byte for byte (dead letters).
+    pub async fn send_copy(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: rdkafka::message::OwnedHeaders,
+    ) -> Result<PendingDelivery, KafkaPublishError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.enqueue(record).await
+    }
+
+    async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
+        &self,
+        mut record: FutureRecord<'_, K, [u8]>,
+    ) -> Result<PendingDelivery, KafkaPublishError> {
         loop {
             match self.producer.send_result(record) {
                 Ok(future) => return Ok(PendingDelivery(future)),

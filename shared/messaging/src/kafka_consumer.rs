@@ -14,12 +14,38 @@ use contracts::Topology;
 use health::Readiness;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const CONSUMER_COMPONENT: &str = "kafka-consumer";
+
+/// How a consumer gets its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Assignment {
+    /// Kafka consumer groups: the brokers share partitions among the
+    /// replicas of a service and rebalance when one comes or goes.
+    #[default]
+    Group,
+    /// Every partition, taken directly (offsets still committed to the
+    /// group): for a single replica on a broker whose group coordinator
+    /// cannot be trusted to evict a killed member. Tansu 0.6 never evicts a
+    /// SIGKILLed member, so its partitions are never reassigned.
+    AllPartitions,
+}
+
+impl std::str::FromStr for Assignment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "group" => Ok(Self::Group),
+            "all-partitions" => Ok(Self::AllPartitions),
+            other => Err(format!("expected `group` or `all-partitions`, got `{other}`")),
+        }
+    }
+}
 
 pub struct KafkaConsumer<H> {
     brokers: String,
@@ -28,6 +54,9 @@ pub struct KafkaConsumer<H> {
     processor: Arc<MessageProcessor<H>>,
     dead_letters: Arc<KafkaPublisher>,
     readiness: Readiness,
+    group_instance_id: Option<String>,
+    debug: Option<String>,
+    assignment: Assignment,
 }
 
 impl<H: MessageHandler> KafkaConsumer<H> {
@@ -40,7 +69,36 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         readiness: Readiness,
     ) -> Self {
         readiness.register(CONSUMER_COMPONENT);
-        Self { brokers: brokers.to_owned(), group: group.to_owned(), topics, processor, dead_letters, readiness }
+        Self {
+            brokers: brokers.to_owned(),
+            group: group.to_owned(),
+            topics,
+            processor,
+            dead_letters,
+            readiness,
+            group_instance_id: None,
+            debug: None,
+            assignment: Assignment::Group,
+        }
+    }
+
+    /// Static group membership: a restarted consumer with the same instance
+    /// id takes its old place at once instead of waiting for the group to
+    /// notice the dead member and rebalance. Must be unique per replica.
+    pub fn with_group_instance_id(mut self, id: Option<String>) -> Self {
+        self.group_instance_id = id.filter(|i| !i.is_empty());
+        self
+    }
+
+    pub fn with_assignment(mut self, assignment: Assignment) -> Self {
+        self.assignment = assignment;
+        self
+    }
+
+    /// librdkafka debug contexts (e.g. `cgrp,topic`), for diagnosing group trouble.
+    pub fn with_debug(mut self, contexts: Option<String>) -> Self {
+        self.debug = contexts.filter(|d| !d.is_empty());
+        self
     }
 
     fn consumer_config(&self) -> ClientConfig {
@@ -56,6 +114,12 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "2000");
+        if let Some(id) = &self.group_instance_id {
+            config.set("group.instance.id", id);
+        }
+        if let Some(contexts) = &self.debug {
+            config.set("debug", contexts);
+        }
         config
     }
 
@@ -71,13 +135,22 @@ impl<H: MessageHandler> KafkaConsumer<H> {
                 return;
             }
         };
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        if let Err(e) = consumer.subscribe(&topics) {
-            self.readiness.not_ready(CONSUMER_COMPONENT, format!("subscribing: {e}"));
-            tracing::error!(error = %e, "cannot subscribe");
-            return;
-        }
         let consumer = Arc::new(consumer);
+        match self.assignment {
+            Assignment::Group => {
+                let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+                if let Err(e) = consumer.subscribe(&topics) {
+                    self.readiness.not_ready(CONSUMER_COMPONENT, format!("subscribing: {e}"));
+                    tracing::error!(error = %e, "cannot subscribe");
+                    return;
+                }
+            }
+            Assignment::AllPartitions => {
+                if !self.assign_all_partitions(&consumer, &shutdown).await {
+                    return;
+                }
+            }
+        }
         let probe_consumer = consumer.clone();
         tokio::spawn(probe_loop(self.readiness.clone(), CONSUMER_COMPONENT, shutdown.clone(), move || {
             probe_consumer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ())
@@ -106,6 +179,42 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             }
         }
         tracing::info!(group = %self.group, "Kafka consumer stopped");
+    }
+
+    /// Takes every partition of the topics, starting at the group's committed
+    /// offsets, retrying until the brokers answer. Returns false on shutdown.
+    async fn assign_all_partitions(&self, consumer: &Arc<StreamConsumer>, shutdown: &CancellationToken) -> bool {
+        let mut failures = 0;
+        loop {
+            let (client, topics) = (consumer.clone(), self.topics.clone());
+            let listed = tokio::task::spawn_blocking(move || {
+                let mut partitions = TopicPartitionList::new();
+                for topic in &topics {
+                    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+                    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                        for p in t.partitions() {
+                            partitions.add_partition_offset(topic, p.id(), Offset::Stored)?;
+                        }
+                    }
+                }
+                Ok::<_, rdkafka::error::KafkaError>(partitions)
+            })
+            .await;
+            match listed {
+                Ok(Ok(partitions)) if partitions.count() > 0 => match consumer.assign(&partitions) {
+                    Ok(()) => return true,
+                    Err(e) => tracing::warn!(error = %e, "assigning partitions failed"),
+                },
+                Ok(Ok(_)) => tracing::warn!(topics = ?self.topics, "no partitions yet"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading partitions failed"),
+                Err(e) => tracing::warn!(error = %e, "partition lookup panicked"),
+            }
+            failures += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Backoff::default().delay(failures.min(6))) => {}
+            }
+        }
     }
 
     /// Returns false when the record was abandoned because of shutdown.
@@ -157,14 +266,21 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         true
     }
 
+    /// Copies the record, byte for byte (key, payload, headers) to the
+    /// dead-letter topic, adding (replacing) only the dead-letter headers.
     async fn dead_letter(&self, record: &BorrowedMessage<'_>, reason: &str, attempts: u32) -> Result<(), String> {
         let topic = Topology::dead_letter_topic(record.topic(), &self.group);
-        let mut headers = wire::kafka_headers_text(record.headers());
-        headers.retain(|(k, _)| !k.starts_with("x-"));
-        let extra = dead_letter::headers(reason, attempts, record.topic(), self.processor.consumer());
-        let key = record.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = record.headers() {
+            for header in original.iter().filter(|h| !dead_letter::ALL.contains(&h.key)) {
+                headers = headers.insert(Header { key: header.key, value: header.value });
+            }
+        }
+        for (key, value) in dead_letter::headers(reason, attempts, record.topic(), self.processor.consumer()) {
+            headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
+        }
         self.dead_letters
-            .send_raw(&topic, &key, record.payload().unwrap_or_default(), &headers, &extra)
+            .send_copy(&topic, record.key(), record.payload().unwrap_or_default(), headers)
             .await
             .map_err(|e| e.to_string())?
             .delivered()

@@ -221,7 +221,13 @@ impl OutboxRelay {
             }
             let span = publish_span(&row.envelope, &row.transport, &row.destination);
             let sent = self.send(row).instrument(span.clone()).await;
+            let failed = sent.is_err();
             in_flight.push((sent, span, row));
+            // Nothing after a failed send can be marked sent this pass (only
+            // the confirmed prefix is), so do not send it.
+            if failed {
+                break;
+            }
         }
         let mut results = Vec::with_capacity(rows.len());
         for (sent, span, row) in in_flight {

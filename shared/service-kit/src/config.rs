@@ -77,6 +77,14 @@ pub struct CommonConfig {
     pub http_body_limit: usize,
     /// `ADMIN_TOKEN`: bearer token of the admin routes; none disables them.
     pub admin_token: Option<Secret>,
+    /// `KAFKA_GROUP_INSTANCE_ID`: static consumer-group membership, unique per
+    /// replica; default `<service>-<hostname>`.
+    pub kafka_group_instance_id: String,
+    /// `KAFKA_ASSIGNMENT`: `group` (consumer groups, default) or
+    /// `all-partitions` (single replica; the local runner's choice for Tansu).
+    pub kafka_assignment: messaging::kafka_consumer::Assignment,
+    /// `KAFKA_DEBUG`: librdkafka debug contexts, empty for none.
+    pub kafka_debug: Option<String>,
     /// `OUTBOX_RETENTION_SECS`, `INBOX_RETENTION_SECS`.
     pub retention: messaging::retention::RetentionConfig,
 }
@@ -85,6 +93,11 @@ impl CommonConfig {
     /// Reads the common variables; `default_port` and `database` make the
     /// defaults point at this service's place in the development stack.
     pub fn from_env(default_port: u16, database: &str) -> Result<Self, ConfigError> {
+        let hostname = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|| "localhost".to_owned());
         Ok(Self {
             http_addr: env_parse("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)))?,
             database_url: Secret::new(env_or(
@@ -99,6 +112,9 @@ impl CommonConfig {
             http_request_timeout: Duration::from_secs(env_parse("HTTP_REQUEST_TIMEOUT_SECS", 10)?),
             http_body_limit: env_parse("HTTP_BODY_LIMIT_BYTES", 64 * 1024)?,
             admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(Secret::new),
+            kafka_group_instance_id: env_or("KAFKA_GROUP_INSTANCE_ID", &format!("{database}-{hostname}")),
+            kafka_assignment: env_parse("KAFKA_ASSIGNMENT", messaging::kafka_consumer::Assignment::Group)?,
+            kafka_debug: std::env::var("KAFKA_DEBUG").ok().filter(|d| !d.trim().is_empty()),
             retention: messaging::retention::RetentionConfig {
                 sent_outbox: Duration::from_secs(env_parse("OUTBOX_RETENTION_SECS", 24 * 3600)?),
                 inbox: Duration::from_secs(env_parse("INBOX_RETENTION_SECS", 14 * 24 * 3600)?),

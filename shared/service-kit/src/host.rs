@@ -1,11 +1,13 @@
 //! Runs a service: its background tasks (relay, consumers, jobs) and its HTTP
 //! server, all stopped by one cancellation token, within a deadline.
 
+use crate::admin;
 use crate::config::CommonConfig;
 use crate::db;
 use crate::http::with_standard_layers;
 use crate::metrics_endpoint;
 use axum::Router;
+use dead_letters::{DeadLetters, Destination};
 use health::Readiness;
 use messaging::amqp::{AmqpConnector, AmqpPublisher};
 use messaging::amqp_consumer::AmqpConsumer;
@@ -47,6 +49,8 @@ pub struct ServiceHost {
     body_limit: usize,
     request_timeout: Duration,
     tasks: Vec<(String, JoinHandle<()>)>,
+    /// Where this service's consumers dead-letter: what its admin routes manage.
+    dead_letter_destinations: Vec<Destination>,
 }
 
 impl ServiceHost {
@@ -64,6 +68,7 @@ impl ServiceHost {
             body_limit: config.http_body_limit,
             request_timeout: config.http_request_timeout,
             tasks: Vec::new(),
+            dead_letter_destinations: Vec::new(),
         }
     }
 
@@ -81,6 +86,11 @@ impl ServiceHost {
 
     pub fn config(&self) -> &CommonConfig {
         &self.config
+    }
+
+    /// The dead-letter queues and topics of the consumers started so far.
+    pub fn dead_letter_destinations(&self) -> &[Destination] {
+        &self.dead_letter_destinations
     }
 
     /// The pool, once the database answers and the migrations are applied;
@@ -139,6 +149,7 @@ impl ServiceHost {
 
     /// Consumes RabbitMQ `queue` with `handler`, recording in the inbox as `consumer`.
     pub fn consume_queue<H: MessageHandler>(&mut self, pool: PgPool, queue: String, consumer: &str, handler: H) {
+        self.dead_letter_destinations.push(Destination::rabbitmq(&queue));
         let processor = MessageProcessor::new(pool, consumer, handler, RetryPolicy::default());
         let amqp_consumer =
             AmqpConsumer::new(self.amqp_connector("consumer"), self.config.topology(), queue.clone(), 16, processor);
@@ -156,6 +167,7 @@ impl ServiceHost {
     ) {
         let topology = self.config.topology();
         let group = topology.consumer_group(self.name);
+        self.dead_letter_destinations.extend(topics.iter().map(|t| Destination::kafka(t, &group)));
         let processor = MessageProcessor::new(pool, self.name, handler, RetryPolicy::default());
         let consumer = KafkaConsumer::new(
             &self.config.kafka_brokers,
@@ -164,7 +176,10 @@ impl ServiceHost {
             processor,
             dead_letters,
             self.readiness.clone(),
-        );
+        )
+        .with_group_instance_id(Some(self.config.kafka_group_instance_id.clone()))
+        .with_debug(self.config.kafka_debug.clone())
+        .with_assignment(self.config.kafka_assignment);
         let shutdown = self.shutdown.clone();
         self.spawn(format!("kafka-consumer:{group}"), consumer.run(shutdown));
     }
@@ -178,11 +193,14 @@ impl ServiceHost {
     /// waits for the background tasks to finish their in-flight work, up to
     /// the deadline.
     pub async fn serve(self, listener: TcpListener, app: Router) -> std::io::Result<()> {
-        let app = with_standard_layers(
-            app.merge(metrics_endpoint::routes(self.name, self.readiness.clone())),
-            self.body_limit,
-            self.request_timeout,
-        );
+        let mut app = app.merge(metrics_endpoint::routes(self.name, self.readiness.clone()));
+        // No token, no admin routes at all (404), rather than routes nobody may call.
+        if let Some(token) = &self.config.admin_token {
+            let dead_letters =
+                DeadLetters::new(self.config.amqp_url.expose(), &self.config.kafka_brokers, self.config.topology());
+            app = app.merge(admin::routes(token.clone(), dead_letters, self.dead_letter_destinations.clone()));
+        }
+        let app = with_standard_layers(app, self.body_limit, self.request_timeout);
         tracing::info!(service = self.name, addr = %listener.local_addr()?, "serving HTTP");
         let shutdown = self.shutdown.clone();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });

@@ -3,6 +3,7 @@
 //! extractor, health and metrics routes, the database pool, and a host that
 //! runs background tasks and shuts everything down within a deadline.
 
+pub mod admin;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -1,0 +1,25 @@
+-- The loyalty service's point ledger and the balance it adds up to.
+
+CREATE TABLE loyalty_accounts (
+    customer_id TEXT PRIMARY KEY,
+    -- the sum of the customer's ledger entries, kept with each entry
+    balance     BIGINT      NOT NULL DEFAULT 0,
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- One credit per paid order, and at most one reversal of it.
+CREATE TABLE loyalty_ledger (
+    id               BIGSERIAL PRIMARY KEY,
+    customer_id      TEXT        NOT NULL REFERENCES loyalty_accounts (customer_id),
+    order_id         UUID        NOT NULL,
+    kind             TEXT        NOT NULL CHECK (kind IN ('credit', 'reversal')),
+    -- signed: a credit adds points, its reversal takes the same back
+    points           BIGINT      NOT NULL,
+    -- the event that caused the entry
+    cause_message_id UUID        NOT NULL,
+    created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (order_id, kind),
+    CHECK ((kind = 'credit') = (points >= 0))
+);
+
+CREATE INDEX loyalty_ledger_customer ON loyalty_ledger (customer_id, id);

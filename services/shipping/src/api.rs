@@ -1,0 +1,35 @@
+//! Queries: an order's shipments, one shipment.
+
+use crate::store;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use service_kit::ApiError;
+use sqlx::PgPool;
+use std::collections::HashMap;
+
+pub fn router(pool: PgPool) -> Router {
+    Router::new().route("/shipments", get(of_order)).route("/shipments/{id}", get(one)).with_state(pool)
+}
+
+/// `GET /shipments?order_id=`: the order's shipment, in a list (empty until
+/// the order is paid).
+async fn of_order(
+    State(pool): State<PgPool>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let order_id = params.get("order_id").ok_or_else(|| ApiError::invalid_parameter("order_id", "required"))?;
+    let order_id = ApiError::parse_uuid("order_id", order_id)?;
+    let shipments = store::shipments_of_order(&pool, order_id).await?;
+    Ok(Json(serde_json::json!({ "order_id": order_id, "shipments": shipments })).into_response())
+}
+
+/// `GET /shipments/{id}`
+async fn one(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = ApiError::parse_uuid("id", &id)?;
+    match store::shipment(&pool, id).await? {
+        Some(shipment) => Ok(Json(shipment).into_response()),
+        None => Err(ApiError::NotFound(format!("no shipment {id}"))),
+    }
+}

@@ -1,0 +1,394 @@
+//! Dead letters: list, inspect, replay and purge what the consumers could not
+//! handle (how letters get there: `messaging::dead_letter`).
+//!
+//! - RabbitMQ `<queue>.dlq` ([`amqp`]): letters are read with `basic.get` and
+//!   left unacknowledged, so closing the channel puts them back. A replay
+//!   acknowledges a letter only after the broker confirmed its copy.
+//! - Kafka `<topic>.<group>.dlq` ([`kafka`]): records cannot be deleted, so
+//!   every dead-letter topic has an admin consumer group of its own
+//!   (`<dlq>.admin`) whose committed offsets mark what was replayed or purged.
+//!   Pending = the records after those offsets (all of them if none), up to
+//!   the high watermarks. Kafka positions are contiguous per partition, so a
+//!   single record can be replayed only when it is the oldest pending one of
+//!   its partition; otherwise replay all, or up to an offset.
+//!
+//! A replay sends a letter back to the queue or topic its dead-letter
+//! destination belongs to (`x-original-destination` is only shown: a forged
+//! header cannot route a message anywhere else), with the same message id,
+//! properties, key and headers minus the dead-letter ones, so the consumer's
+//! inbox still drops a message that had in fact been handled.
+
+pub mod amqp;
+pub mod kafka;
+mod values;
+
+use contracts::Topology;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Headers that describe the dead-lettering rather than the message: ours
+/// (`messaging::dead_letter`) and RabbitMQ's own. A replay removes them.
+pub const DEAD_LETTER_HEADERS: &[&str] = &[
+    messaging::dead_letter::REASON,
+    messaging::dead_letter::ATTEMPTS,
+    messaging::dead_letter::ORIGINAL_DESTINATION,
+    messaging::dead_letter::CONSUMER,
+    messaging::dead_letter::DEAD_LETTERED_AT,
+    "x-death",
+    "x-first-death-reason",
+    "x-first-death-queue",
+    "x-first-death-exchange",
+    "x-last-death-reason",
+    "x-last-death-queue",
+    "x-last-death-exchange",
+    "x-delivery-count",
+];
+
+pub fn is_dead_letter_header(name: &str) -> bool {
+    DEAD_LETTER_HEADERS.contains(&name)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Broker {
+    Rabbitmq,
+    Kafka,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Broker::Rabbitmq => "rabbitmq",
+            Broker::Kafka => "kafka",
+        })
+    }
+}
+
+/// A dead-letter queue or topic of the topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    pub name: String,
+    pub broker: Broker,
+    /// The queue or topic whose consumer dead-letters here: where a replay sends.
+    pub source: String,
+    /// Kafka: the consumer group that dead-letters here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Destination {
+    /// `<queue>.dlq`, where the consumer of RabbitMQ `queue` dead-letters.
+    pub fn rabbitmq(queue: &str) -> Self {
+        Self {
+            name: Topology::dead_letter_queue(queue),
+            broker: Broker::Rabbitmq,
+            source: queue.to_owned(),
+            group: None,
+        }
+    }
+
+    /// `<topic>.<group>.dlq`, where consumer group `group` dead-letters records of `topic`.
+    pub fn kafka(topic: &str, group: &str) -> Self {
+        Self {
+            name: Topology::dead_letter_topic(topic, group),
+            broker: Broker::Kafka,
+            source: topic.to_owned(),
+            group: Some(group.to_owned()),
+        }
+    }
+
+    /// Kafka: the group whose committed offsets mark what was replayed or purged.
+    pub fn admin_group(&self) -> String {
+        format!("{}.admin", self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingCount {
+    #[serde(flatten)]
+    pub destination: Destination,
+    /// Letters waiting: messages in the queue, or records past the admin group's offsets.
+    pub pending: u64,
+}
+
+/// Where a Kafka record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaPosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One dead letter as stored, with the dead-letter headers decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Absent when the envelope itself was what could not be read.
+    pub message_id: Option<String>,
+    pub message_type: Option<String>,
+    pub correlation_id: Option<String>,
+    pub reason: Option<String>,
+    pub attempts: Option<u32>,
+    pub original_destination: Option<String>,
+    pub dead_lettered_by: Option<String>,
+    pub dead_lettered_at: Option<String>,
+    /// Every header, values as JSON (AMQP tables such as `x-death` as objects).
+    pub headers: BTreeMap<String, serde_json::Value>,
+    /// RabbitMQ: the message properties (message id, type, reply-to, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, serde_json::Value>,
+    /// Kafka: the record key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Kafka: where the record is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<KafkaPosition>,
+    /// The body as text (invalid UTF-8 replaced).
+    pub payload: String,
+    pub payload_bytes: usize,
+}
+
+impl DeadLetter {
+    /// Fills the decoded fields from the header values.
+    fn decode_headers(&mut self) {
+        let text = |name: &str| self.headers.get(name).and_then(values::as_text);
+        self.reason = text(messaging::dead_letter::REASON);
+        self.attempts = text(messaging::dead_letter::ATTEMPTS).and_then(|a| a.trim().parse().ok());
+        self.original_destination = text(messaging::dead_letter::ORIGINAL_DESTINATION);
+        self.dead_lettered_by = text(messaging::dead_letter::CONSUMER);
+        self.dead_lettered_at = text(messaging::dead_letter::DEAD_LETTERED_AT);
+    }
+}
+
+/// Which letters a replay sends back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaySelection {
+    All,
+    /// One letter by message id (Kafka: only the oldest pending one of its partition).
+    Message(String),
+    /// Kafka: the pending records of one partition up to this offset, inclusive.
+    UpTo(KafkaPosition),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replayed {
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<KafkaPosition>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    pub dead_letter_destination: String,
+    /// Where the letters were sent.
+    pub sent_to: String,
+    pub replayed: u64,
+    pub messages: Vec<Replayed>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgeReport {
+    pub dead_letter_destination: String,
+    pub purged: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("`{name}` is not a dead-letter destination here; valid names: {}", valid.join(", "))]
+    UnknownDestination { name: String, valid: Vec<String> },
+    #[error("no message with id `{message_id}` in {destination}")]
+    MessageNotFound { destination: String, message_id: String },
+    /// The request makes no sense for this destination (e.g. an offset for a queue).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("replay to {destination} failed after {replayed} message(s), at message {message_id:?}: {reason}")]
+    ReplayFailed { destination: String, message_id: Option<String>, replayed: u64, reason: String },
+    #[error("timed out after {after:?} {doing}")]
+    Timeout { after: Duration, doing: String },
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl DeadLetterError {
+    /// The broker could not be reached or answered with an error: worth retrying later.
+    pub fn is_broker_error(&self) -> bool {
+        matches!(
+            self,
+            DeadLetterError::Amqp(_)
+                | DeadLetterError::Kafka(_)
+                | DeadLetterError::Timeout { .. }
+                | DeadLetterError::ReplayFailed { .. }
+        )
+    }
+}
+
+pub type Result<T, E = DeadLetterError> = std::result::Result<T, E>;
+
+/// Where the brokers are and how the names are prefixed. Each operation opens
+/// its own connections: administration is rare, and nothing stays open.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    amqp_url: String,
+    kafka_brokers: String,
+    topology: Topology,
+    timeout: Duration,
+}
+
+impl DeadLetters {
+    pub fn new(amqp_url: impl Into<String>, kafka_brokers: impl Into<String>, topology: Topology) -> Self {
+        Self {
+            amqp_url: amqp_url.into(),
+            kafka_brokers: kafka_brokers.into(),
+            topology,
+            timeout: Duration::from_secs(15),
+        }
+    }
+
+    /// How long one broker round trip (or reading a topic to its end) may take.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Every dead-letter destination of the topology: the `.dlq` of each
+    /// command queue, then each Kafka group's `.dlq` topic per subscribed topic.
+    pub fn destinations(&self) -> Vec<Destination> {
+        let mut all: Vec<Destination> =
+            self.topology.command_queues().iter().map(|queue| Destination::rabbitmq(queue)).collect();
+        for (service, topics) in self.topology.subscriptions() {
+            let group = self.topology.consumer_group(service);
+            all.extend(topics.iter().map(|topic| Destination::kafka(topic, &group)));
+        }
+        all
+    }
+
+    /// The destination called `name`, or an error listing the valid names.
+    pub fn resolve(&self, name: &str) -> Result<Destination> {
+        let all = self.destinations();
+        match all.iter().find(|d| d.name == name) {
+            Some(d) => Ok(d.clone()),
+            None => Err(DeadLetterError::UnknownDestination {
+                name: name.to_owned(),
+                valid: all.into_iter().map(|d| d.name).collect(),
+            }),
+        }
+    }
+
+    /// Pending letters of every destination of the topology (for the
+    /// invariant "every dead-letter queue empty" and the CLI's summary).
+    pub async fn summary(&self) -> Result<Vec<PendingCount>> {
+        self.pending_of(&self.destinations()).await
+    }
+
+    /// Pending letters of the RabbitMQ dead-letter queues only.
+    pub async fn rabbitmq_pending(&self) -> Result<Vec<PendingCount>> {
+        let dlqs: Vec<Destination> = self.destinations().into_iter().filter(|d| d.broker == Broker::Rabbitmq).collect();
+        self.pending_of(&dlqs).await
+    }
+
+    /// Pending records of the Kafka dead-letter topics only.
+    pub async fn kafka_pending(&self) -> Result<Vec<PendingCount>> {
+        let dlqs: Vec<Destination> = self.destinations().into_iter().filter(|d| d.broker == Broker::Kafka).collect();
+        self.pending_of(&dlqs).await
+    }
+
+    /// Pending letters of each destination, in the order given.
+    pub async fn pending(&self, dlqs: &[Destination]) -> Result<Vec<PendingCount>> {
+        self.pending_of(dlqs).await
+    }
+
+    async fn pending_of(&self, dlqs: &[Destination]) -> Result<Vec<PendingCount>> {
+        let queues: Vec<String> =
+            dlqs.iter().filter(|d| d.broker == Broker::Rabbitmq).map(|d| d.name.clone()).collect();
+        let mut queue_counts =
+            if queues.is_empty() { Vec::new() } else { amqp::counts(&self.amqp_url, &queues, self.timeout).await? }
+                .into_iter();
+        let mut counts = Vec::with_capacity(dlqs.len());
+        for d in dlqs {
+            let pending = match d.broker {
+                Broker::Rabbitmq => queue_counts.next().unwrap_or_default(),
+                Broker::Kafka => kafka::count(&self.kafka_brokers, d, self.timeout).await?,
+            };
+            counts.push(PendingCount { destination: d.clone(), pending });
+        }
+        Ok(counts)
+    }
+
+    /// Up to `limit` pending letters, left where they are.
+    pub async fn list(&self, dlq: &Destination, limit: usize) -> Result<Vec<DeadLetter>> {
+        match dlq.broker {
+            Broker::Rabbitmq => amqp::list(&self.amqp_url, dlq, limit, self.timeout).await,
+            Broker::Kafka => kafka::list(&self.kafka_brokers, dlq, limit, self.timeout).await,
+        }
+    }
+
+    /// One pending letter by message id, left where it is.
+    pub async fn show(&self, dlq: &Destination, message_id: &str) -> Result<DeadLetter> {
+        match dlq.broker {
+            Broker::Rabbitmq => amqp::show(&self.amqp_url, dlq, message_id, self.timeout).await,
+            Broker::Kafka => kafka::show(&self.kafka_brokers, dlq, message_id, self.timeout).await,
+        }
+    }
+
+    /// Sends the selected letters back to where they came from; each leaves the
+    /// dead-letter destination only once the broker has its copy.
+    pub async fn replay(&self, dlq: &Destination, selection: &ReplaySelection) -> Result<ReplayReport> {
+        match dlq.broker {
+            Broker::Rabbitmq => amqp::replay(&self.amqp_url, dlq, selection, self.timeout).await,
+            Broker::Kafka => kafka::replay(&self.kafka_brokers, dlq, selection, self.timeout).await,
+        }
+    }
+
+    /// Drops every pending letter; returns how many.
+    pub async fn purge(&self, dlq: &Destination) -> Result<PurgeReport> {
+        let purged = match dlq.broker {
+            Broker::Rabbitmq => amqp::purge(&self.amqp_url, dlq, self.timeout).await?,
+            Broker::Kafka => kafka::purge(&self.kafka_brokers, dlq, self.timeout).await?,
+        };
+        Ok(PurgeReport { dead_letter_destination: dlq.name.clone(), purged })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_cover_every_command_queue_and_group_topic() {
+        let dl = DeadLetters::new("amqp://x", "x:1", Topology::new("t1."));
+        let stock = dl.resolve("t1.stock.commands.dlq").unwrap();
+        assert_eq!((stock.broker, stock.source.as_str()), (Broker::Rabbitmq, "t1.stock.commands"));
+        let email = dl.resolve("t1.shipments.t1.email.dlq").unwrap();
+        assert_eq!((email.broker, email.source.as_str()), (Broker::Kafka, "t1.shipments"));
+        assert_eq!(email.group.as_deref(), Some("t1.email"));
+        assert_eq!(email.admin_group(), "t1.shipments.t1.email.dlq.admin");
+        let kafka_topics: Vec<String> =
+            Topology::new("t1.").all_topics().into_iter().filter(|t| t.ends_with(".dlq")).collect();
+        let known: Vec<String> =
+            dl.destinations().into_iter().filter(|d| d.broker == Broker::Kafka).map(|d| d.name).collect();
+        assert_eq!(known, kafka_topics);
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_valid_ones() {
+        let dl = DeadLetters::new("amqp://x", "x:1", Topology::default());
+        let err = dl.resolve("stock.commands").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("stock.commands.dlq") && text.contains("orders.email.dlq"), "{text}");
+    }
+
+    #[test]
+    fn only_dead_letter_headers_are_stripped() {
+        assert!(is_dead_letter_header("x-dead-letter-reason"));
+        assert!(is_dead_letter_header("x-death"));
+        assert!(!is_dead_letter_header("traceparent"));
+        assert!(!is_dead_letter_header("schema_version"));
+    }
+}

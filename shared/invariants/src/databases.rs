@@ -1,0 +1,124 @@
+//! Where the six service databases are, and connections to them.
+
+use crate::CheckError;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::time::Duration;
+
+/// The server of the local runner's development stack.
+pub const DEV_SERVER_URL: &str = "postgres://postgres@127.0.0.1:55432";
+
+/// The services, in the order their databases are listed everywhere.
+pub const SERVICES: [&str; 6] = ["order", "stock", "payment", "shipping", "email", "loyalty"];
+
+/// The URL of each service's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseUrls {
+    pub order: String,
+    pub stock: String,
+    pub payment: String,
+    pub shipping: String,
+    pub email: String,
+    pub loyalty: String,
+}
+
+impl DatabaseUrls {
+    /// `<server_url>/<database_name(service)>` for every service.
+    pub fn on_server(server_url: &str, database_name: impl Fn(&str) -> String) -> Self {
+        let url = |service: &str| format!("{}/{}", server_url.trim_end_matches('/'), database_name(service));
+        Self {
+            order: url("order"),
+            stock: url("stock"),
+            payment: url("payment"),
+            shipping: url("shipping"),
+            email: url("email"),
+            loyalty: url("loyalty"),
+        }
+    }
+
+    /// The development stack: databases named after their services.
+    pub fn dev() -> Self {
+        Self::on_server(DEV_SERVER_URL, str::to_owned)
+    }
+
+    /// `(service, url)` for every service.
+    pub fn iter(&self) -> [(&'static str, &str); 6] {
+        [
+            ("order", &self.order),
+            ("stock", &self.stock),
+            ("payment", &self.payment),
+            ("shipping", &self.shipping),
+            ("email", &self.email),
+            ("loyalty", &self.loyalty),
+        ]
+    }
+}
+
+/// A small pool per service database.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    pub order: PgPool,
+    pub stock: PgPool,
+    pub payment: PgPool,
+    pub shipping: PgPool,
+    pub email: PgPool,
+    pub loyalty: PgPool,
+}
+
+impl Databases {
+    /// Connects to all six; the first one that does not answer is named in the error.
+    pub async fn connect(urls: &DatabaseUrls) -> Result<Self, CheckError> {
+        Ok(Self {
+            order: connect("order", &urls.order).await?,
+            stock: connect("stock", &urls.stock).await?,
+            payment: connect("payment", &urls.payment).await?,
+            shipping: connect("shipping", &urls.shipping).await?,
+            email: connect("email", &urls.email).await?,
+            loyalty: connect("loyalty", &urls.loyalty).await?,
+        })
+    }
+
+    /// `(service, pool)` for every service.
+    pub fn iter(&self) -> [(&'static str, &PgPool); 6] {
+        [
+            ("order", &self.order),
+            ("stock", &self.stock),
+            ("payment", &self.payment),
+            ("shipping", &self.shipping),
+            ("email", &self.email),
+            ("loyalty", &self.loyalty),
+        ]
+    }
+
+    pub async fn close(&self) {
+        for (_, pool) in self.iter() {
+            pool.close().await;
+        }
+    }
+}
+
+async fn connect(service: &'static str, url: &str) -> Result<PgPool, CheckError> {
+    let failed = |error| CheckError::Connect { service, error };
+    // One plain attempt first: a pool would retry until its timeout and
+    // report only that, hiding the cause (refused, unknown database, …).
+    let probe = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url))
+        .await
+        .map_err(|_| failed(sqlx::Error::PoolTimedOut))?
+        .map_err(failed)?;
+    let _ = probe.close().await;
+    PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(5)).connect_lazy(url).map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_built_per_service() {
+        let urls = DatabaseUrls::on_server("postgres://pg@h:1/", |s| format!("t1_{s}"));
+        assert_eq!(urls.order, "postgres://pg@h:1/t1_order");
+        assert_eq!(urls.loyalty, "postgres://pg@h:1/t1_loyalty");
+        assert_eq!(DatabaseUrls::dev().email, "postgres://postgres@127.0.0.1:55432/email");
+        assert_eq!(urls.iter().map(|(s, _)| s), SERVICES);
+    }
+}
