@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod brokers;
+pub mod checker;
 pub mod otlp;
 pub mod system;
 

@@ -260,6 +260,13 @@ impl TestSystem {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// `GET <service><path>` as text (e.g. `/metrics`).
+    pub async fn get_text(&self, service: &str, path: &str) -> Result<(u16, String)> {
+        let response = self.http.get(format!("{}{path}", self.url(service))).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.unwrap_or_default()))
+    }
+
     pub async fn order_status(&self, id: Uuid) -> Result<String> {
         let (status, body) = self.get_json("order", &format!("/orders/{id}")).await?;
         if status != 200 {

@@ -41,6 +41,11 @@ const NOT_IN_COMPOSE: &[(&str, &str)] = &[
     ("OTEL_SDK_DISABLED", "off switch of the OpenTelemetry SDK"),
     // Per-signal override of OTEL_EXPORTER_OTLP_ENDPOINT, which compose sets.
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "covered by OTEL_EXPORTER_OTLP_ENDPOINT"),
+    // Set by the container runtime (the container id), part of the default
+    // static-membership id.
+    ("HOSTNAME", "set by the container runtime"),
+    // librdkafka tracing, for a person diagnosing a consumer group.
+    ("KAFKA_DEBUG", "diagnostics only"),
 ];
 
 /// Variables read inside libraries, recognised by the call that makes the

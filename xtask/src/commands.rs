@@ -290,6 +290,7 @@ pub async fn test(extra_args: &[String]) -> Result<()> {
     let started = Instant::now();
     let root = crate::repo_root();
     tools::ensure_all().await.context("installing or locating PostgreSQL, RabbitMQ and Tansu")?;
+    tools::ensure_docker_compose().await.context("installing docker-compose (validates docker-compose.yml)")?;
     let stack = Stack::test(&root);
     stack.start_infra().await.context("starting the test infrastructure stack")?;
     let infra_ready = started.elapsed();

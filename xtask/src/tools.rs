@@ -235,20 +235,36 @@ fn running_tansu_install() -> Option<u32> {
 }
 
 async fn apt_install_packages(missing: &anyhow::Error) -> Result<()> {
+    apt_install(missing, APT_INSTALL).await
+}
+
+/// `docker-compose` (v1, Debian's package), with which the tests validate
+/// docker-compose.yml; no Docker engine is needed for that.
+pub async fn ensure_docker_compose() -> Result<PathBuf> {
+    if let Some(path) = find_on_path("docker-compose") {
+        return Ok(path);
+    }
+    // --no-install-recommends: otherwise apt brings a whole Docker engine.
+    let install = "apt-get update && apt-get install -y --no-install-recommends docker-compose";
+    apt_install(&anyhow::anyhow!("docker-compose is not installed"), install).await?;
+    find_on_path("docker-compose").context("docker-compose still missing after apt-get install")
+}
+
+async fn apt_install(missing: &anyhow::Error, command: &str) -> Result<()> {
     let is_root = nix::unistd::geteuid().is_root();
     let has_apt = find_on_path("apt-get").is_some();
     if !(is_root && has_apt) {
-        bail!("{missing:#}\nrun as root: `{APT_INSTALL}`");
+        bail!("{missing:#}\nrun as root: `{command}`");
     }
-    println!("{missing:#}\nInstalling with `{APT_INSTALL}`…");
+    println!("{missing:#}\nInstalling with `{command}`…");
     let status = Command::new("sh")
-        .args(["-c", APT_INSTALL])
+        .args(["-c", command])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .await
         .context("running apt-get")?;
     if !status.success() {
-        bail!("`{APT_INSTALL}` failed with {status}");
+        bail!("`{command}` failed with {status}");
     }
     Ok(())
 }

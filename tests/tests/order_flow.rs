@@ -1,0 +1,138 @@
+//! The whole order flow across the six services: every path of the saga,
+//! idempotent placement, and 200 concurrent mixed orders checked by the
+//! invariant checker.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use system_tests::checker::settle_and_check;
+use system_tests::system::ALL_SERVICES;
+use system_tests::{TestSystem, order_request};
+use uuid::Uuid;
+
+fn id_of(body: &Value) -> Uuid {
+    body["order_id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn place(system: &TestSystem, body: &Value) -> Uuid {
+    let (status, response) = system.place_order(body, None).await.unwrap();
+    assert_eq!(status, 202, "{response}");
+    id_of(&response)
+}
+
+fn history(order: &Value) -> Vec<String> {
+    order["history"].as_array().unwrap().iter().map(|h| h["to_status"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_of_the_saga_ends_where_it_should() {
+    let system = TestSystem::start("saga", &ALL_SERVICES, &[]).await.unwrap();
+    let happy = place(&system, &order_request("c-happy", &[("SKU-002", 1), ("SKU-004", 3)], "card")).await;
+    let out_of_stock = place(&system, &order_request("c-oos", &[("SKU-001", 1), ("SKU-EMPTY", 1)], "card")).await;
+    let declined = place(&system, &order_request("c-declined", &[("SKU-006", 2)], "card_declined")).await;
+    let ids = [happy, out_of_stock, declined];
+    system.wait_for_statuses(&ids, &["COMPLETED", "CANCELLED"], Duration::from_secs(30)).await.unwrap();
+
+    // Happy path: reserved, paid, shipped, e-mailed twice, points credited.
+    let (_, order) = system.get_json("order", &format!("/orders/{happy}")).await.unwrap();
+    assert_eq!(order["status"], "COMPLETED");
+    assert_eq!(history(&order), ["PLACED", "STOCK_RESERVED", "PAID", "COMPLETED"]);
+    let total = 4599 + 3 * 499;
+    assert_eq!(order["total_cents"], total);
+    let (_, payments) = system.get_json("payment", &format!("/payments?order_id={happy}")).await.unwrap();
+    assert_eq!(payments["payments"].as_array().unwrap().len(), 1, "{payments}");
+    let (_, shipments) = system.get_json("shipping", &format!("/shipments?order_id={happy}")).await.unwrap();
+    assert_eq!(shipments["shipments"].as_array().unwrap().len(), 1, "{shipments}");
+    let (_, loyalty) = system.get_json("loyalty", "/customers/c-happy/loyalty").await.unwrap();
+    assert_eq!(loyalty["balance"], total / 100);
+
+    // Out of stock: cancelled at once, nothing reserved, never charged.
+    let (_, order) = system.get_json("order", &format!("/orders/{out_of_stock}")).await.unwrap();
+    assert_eq!(history(&order), ["PLACED", "CANCELLED"]);
+    let (_, reservations) = system.get_json("stock", &format!("/reservations?order_id={out_of_stock}")).await.unwrap();
+    assert!(reservations["reservations"].as_array().unwrap().is_empty());
+
+    // Declined: stock reserved, then released; the customer told once.
+    let (_, order) = system.get_json("order", &format!("/orders/{declined}")).await.unwrap();
+    assert_eq!(order["status"], "CANCELLED");
+    let (_, reservations) = system.get_json("stock", &format!("/reservations?order_id={declined}")).await.unwrap();
+    let statuses: Vec<&str> =
+        reservations["reservations"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["released"]);
+    let (_, sku) = system.get_json("stock", "/stock/SKU-006").await.unwrap();
+    assert_eq!(sku["on_hand"], 100_000, "the declined order's stock came back");
+
+    let report = settle_and_check(&system, &ids, Duration::from_secs(20)).await;
+    assert!(report.passed(), "{report}");
+    let (_, emails) = system.get_json("email", &format!("/emails?order_id={declined}")).await.unwrap();
+    assert_eq!(emails["emails"].as_array().unwrap().len(), 1, "one cancellation notice: {emails}");
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_gives_the_same_order() {
+    let system = TestSystem::start("idempotency", &["order", "stock"], &[]).await.unwrap();
+    let body = order_request("c-key", &[("SKU-001", 1)], "card");
+    let (first_status, first) = system.place_order(&body, Some("key-123")).await.unwrap();
+    assert_eq!(first_status, 202);
+    // Concurrent and sequential repeats.
+    let repeats = futures::future::join_all((0..5).map(|_| system.place_order(&body, Some("key-123")))).await;
+    for repeat in repeats {
+        let (status, response) = repeat.unwrap();
+        assert_eq!(status, 202, "{response}");
+        assert_eq!(id_of(&response), id_of(&first));
+    }
+    let (status, other) = system.place_order(&body, Some("key-456")).await.unwrap();
+    assert_eq!(status, 202);
+    assert_ne!(id_of(&other), id_of(&first), "another key is another order");
+    let changed = order_request("c-key", &[("SKU-001", 2)], "card");
+    let (status, error) = system.place_order(&changed, Some("key-123")).await.unwrap();
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "Idempotency-Key");
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders").fetch_one(system.db("order")).await.unwrap();
+    assert_eq!(count, 2);
+    let (commands,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE message_type = 'stock.ReserveStock'")
+        .fetch_one(system.db("order"))
+        .await
+        .unwrap();
+    assert_eq!(commands, 2, "one command per order, not per request");
+    system.shutdown().await;
+}
+
+/// 200 mixed orders placed concurrently (completing, declined, out of stock,
+/// scarce) all reach a final state and the checker finds no difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_mixed_orders_settle_with_every_invariant_holding() {
+    let system = TestSystem::start("mixed200", &ALL_SERVICES, &[]).await.unwrap();
+    let started = Instant::now();
+    let bodies: Vec<Value> = (0..200).map(|i| xtask::chaos::load::order_body(42, i)).collect();
+    let placed = futures::future::join_all(bodies.iter().map(|b| system.place_order(b, None))).await;
+    let ids: Vec<Uuid> = placed
+        .into_iter()
+        .map(|r| {
+            let (status, body) = r.unwrap();
+            assert_eq!(status, 202, "{body}");
+            id_of(&body)
+        })
+        .collect();
+    let placed_in = started.elapsed();
+    let statuses = system.wait_for_statuses(&ids, &["COMPLETED", "CANCELLED"], Duration::from_secs(120)).await.unwrap();
+    let settled_in = started.elapsed();
+    let report = settle_and_check(&system, &ids, Duration::from_secs(30)).await;
+    let completed = statuses.values().filter(|s| *s == "COMPLETED").count();
+    println!(
+        "200 orders placed in {:.2}s, all final after {:.2}s ({completed} completed, {} cancelled)",
+        placed_in.as_secs_f64(),
+        settled_in.as_secs_f64(),
+        200 - completed
+    );
+    for service in ALL_SERVICES {
+        let (_, metrics) = system.get_text(service, "/metrics").await.unwrap();
+        let rss = metrics.lines().find(|l| l.starts_with("process_resident_memory_bytes")).unwrap_or("?");
+        println!("{service:<9} {rss}");
+    }
+    assert!(report.passed(), "{report}");
+    assert!(completed > 100 && completed < 200, "a mix of outcomes: {completed} completed");
+    system.shutdown().await;
+}
