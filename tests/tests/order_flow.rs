@@ -67,6 +67,23 @@ async fn every_path_of_the_saga_ends_where_it_should() {
     assert!(report.passed(), "{report}");
     let (_, emails) = system.get_json("email", &format!("/emails?order_id={declined}")).await.unwrap();
     assert_eq!(emails["emails"].as_array().unwrap().len(), 1, "one cancellation notice: {emails}");
+
+    // The outbox and inbox show up in the metrics of every service involved.
+    for (service, series) in [
+        ("order", "outbox_published_total"),
+        ("order", "messages_consumed_total"),
+        ("stock", "outbox_commit_to_confirm_seconds_count"),
+        ("shipping", "messages_consumed_total"),
+        ("order", "http_requests_total"),
+    ] {
+        let (_, metrics) = system.get_text(service, "/metrics").await.unwrap();
+        let total: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        assert!(total > 0.0, "{service} /metrics has no {series}:\n{metrics}");
+    }
     system.shutdown().await;
 }
 

@@ -314,14 +314,28 @@ pub async fn test(extra_args: &[String]) -> Result<()> {
         .current_dir(&root)
         .status()
         .context("running cargo test")?;
-    println!(
-        "\ninfrastructure ready after {:.0}s, binaries built after {:.0}s, tests done after {:.0}s",
-        infra_ready.as_secs_f64(),
-        built.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
+    let tests_done = started.elapsed();
     if !status.success() {
         bail!("some tests failed (service logs of system tests: {}/test-logs)", services::target_dir(&root).display());
+    }
+
+    // The short chaos run of CI: every component killed at least once while
+    // orders flow, then every invariant checked.
+    let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_123);
+    println!("\nShort chaos run (seed {seed}; CHAOS_SEED overrides)…");
+    let chaos_stack = Stack::chaos(&root);
+    let options = crate::chaos::ChaosOptions { orders: 300, kills: 10, seed, ..Default::default() };
+    let report = crate::chaos::run(&crate::chaos::backend::Backend::Local(&chaos_stack), options).await?;
+    println!("\n{report}");
+    println!(
+        "infrastructure ready after {:.0}s, binaries built after {:.0}s, tests done after {:.0}s, chaos done after {:.0}s",
+        infra_ready.as_secs_f64(),
+        built.as_secs_f64(),
+        tests_done.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    if !report.passed() {
+        bail!("the short chaos run found a violation (seed {seed}); logs in {}", chaos_stack.logs_dir().display());
     }
     Ok(())
 }
