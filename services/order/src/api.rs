@@ -3,6 +3,7 @@
 
 use crate::catalogue::{Catalogue, SkuCheck};
 use crate::store::{self, InsertOutcome, NewOrder};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -219,7 +220,11 @@ fn accepted(order_id: Uuid, status: &str, replayed: bool) -> Response {
 }
 
 /// `GET /orders/{id}`: the order, its lines, its status history and trace id.
-async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_order(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path?;
     let id = ApiError::parse_uuid("id", &id)?;
     match store::fetch_order(&state.pool, id).await? {
         Some(order) => Ok(Json(order).into_response()),
@@ -233,6 +238,7 @@ async fn list_orders(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let customer = params.get("customer_id").ok_or_else(|| ApiError::invalid_parameter("customer_id", "required"))?;
+    let customer = ApiError::parse_identifier("customer_id", customer)?;
     let limit = match params.get("limit") {
         None => 50,
         Some(l) => l

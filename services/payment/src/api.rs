@@ -1,6 +1,7 @@
 //! Queries: an order's payments and refunds, one payment.
 
 use crate::store::{self, Payment, Refund};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,7 +36,8 @@ struct PaymentWithRefund {
 }
 
 /// `GET /payments/{payment_id}`: the payment and its refund, if any.
-async fn one(State(pool): State<PgPool>, Path(payment_id): Path<String>) -> Result<Response, ApiError> {
+async fn one(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Path(payment_id) = path?;
     let payment_id = ApiError::parse_uuid("payment_id", &payment_id)?;
     let payment = store::payment(&pool, payment_id)
         .await?

@@ -1,6 +1,7 @@
 //! Queries: an order's shipments, one shipment.
 
 use crate::store;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,7 +27,8 @@ async fn of_order(
 }
 
 /// `GET /shipments/{id}`
-async fn one(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn one(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Path(id) = path?;
     let id = ApiError::parse_uuid("id", &id)?;
     match store::shipment(&pool, id).await? {
         Some(shipment) => Ok(Json(shipment).into_response()),

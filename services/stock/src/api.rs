@@ -1,6 +1,7 @@
 //! Queries: the catalogue with quantities, one SKU, an order's reservations.
 
 use crate::store;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,11 +23,10 @@ async fn list(State(pool): State<PgPool>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "products": products })).into_response())
 }
 
-async fn one(State(pool): State<PgPool>, Path(sku): Path<String>) -> Result<Response, ApiError> {
-    if sku.is_empty() || sku.len() > 64 {
-        return Err(ApiError::invalid_parameter("sku", "must be 1 to 64 characters"));
-    }
-    match store::product(&pool, &sku).await? {
+async fn one(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Path(sku) = path?;
+    let sku = ApiError::parse_identifier("sku", &sku)?;
+    match store::product(&pool, sku).await? {
         Some(product) => Ok(Json(product).into_response()),
         None => Err(ApiError::NotFound(format!("no SKU `{sku}`"))),
     }

@@ -3,9 +3,14 @@
 //!
 //! Body: `{"error": {"code": "...", "message": "...", "field": "lines[0].quantity"}}`
 
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+/// The longest identifier (customer id, SKU) the API accepts.
+pub const MAX_IDENTIFIER_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -49,6 +54,21 @@ impl ApiError {
         value.parse().map_err(|_| Self::invalid_parameter(field, format!("`{value}` is not a UUID")))
     }
 
+    /// Checks a path or query parameter that must be an identifier of the
+    /// kind the order API accepts (customer ids, SKUs): 1 to
+    /// [`MAX_IDENTIFIER_LEN`] ASCII letters, digits, `-`, `_` or `.`. Anything
+    /// else (a NUL byte PostgreSQL refuses, control characters, non-ASCII)
+    /// can name nothing that exists, so it is a 400, never a database error.
+    pub fn parse_identifier<'v>(field: &str, value: &'v str) -> Result<&'v str, Self> {
+        if value.is_empty() || value.len() > MAX_IDENTIFIER_LEN {
+            return Err(Self::invalid_parameter(field, format!("must be 1 to {MAX_IDENTIFIER_LEN} characters")));
+        }
+        if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(Self::invalid_parameter(field, "may contain only letters, digits, '-', '_' and '.'"));
+        }
+        Ok(value)
+    }
+
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(e))
     }
@@ -80,6 +100,30 @@ impl ApiError {
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
+    }
+}
+
+/// A path parameter axum could not extract (e.g. percent-encoded bytes
+/// that are not UTF-8): a 400 naming the parameter, like any other.
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        if let PathRejection::FailedToDeserializePathParams(e) = &rejection {
+            match e.kind() {
+                ErrorKind::InvalidUtf8InPathParam { key } => {
+                    return Self::invalid_parameter(key, "is not valid UTF-8 once percent-decoded");
+                }
+                ErrorKind::ParseErrorAtKey { key, expected_type, .. } => {
+                    return Self::invalid_parameter(key, format!("is not a valid {expected_type}"));
+                }
+                ErrorKind::DeserializeError { key, message, .. } => return Self::invalid_parameter(key, message),
+                _ => {}
+            }
+        }
+        if rejection.status().is_server_error() {
+            // A handler asking for parameters its route does not have.
+            return Self::Internal(rejection.body_text().into());
+        }
+        Self::BadRequest(rejection.body_text())
     }
 }
 

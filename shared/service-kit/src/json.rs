@@ -62,8 +62,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 return Err(ApiError::BadRequest(format!("malformed JSON: {inner}")));
             }
             let message = inner.to_string();
-            // serde reports a missing field at the parent; name the field itself.
-            let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+            // serde reports a missing or repeated field at the parent; name
+            // the field itself.
+            let named = ["missing field `", "duplicate field `"]
+                .iter()
+                .find_map(|prefix| message.strip_prefix(prefix))
+                .and_then(|m| m.split('`').next());
+            let field = match named {
                 Some(missing) if path == "." => missing.to_owned(),
                 Some(missing) => format!("{path}.{missing}"),
                 None if path == "." => "body".to_owned(),
@@ -108,6 +113,11 @@ mod tests {
         assert_eq!(field_of(r#"{"customer_id": "c", "lines": [{"sku": "a", "quantity": "x"}]}"#), "lines[0].quantity");
         assert_eq!(field_of(r#"{"customer_id": "c", "lines": [{"quantity": 1}]}"#), "lines[0].sku");
         assert_eq!(field_of(r#"[1, 2]"#), "body");
+        assert_eq!(field_of(r#"{"customer_id": "a", "customer_id": "b", "lines": []}"#), "customer_id");
+        assert_eq!(
+            field_of(r#"{"customer_id": "c", "lines": [{"sku": "a", "sku": "b", "quantity": 1}]}"#),
+            "lines[0].sku"
+        );
     }
 
     #[test]
