@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::{
     infra::{Component, Stack, StartOutcome},
-    services::{self, SERVICE_READY_TIMEOUT, SERVICE_STOP_TIMEOUT, SERVICES, ServiceSpec, TOPICS},
+    services::{self, SERVICE_READY_TIMEOUT, SERVICE_STOP_TIMEOUT, SERVICES, ServiceSpec},
     tools,
 };
 
@@ -103,9 +103,11 @@ pub async fn provision(stack: &Stack) -> Result<()> {
     for spec in &SERVICES {
         stack.create_database(spec.name).await.with_context(|| format!("creating the {} database", spec.name))?;
     }
-    stack.kafka().create_topics(&TOPICS).await.context("creating Kafka topics")?;
+    let topics = services::topics();
+    let refs: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    stack.kafka().create_topics(&refs).await.context("creating Kafka topics")?;
     let topics: Vec<String> =
-        TOPICS.iter().map(|(name, partitions)| format!("{name} ({partitions} partitions)")).collect();
+        topics.iter().map(|(name, partitions)| format!("{name} ({partitions} partitions)")).collect();
     println!(
         "databases: {}; topics: {}",
         SERVICES.iter().map(|spec| spec.name).collect::<Vec<_>>().join(", "),

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub use infra::{Component, Stack, StackPorts, StartOutcome};
 /// Re-exported so callers of [`Service::signal`] need no `nix` dependency.
 pub use nix::sys::signal::Signal;
-pub use services::{SERVICES, Service, ServiceSpec, TOPICS};
+pub use services::{SERVICES, Service, ServiceSpec};
 
 /// The workspace root: `ORDERMESH_REPO_ROOT` if set, else the parent of this crate.
 pub fn repo_root() -> PathBuf {

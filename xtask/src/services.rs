@@ -53,8 +53,16 @@ pub const SERVICES: [ServiceSpec; 6] = [
     ServiceSpec { name: "loyalty", package: "loyalty-service", base_port: 8085, http_dependencies: &[] },
 ];
 
-/// Kafka topics the services use, with their partition counts.
-pub const TOPICS: [(&str, i32); 2] = [("orders", 4), ("shipments", 4)];
+/// Kafka topics of the un-namespaced topology (events and dead letters),
+/// with their partition counts. The services create them too; creating them
+/// up front lets `up` show them.
+pub fn topics() -> Vec<(String, i32)> {
+    contracts::Topology::default()
+        .all_topics()
+        .into_iter()
+        .map(|t| (t, contracts::topology::EVENT_TOPIC_PARTITIONS))
+        .collect()
+}
 
 /// Looks a service up by name.
 pub fn service_spec(name: &str) -> Option<&'static ServiceSpec> {

@@ -3,7 +3,7 @@
 //! outbox.
 
 use crate::store::{self, NewShipment};
-use contracts::catalogue::{OrderPaid, ShipmentScheduled};
+use contracts::catalogue::{OrderCancelled, OrderPaid, ShipmentScheduled};
 use contracts::{MessageContract, Topology};
 use messaging::{HandlerError, IncomingMessage, MessageFactory, MessageHandler, Outbox};
 use sqlx::PgConnection;
@@ -68,12 +68,20 @@ impl ShippingEvents {
 
 impl MessageHandler for ShippingEvents {
     fn message_types(&self) -> &'static [&'static str] {
-        &[OrderPaid::MESSAGE_TYPE]
+        // OrderCancelled has no effect here, but taking it through the inbox
+        // advances the order's sequence mark, so an OrderPaid that arrives
+        // after its cancellation is recognised as stale and ships nothing.
+        &[OrderPaid::MESSAGE_TYPE, OrderCancelled::MESSAGE_TYPE]
     }
 
     async fn handle(&self, conn: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
         match message.envelope.message_type.as_str() {
             OrderPaid::MESSAGE_TYPE => self.order_paid(conn, message, message.decode()?).await,
+            OrderCancelled::MESSAGE_TYPE => {
+                let cancelled: OrderCancelled = message.decode()?;
+                tracing::info!(order_id = %cancelled.order_id, "order cancelled: nothing to ship");
+                Ok(())
+            }
             other => Err(HandlerError::Poison(format!("shipping does not handle `{other}`"))),
         }
     }

@@ -35,6 +35,19 @@ where
     }
 }
 
+/// `value` if it is at least `min`: a setting below it cannot work.
+fn at_least(name: &str, value: u32, min: u32) -> Result<u32, ConfigError> {
+    if value >= min {
+        return Ok(value);
+    }
+    Err(ConfigError {
+        name: name.to_owned(),
+        value: value.to_string(),
+        // The relay's LISTEN connection holds one for good.
+        reason: format!("must be at least {min}: the outbox relay keeps one connection for LISTEN"),
+    })
+}
+
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -104,7 +117,11 @@ impl CommonConfig {
                 "DATABASE_URL",
                 &format!("postgres://postgres@127.0.0.1:55432/{database}"),
             )),
-            database_max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            database_max_connections: at_least(
+                "DATABASE_MAX_CONNECTIONS",
+                env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
+                2,
+            )?,
             amqp_url: Secret::new(env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:55672/%2f")),
             kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:59092"),
             messaging_namespace: env_or("MESSAGING_NAMESPACE", ""),
