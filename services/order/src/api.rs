@@ -11,13 +11,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use contracts::Topology;
 use contracts::catalogue::{OrderLine, OrderPlaced, ReserveStock};
-use messaging::{MessageFactory, Outbox};
+use messaging::{MessageFactory, Outbox, OutboxMessage};
 use serde::{Deserialize, Serialize};
 use service_kit::{ApiError, ApiJson};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub const MAX_LINES: usize = 50;
@@ -181,18 +182,15 @@ async fn place_order(
         awaiting_message_id: reserve.envelope.message_id,
     };
 
-    let mut tx = state.pool.begin().await?;
-    match store::insert_order(&mut tx, &new_order).await? {
+    let write = write_order(&state, &new_order, &reserve, &placed)
+        .instrument(messaging::db_span::transaction_span(&state.pool, "INSERT"));
+    match write.await? {
         InsertOutcome::Created => {
-            Outbox::add(&mut tx, &reserve).await?;
-            Outbox::add(&mut tx, &placed).await?;
-            tx.commit().await?;
             messaging::crash::crash_point(messaging::crash::AFTER_BUSINESS_COMMIT);
             metrics::counter!("orders_placed_total").increment(1);
             Ok(accepted(order_id, "PLACED", false))
         }
         InsertOutcome::Existing { id, request_fingerprint } => {
-            tx.rollback().await?;
             if request_fingerprint.as_deref() != Some(fingerprint.as_str()) {
                 return Err(ApiError::validation(
                     "Idempotency-Key",
@@ -204,6 +202,27 @@ async fn place_order(
             Ok(accepted(id, &status, true))
         }
     }
+}
+
+/// The one transaction of `POST /orders`: the order, its `ReserveStock`
+/// command and its `OrderPlaced` event commit together or not at all.
+async fn write_order(
+    state: &AppState,
+    order: &NewOrder,
+    reserve: &OutboxMessage,
+    placed: &OutboxMessage,
+) -> Result<InsertOutcome, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let outcome = store::insert_order(&mut tx, order).await?;
+    match outcome {
+        InsertOutcome::Created => {
+            Outbox::add(&mut tx, reserve).await?;
+            Outbox::add(&mut tx, placed).await?;
+            tx.commit().await?;
+        }
+        InsertOutcome::Existing { .. } => tx.rollback().await?,
+    }
+    Ok(outcome)
 }
 
 fn accepted(order_id: Uuid, status: &str, replayed: bool) -> Response {

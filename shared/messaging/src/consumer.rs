@@ -256,6 +256,11 @@ impl<H: MessageHandler> MessageProcessor<H> {
 
     /// One transaction: inbox row, effect, outbox rows; commit.
     async fn apply_once(&self, message: &IncomingMessage) -> Result<Outcome, HandlerError> {
+        let span = crate::db_span::transaction_span(&self.pool, "TRANSACTION");
+        self.apply_in_transaction(message).instrument(span).await
+    }
+
+    async fn apply_in_transaction(&self, message: &IncomingMessage) -> Result<Outcome, HandlerError> {
         let mut tx = self.pool.begin().await?;
         let outcome = match self.inbox.record(&mut tx, &message.envelope).await? {
             InboxOutcome::Duplicate => return Ok(Outcome::Duplicate),
