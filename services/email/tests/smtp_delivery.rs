@@ -7,51 +7,14 @@
 
 use contracts::catalogue::OrderPaid;
 use email_service::{compose, smtp::SmtpSender, store};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Executor, PgPool};
+use sqlx::PgPool;
 use std::time::Duration;
+use test_support::ThrowawayDatabase;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-fn server_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-/// A migrated email database, dropped at the end.
-struct TestDatabase {
-    name: String,
-    pool: PgPool,
-}
-
-impl TestDatabase {
-    async fn new() -> Self {
-        let admin = admin().await;
-        let name = format!("email_test_{}", Uuid::now_v7().simple());
-        admin.execute(format!(r#"CREATE DATABASE "{name}""#).as_str()).await.expect("create database");
-        let pool = PgPool::connect(&format!("{}/{name}", server_url())).await.expect("connect");
-        messaging::migrations::run(&pool, sqlx::migrate!("../../migrations/email")).await.expect("migrate");
-        Self { name, pool }
-    }
-
-    async fn drop_it(self) {
-        self.pool.close().await;
-        let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
-        admin().await.execute(sql.as_str()).await.expect("drop database");
-    }
-}
-
-async fn admin() -> PgPool {
-    let server = server_url();
-    PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {server} must be reachable for this test: {e}"))
-}
 
 /// A one-shot SMTP server: answers RCPT TO with `rcpt_reply` and sends
 /// every message it accepts (the DATA text) to the returned channel.
@@ -120,18 +83,19 @@ async fn delivery_state(pool: &PgPool, order_id: Uuid) -> store::SentEmail {
 
 #[tokio::test]
 async fn a_recorded_email_is_delivered_once_with_its_message_id() {
-    let db = TestDatabase::new().await;
+    let db = ThrowawayDatabase::create("email_test", sqlx::migrate!("../../migrations/email")).await;
     let (port, mut received) = fake_smtp_server("250 ok\r\n").await;
-    let (order_id, message_id) = record_confirmation(&db.pool).await;
-    let sender = SmtpSender::new(db.pool.clone(), &format!("smtp://127.0.0.1:{port}"), "shop <orders@ordermesh.local>")
-        .expect("sender");
+    let (order_id, message_id) = record_confirmation(db.pool()).await;
+    let sender =
+        SmtpSender::new(db.pool().clone(), &format!("smtp://127.0.0.1:{port}"), "shop <orders@ordermesh.local>")
+            .expect("sender");
     let shutdown = CancellationToken::new();
 
     assert_eq!(sender.deliver_due(&shutdown).await.expect("pass"), 1);
     let message = tokio::time::timeout(Duration::from_secs(5), received.recv()).await.expect("delivered").unwrap();
     assert!(message.contains(&format!("Message-ID: {message_id}")), "{message}");
     assert!(message.contains("To: c-1@example.com"), "{message}");
-    let state = delivery_state(&db.pool, order_id).await;
+    let state = delivery_state(db.pool(), order_id).await;
     assert!(state.smtp_delivered_at.is_some(), "{state:?}");
     assert_eq!(state.smtp_attempts, 1);
 
@@ -143,13 +107,13 @@ async fn a_recorded_email_is_delivered_once_with_its_message_id() {
 
 #[tokio::test]
 async fn an_unreachable_server_means_a_later_retry() {
-    let db = TestDatabase::new().await;
-    let (order_id, _) = record_confirmation(&db.pool).await;
+    let db = ThrowawayDatabase::create("email_test", sqlx::migrate!("../../migrations/email")).await;
+    let (order_id, _) = record_confirmation(db.pool()).await;
     // Nothing listens on port 1.
-    let sender = SmtpSender::new(db.pool.clone(), "smtp://127.0.0.1:1", "orders@ordermesh.local").expect("sender");
+    let sender = SmtpSender::new(db.pool().clone(), "smtp://127.0.0.1:1", "orders@ordermesh.local").expect("sender");
     let shutdown = CancellationToken::new();
     assert_eq!(sender.deliver_due(&shutdown).await.expect("pass"), 1);
-    let state = delivery_state(&db.pool, order_id).await;
+    let state = delivery_state(db.pool(), order_id).await;
     assert!(state.smtp_delivered_at.is_none() && state.smtp_rejected_at.is_none(), "{state:?}");
     assert!(state.smtp_last_error.is_some());
     // Backing off: not due again at once.
@@ -159,23 +123,23 @@ async fn an_unreachable_server_means_a_later_retry() {
 
 #[tokio::test]
 async fn a_temporary_refusal_is_retried_and_a_permanent_one_is_final() {
-    let db = TestDatabase::new().await;
+    let db = ThrowawayDatabase::create("email_test", sqlx::migrate!("../../migrations/email")).await;
     let shutdown = CancellationToken::new();
 
     let (port, _) = fake_smtp_server("451 try again later\r\n").await;
-    let (later, _) = record_confirmation(&db.pool).await;
-    let sender = SmtpSender::new(db.pool.clone(), &format!("smtp://127.0.0.1:{port}"), "orders@ordermesh.local")
+    let (later, _) = record_confirmation(db.pool()).await;
+    let sender = SmtpSender::new(db.pool().clone(), &format!("smtp://127.0.0.1:{port}"), "orders@ordermesh.local")
         .expect("sender");
     sender.deliver_due(&shutdown).await.expect("pass");
-    let state = delivery_state(&db.pool, later).await;
+    let state = delivery_state(db.pool(), later).await;
     assert!(state.smtp_rejected_at.is_none() && state.smtp_delivered_at.is_none(), "{state:?}");
 
     let (port, _) = fake_smtp_server("550 no such user\r\n").await;
-    let (never, _) = record_confirmation(&db.pool).await;
-    let sender = SmtpSender::new(db.pool.clone(), &format!("smtp://127.0.0.1:{port}"), "orders@ordermesh.local")
+    let (never, _) = record_confirmation(db.pool()).await;
+    let sender = SmtpSender::new(db.pool().clone(), &format!("smtp://127.0.0.1:{port}"), "orders@ordermesh.local")
         .expect("sender");
     sender.deliver_due(&shutdown).await.expect("pass");
-    let state = delivery_state(&db.pool, never).await;
+    let state = delivery_state(db.pool(), never).await;
     assert!(state.smtp_rejected_at.is_some(), "{state:?}");
     assert!(state.smtp_last_error.as_deref().is_some_and(|e| e.contains("no such user")), "{state:?}");
     db.drop_it().await;

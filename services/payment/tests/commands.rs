@@ -5,70 +5,24 @@
 
 use contracts::catalogue::{ProcessPayment, RefundPayment};
 use contracts::{MessageContract, Topology};
-use messaging::{IncomingMessage, MessageFactory, MessageHandler, MessageSource};
+use messaging::{IncomingMessage, MessageFactory};
 use payment_service::commands::PaymentCommands;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Executor, PgPool};
-use std::time::Duration;
+use test_support::{ThrowawayDatabase, order_command};
 use uuid::Uuid;
 
 const LIMIT: i64 = 100_000;
 
-fn server_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+/// What these tests read from a payment database.
+trait PaymentDatabase {
+    async fn replies(&self) -> Vec<(String, serde_json::Value)>;
 }
 
-async fn admin() -> PgPool {
-    let server = server_url();
-    PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {server} must be reachable for this test: {e}"))
-}
-
-struct TestDatabase {
-    name: String,
-    pool: PgPool,
-}
-
-impl TestDatabase {
-    async fn new() -> Self {
-        let name = format!("payment_test_{}", Uuid::now_v7().simple());
-        admin().await.execute(format!(r#"CREATE DATABASE "{name}""#).as_str()).await.expect("create database");
-        let pool = PgPool::connect(&format!("{}/{name}", server_url())).await.expect("connect");
-        messaging::migrations::run(&pool, sqlx::migrate!("../../migrations/payment")).await.expect("migrate");
-        Self { name, pool }
-    }
-
-    async fn drop_it(self) {
-        self.pool.close().await;
-        let sql = format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name);
-        admin().await.execute(sql.as_str()).await.expect("drop database");
-    }
-
-    /// Handles `command` as the consumer would: in one transaction, committed.
-    async fn handle<M: MessageContract>(&self, handler: &PaymentCommands, order_id: Uuid, command: &M) {
-        let topology = Topology::default();
-        let request = MessageFactory::new("order")
-            .command(&topology.payment_commands(), &order_id.to_string(), &topology.order_replies(), None, command)
-            .expect("command");
-        let message = IncomingMessage {
-            envelope: request.envelope,
-            payload: serde_json::to_vec(command).expect("payload"),
-            source: MessageSource::Queue { queue: topology.payment_commands(), redelivered: false },
-        };
-        let mut tx = self.pool.begin().await.expect("begin");
-        handler.handle(&mut tx, &message).await.expect("handled");
-        tx.commit().await.expect("commit");
-    }
-
+impl PaymentDatabase for ThrowawayDatabase {
     /// The replies written to the outbox: `(message type, payload)`, oldest first.
     async fn replies(&self) -> Vec<(String, serde_json::Value)> {
         let rows: Vec<(String, String, serde_json::Value)> =
             sqlx::query_as("SELECT message_type, destination, payload FROM outbox ORDER BY id")
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await
                 .expect("outbox");
         for (_, destination, _) in &rows {
@@ -76,10 +30,11 @@ impl TestDatabase {
         }
         rows.into_iter().map(|(t, _, p)| (t, p)).collect()
     }
+}
 
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect("count")
-    }
+/// `command` as the order service sends it to payment's queue.
+fn from_order<M: MessageContract>(order_id: Uuid, command: &M) -> IncomingMessage {
+    order_command(&Topology::default().payment_commands(), order_id, command)
 }
 
 fn charge(order_id: Uuid, method: &str, amount_cents: i64) -> ProcessPayment {
@@ -88,12 +43,12 @@ fn charge(order_id: Uuid, method: &str, amount_cents: i64) -> ProcessPayment {
 
 #[tokio::test]
 async fn an_order_is_charged_once_whatever_the_message_ids() {
-    let db = TestDatabase::new().await;
+    let db = ThrowawayDatabase::create("payment_test", sqlx::migrate!("../../migrations/payment")).await;
     let handler = PaymentCommands::new(MessageFactory::new("payment"), LIMIT);
     let order_id = Uuid::now_v7();
     // Two commands for one order, each with its own message id.
-    db.handle(&handler, order_id, &charge(order_id, "card", 1_798)).await;
-    db.handle(&handler, order_id, &charge(order_id, "card", 1_798)).await;
+    db.handle(&handler, &from_order(order_id, &charge(order_id, "card", 1_798))).await;
+    db.handle(&handler, &from_order(order_id, &charge(order_id, "card", 1_798))).await;
 
     assert_eq!(db.count("SELECT count(*) FROM payments").await, 1);
     let replies = db.replies().await;
@@ -108,21 +63,21 @@ async fn an_order_is_charged_once_whatever_the_message_ids() {
 
 #[tokio::test]
 async fn the_declined_card_and_an_amount_over_the_limit_are_declined() {
-    let db = TestDatabase::new().await;
+    let db = ThrowawayDatabase::create("payment_test", sqlx::migrate!("../../migrations/payment")).await;
     let handler = PaymentCommands::new(MessageFactory::new("payment"), LIMIT);
     let declined_card = Uuid::now_v7();
-    db.handle(&handler, declined_card, &charge(declined_card, "card_declined", 100)).await;
+    db.handle(&handler, &from_order(declined_card, &charge(declined_card, "card_declined", 100))).await;
     let over_default = Uuid::now_v7();
-    db.handle(&handler, over_default, &charge(over_default, "card", LIMIT + 1)).await;
+    db.handle(&handler, &from_order(over_default, &charge(over_default, "card", LIMIT + 1))).await;
     // A customer limit overrides the default, both ways.
     sqlx::query("INSERT INTO customer_limits (customer_id, limit_cents) VALUES ('c-1', 500)")
-        .execute(&db.pool)
+        .execute(db.pool())
         .await
         .unwrap();
     let over_own = Uuid::now_v7();
-    db.handle(&handler, over_own, &charge(over_own, "card", 501)).await;
+    db.handle(&handler, &from_order(over_own, &charge(over_own, "card", 501))).await;
     let within_own = Uuid::now_v7();
-    db.handle(&handler, within_own, &charge(within_own, "card", 500)).await;
+    db.handle(&handler, &from_order(within_own, &charge(within_own, "card", 500))).await;
 
     let types: Vec<String> = db.replies().await.into_iter().map(|(t, _)| t).collect();
     assert_eq!(
@@ -135,18 +90,18 @@ async fn the_declined_card_and_an_amount_over_the_limit_are_declined() {
 
 #[tokio::test]
 async fn a_payment_is_refunded_once_and_nothing_charged_refunds_nothing() {
-    let db = TestDatabase::new().await;
+    let db = ThrowawayDatabase::create("payment_test", sqlx::migrate!("../../migrations/payment")).await;
     let handler = PaymentCommands::new(MessageFactory::new("payment"), LIMIT);
     let paid = Uuid::now_v7();
-    db.handle(&handler, paid, &charge(paid, "card", 2_450)).await;
+    db.handle(&handler, &from_order(paid, &charge(paid, "card", 2_450))).await;
     let refund = |order_id| RefundPayment { order_id, reason: "order already cancelled".into() };
-    db.handle(&handler, paid, &refund(paid)).await;
-    db.handle(&handler, paid, &refund(paid)).await;
+    db.handle(&handler, &from_order(paid, &refund(paid))).await;
+    db.handle(&handler, &from_order(paid, &refund(paid))).await;
     let never_charged = Uuid::now_v7();
-    db.handle(&handler, never_charged, &refund(never_charged)).await;
+    db.handle(&handler, &from_order(never_charged, &refund(never_charged))).await;
     let declined = Uuid::now_v7();
-    db.handle(&handler, declined, &charge(declined, "card_declined", 100)).await;
-    db.handle(&handler, declined, &refund(declined)).await;
+    db.handle(&handler, &from_order(declined, &charge(declined, "card_declined", 100))).await;
+    db.handle(&handler, &from_order(declined, &refund(declined))).await;
 
     assert_eq!(db.count("SELECT count(*) FROM refunds").await, 1);
     let refunds: Vec<serde_json::Value> =

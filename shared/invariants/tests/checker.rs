@@ -6,60 +6,50 @@
 //! never skip, when PostgreSQL is unreachable.
 
 use invariants::{CheckOptions, DatabaseUrls, Databases, Invariant, Report};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Executor, PgPool};
+use sqlx::PgPool;
 use std::collections::BTreeSet;
-use std::time::Duration;
+use test_support::ThrowawayDatabase;
 use uuid::Uuid;
-
-fn server_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-async fn admin_pool(server: &str) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {server} must be reachable for these tests: {e}"))
-}
 
 /// Six migrated databases holding one COMPLETED order (2 × SKU-001 for
 /// customer c-1) and one CANCELLED order (payment declined, stock released,
 /// customer c-2), with every row the services leave behind for them.
 /// Dropped when the test ends, passed or not.
 struct World {
-    server: String,
-    prefix: String,
     db: Databases,
+    urls: DatabaseUrls,
     completed: Uuid,
     cancelled: Uuid,
+    /// Dropped with the world.
+    _databases: [ThrowawayDatabase; 6],
 }
 
 impl World {
     async fn new() -> Self {
-        let server = server_url();
-        let admin = admin_pool(&server).await;
-        let prefix = format!("invariants_test_{}", Uuid::now_v7().simple());
-        for service in invariants::SERVICES {
-            admin.execute(format!(r#"CREATE DATABASE "{prefix}_{service}""#).as_str()).await.expect("create database");
-        }
-        admin.close().await;
-        let urls = DatabaseUrls::on_server(&server, |service| format!("{prefix}_{service}"));
+        let (order, stock, payment, shipping, email, loyalty) = tokio::join!(
+            ThrowawayDatabase::create("invariants_test_order", sqlx::migrate!("../../migrations/order")),
+            ThrowawayDatabase::create("invariants_test_stock", sqlx::migrate!("../../migrations/stock")),
+            ThrowawayDatabase::create("invariants_test_payment", sqlx::migrate!("../../migrations/payment")),
+            ThrowawayDatabase::create("invariants_test_shipping", sqlx::migrate!("../../migrations/shipping")),
+            ThrowawayDatabase::create("invariants_test_email", sqlx::migrate!("../../migrations/email")),
+            ThrowawayDatabase::create("invariants_test_loyalty", sqlx::migrate!("../../migrations/loyalty")),
+        );
+        let urls = DatabaseUrls {
+            order: order.url().to_owned(),
+            stock: stock.url().to_owned(),
+            payment: payment.url().to_owned(),
+            shipping: shipping.url().to_owned(),
+            email: email.url().to_owned(),
+            loyalty: loyalty.url().to_owned(),
+        };
         let db = Databases::connect(&urls).await.expect("connect to the test databases");
-        let migrated = [
-            messaging::migrations::run(&db.order, sqlx::migrate!("../../migrations/order")).await,
-            messaging::migrations::run(&db.stock, sqlx::migrate!("../../migrations/stock")).await,
-            messaging::migrations::run(&db.payment, sqlx::migrate!("../../migrations/payment")).await,
-            messaging::migrations::run(&db.shipping, sqlx::migrate!("../../migrations/shipping")).await,
-            messaging::migrations::run(&db.email, sqlx::migrate!("../../migrations/email")).await,
-            messaging::migrations::run(&db.loyalty, sqlx::migrate!("../../migrations/loyalty")).await,
-        ];
-        for result in migrated {
-            result.expect("migrate");
-        }
-        let world = Self { server, prefix, db, completed: Uuid::now_v7(), cancelled: Uuid::now_v7() };
+        let world = Self {
+            db,
+            urls,
+            completed: Uuid::now_v7(),
+            cancelled: Uuid::now_v7(),
+            _databases: [order, stock, payment, shipping, email, loyalty],
+        };
         world.fill().await;
         world
     }
@@ -156,28 +146,7 @@ impl World {
     }
 
     fn urls(&self) -> DatabaseUrls {
-        DatabaseUrls::on_server(&self.server, |service| format!("{}_{service}", self.prefix))
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let (server, prefix) = (self.server.clone(), self.prefix.clone());
-        // Async work cannot run in drop: a thread with its own runtime
-        // drops the databases, terminating the pools' connections.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async {
-                let admin = admin_pool(&server).await;
-                for service in invariants::SERVICES {
-                    let sql = format!(r#"DROP DATABASE IF EXISTS "{prefix}_{service}" WITH (FORCE)"#);
-                    if let Err(e) = admin.execute(sql.as_str()).await {
-                        eprintln!("could not drop {prefix}_{service}: {e}");
-                    }
-                }
-            });
-        });
-        let _ = dropped.join();
+        self.urls.clone()
     }
 }
 
@@ -385,7 +354,7 @@ async fn the_command_exits_0_when_passing_1_when_failing_and_2_without_a_databas
     let json: serde_json::Value = serde_json::from_slice(&passing.stdout).expect("--json prints JSON");
     assert_eq!(json["passed"], true);
 
-    let accepted = std::env::temp_dir().join(format!("{}-accepted.txt", world.prefix));
+    let accepted = std::env::temp_dir().join(format!("invariants_test_{}-accepted.txt", world.completed));
     std::fs::write(&accepted, format!("{}\n", world.completed)).unwrap();
     let failing = command(&["--accepted", accepted.to_str().unwrap()]);
     std::fs::remove_file(&accepted).ok();
