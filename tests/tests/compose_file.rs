@@ -409,9 +409,9 @@ fn every_service_is_health_checked_waits_for_healthy_infrastructure_and_restarts
         });
         let grace = definition.get("stop_grace_period").and_then(Value::as_str).map(seconds);
         match grace {
-            Some(grace) if grace >= 2 * deadline + 5 => {}
+            Some(grace) if grace >= deadline + 5 => {}
             other => problems.push(format!(
-                "{service}: stop_grace_period {other:?}s is shorter than 2 x SHUTDOWN_DEADLINE_SECS ({deadline}) + 5 s"
+                "{service}: stop_grace_period {other:?}s is shorter than SHUTDOWN_DEADLINE_SECS ({deadline}) + 5 s (span flush)"
             )),
         }
     }

@@ -17,7 +17,7 @@ use messaging::kafka_consumer::KafkaConsumer;
 use messaging::relay::{OutboxRelay, RelayConfig};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -204,20 +204,22 @@ impl ServiceHost {
         tracing::info!(service = self.name, addr = %listener.local_addr()?, "serving HTTP");
         let shutdown = self.shutdown.clone();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
-        let deadline = self.deadline;
-        let stopped = self.shutdown.clone();
-        // The server stops accepting at once on shutdown; requests in flight
-        // get until the deadline.
-        let serve = async {
-            tokio::select! {
-                result = server => result,
-                _ = async { stopped.cancelled().await; tokio::time::sleep(deadline).await } => {
-                    tracing::warn!("HTTP requests still open at the shutdown deadline");
-                    Ok(())
-                }
-            }
+        let mut server = std::pin::pin!(server.into_future());
+        // Serve until shutdown (or a server error)…
+        let early = tokio::select! {
+            result = &mut server => Some(result),
+            _ = self.shutdown.cancelled() => None,
         };
-        let result = serve.await;
+        // …then one budget for everything in flight: open requests first
+        // (the server stops accepting at once), then background tasks.
+        let deadline = tokio::time::Instant::now() + self.deadline;
+        let result = match early {
+            Some(result) => result,
+            None => tokio::time::timeout_at(deadline, server).await.unwrap_or_else(|_| {
+                tracing::warn!("HTTP requests still open at the shutdown deadline");
+                Ok(())
+            }),
+        };
         self.shutdown.cancel();
         let waiting = async {
             for (name, handle) in self.tasks {
@@ -226,8 +228,8 @@ impl ServiceHost {
                 }
             }
         };
-        if tokio::time::timeout(deadline, waiting).await.is_err() {
-            tracing::warn!(service = self.name, ?deadline, "background tasks still running at the shutdown deadline");
+        if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+            tracing::warn!(service = self.name, budget = ?self.deadline, "background tasks still running at the shutdown deadline");
         }
         tracing::info!(service = self.name, "stopped");
         result
