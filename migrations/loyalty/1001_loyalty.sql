@@ -7,7 +7,9 @@ CREATE TABLE loyalty_accounts (
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
--- One credit per paid order, and at most one reversal of it.
+-- Append-only: one entry per event handled. Nothing here stops the same
+-- event from being applied twice: that is the inbox's job, and this table is
+-- where a missing inbox shows (the chaos suite's skip-inbox negative control).
 CREATE TABLE loyalty_ledger (
     id               BIGSERIAL PRIMARY KEY,
     customer_id      TEXT        NOT NULL REFERENCES loyalty_accounts (customer_id),
@@ -18,8 +20,8 @@ CREATE TABLE loyalty_ledger (
     -- the event that caused the entry
     cause_message_id UUID        NOT NULL,
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
-    UNIQUE (order_id, kind),
     CHECK ((kind = 'credit') = (points >= 0))
 );
 
 CREATE INDEX loyalty_ledger_customer ON loyalty_ledger (customer_id, id);
+CREATE INDEX loyalty_ledger_order ON loyalty_ledger (order_id);

@@ -34,41 +34,36 @@ impl LoyaltyEvents {
             points: points_for(paid.amount_cents),
             cause_message_id: message.envelope.message_id,
         };
-        if store::apply_entry(conn, &credit).await? {
-            tracing::info!(order_id = %paid.order_id, customer_id = %paid.customer_id, points = credit.points, "points credited");
-            metrics::counter!("loyalty_points_credited_total").increment(credit.points.unsigned_abs());
-        } else {
-            tracing::info!(order_id = %paid.order_id, "order already credited; nothing to do");
-        }
+        store::append_entry(conn, &credit).await?;
+        tracing::info!(order_id = %paid.order_id, customer_id = %paid.customer_id, points = credit.points, "points credited");
+        metrics::counter!("loyalty_points_credited_total").increment(credit.points.unsigned_abs());
         Ok(())
     }
 
-    /// Takes back the points of a credited order. In today's saga an order
-    /// is only cancelled before it is paid, so there is normally no credit
-    /// and nothing to do.
     async fn order_cancelled(
         &self,
         conn: &mut PgConnection,
         message: &IncomingMessage,
         cancelled: OrderCancelled,
     ) -> Result<(), HandlerError> {
-        let Some(credit) = store::entry_of_order(conn, cancelled.order_id, EntryKind::Credit).await? else {
+        let Some((customer_id, held)) = store::net_points_of_order(conn, cancelled.order_id).await? else {
             tracing::debug!(order_id = %cancelled.order_id, "cancelled order was never credited");
             return Ok(());
         };
-        store::lock_account(conn, &credit.customer_id).await?;
+        if held <= 0 {
+            tracing::info!(order_id = %cancelled.order_id, "nothing left to reverse");
+            return Ok(());
+        }
+        store::lock_account(conn, &customer_id).await?;
         let reversal = NewEntry {
-            customer_id: credit.customer_id.clone(),
+            customer_id: customer_id.clone(),
             order_id: cancelled.order_id,
             kind: EntryKind::Reversal,
-            points: -credit.points,
+            points: -held,
             cause_message_id: message.envelope.message_id,
         };
-        if store::apply_entry(conn, &reversal).await? {
-            tracing::info!(order_id = %cancelled.order_id, customer_id = %credit.customer_id, points = credit.points, "credit reversed");
-        } else {
-            tracing::info!(order_id = %cancelled.order_id, "credit already reversed; nothing to do");
-        }
+        store::append_entry(conn, &reversal).await?;
+        tracing::info!(order_id = %cancelled.order_id, %customer_id, points = held, "credit reversed");
         Ok(())
     }
 }

@@ -75,14 +75,13 @@ pub struct NewEntry {
     pub cause_message_id: Uuid,
 }
 
-/// Writes the entry and moves the balance by its points, unless the order
-/// already has an entry of that kind: then nothing changes and `false`
-/// comes back. The caller holds the account lock.
-pub async fn apply_entry(conn: &mut PgConnection, entry: &NewEntry) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+/// Appends the entry and moves the balance by its points. The caller holds
+/// the account lock. Not idempotent by itself: the consumer's inbox makes
+/// sure one event is applied once.
+pub async fn append_entry(conn: &mut PgConnection, entry: &NewEntry) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO loyalty_ledger (customer_id, order_id, kind, points, cause_message_id)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (order_id, kind) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&entry.customer_id)
     .bind(entry.order_id)
@@ -90,28 +89,23 @@ pub async fn apply_entry(conn: &mut PgConnection, entry: &NewEntry) -> Result<bo
     .bind(entry.points)
     .bind(entry.cause_message_id)
     .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
+    .await?;
     sqlx::query("UPDATE loyalty_accounts SET balance = balance + $2, updated_at = now() WHERE customer_id = $1")
         .bind(&entry.customer_id)
         .bind(entry.points)
         .execute(conn)
         .await?;
-    Ok(true)
+    Ok(())
 }
 
-/// The order's entry of `kind`, if any.
-pub async fn entry_of_order(
+/// Points the order holds now (its credits minus its reversals) and the
+/// customer they belong to; `None` if the order has no entry.
+pub async fn net_points_of_order(
     conn: &mut PgConnection,
     order_id: Uuid,
-    kind: EntryKind,
-) -> Result<Option<LedgerEntry>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {ENTRY_COLUMNS} FROM loyalty_ledger WHERE order_id = $1 AND kind = $2"))
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT customer_id, sum(points)::int8 FROM loyalty_ledger WHERE order_id = $1 GROUP BY customer_id")
         .bind(order_id)
-        .bind(kind.as_str())
         .fetch_optional(conn)
         .await
 }

@@ -36,16 +36,33 @@ async fn a_paid_order_is_credited_once_and_a_cancellation_reverses_it_once() {
     let db = ThrowawayDatabase::create("loyalty_test", sqlx::migrate!("../../migrations/loyalty")).await;
     let first = Uuid::now_v7();
     let second = Uuid::now_v7();
-    db.handle(&LoyaltyEvents, &order_event("loyalty", first, 2, &paid(first, "c-1", 1_798))).await;
-    db.handle(&LoyaltyEvents, &order_event("loyalty", first, 2, &paid(first, "c-1", 1_798))).await;
-    db.handle(&LoyaltyEvents, &order_event("loyalty", second, 2, &paid(second, "c-1", 250))).await;
+    let paid_first = order_event("loyalty", first, 2, &paid(first, "c-1", 1_798));
+    // Delivered twice (a redelivery: same message id): the inbox applies it once.
+    assert!(db.deliver("loyalty", &LoyaltyEvents, &paid_first).await);
+    assert!(!db.deliver("loyalty", &LoyaltyEvents, &paid_first).await);
+    db.deliver("loyalty", &LoyaltyEvents, &order_event("loyalty", second, 2, &paid(second, "c-1", 250))).await;
     assert_eq!(db.balance("c-1").await, Some(19));
 
-    db.handle(&LoyaltyEvents, &order_event("loyalty", first, 3, &cancelled(first, "c-1"))).await;
-    db.handle(&LoyaltyEvents, &order_event("loyalty", first, 3, &cancelled(first, "c-1"))).await;
+    let cancel_first = order_event("loyalty", first, 3, &cancelled(first, "c-1"));
+    db.deliver("loyalty", &LoyaltyEvents, &cancel_first).await;
+    db.deliver("loyalty", &LoyaltyEvents, &cancel_first).await;
     assert_eq!(db.balance("c-1").await, Some(2));
     assert_eq!(db.count("SELECT count(*) FROM loyalty_ledger").await, 3);
     assert_eq!(db.count("SELECT sum(points)::int8 FROM loyalty_ledger").await, 2);
+    db.drop_it().await;
+}
+
+/// The ledger itself does not deduplicate: without the inbox a redelivered
+/// OrderPaid credits twice. This is what the chaos suite's skip-inbox
+/// negative control relies on to show the checker noticing.
+#[tokio::test]
+async fn without_the_inbox_a_redelivery_credits_twice() {
+    let db = ThrowawayDatabase::create("loyalty_test", sqlx::migrate!("../../migrations/loyalty")).await;
+    let order_id = Uuid::now_v7();
+    let paid_once = order_event("loyalty", order_id, 2, &paid(order_id, "c-2", 1_000));
+    db.handle(&LoyaltyEvents, &paid_once).await;
+    db.handle(&LoyaltyEvents, &paid_once).await;
+    assert_eq!(db.balance("c-2").await, Some(20));
     db.drop_it().await;
 }
 

@@ -93,6 +93,20 @@ impl ThrowawayDatabase {
         tx.commit().await.expect("commit");
     }
 
+    /// Handles `message` as the consumer pipeline does: inbox row first, the
+    /// effect only if the message is new (`false` for a duplicate or a stale
+    /// event), one committed transaction.
+    pub async fn deliver(&self, consumer: &str, handler: &impl MessageHandler, message: &IncomingMessage) -> bool {
+        let mut tx = self.pool.begin().await.expect("begin");
+        let outcome = messaging::Inbox::new(consumer).record(&mut tx, &message.envelope).await.expect("inbox");
+        let new = outcome == messaging::InboxOutcome::New;
+        if new {
+            handler.handle(&mut tx, message).await.expect("handled");
+        }
+        tx.commit().await.expect("commit");
+        new
+    }
+
     /// Closes the pool and drops the database.
     pub async fn drop_it(mut self) {
         self.dropped = true;
