@@ -85,3 +85,28 @@ async fn killing_stock_while_orders_flow_loses_no_order() {
     assert_eq!(i64::from(100_000 - on_hand), units.unwrap_or(0), "stock moved exactly once per reservation");
     system.shutdown().await;
 }
+
+/// A service waiting for its database at start-up is live (its process
+/// works) but not ready, and says why; its API answers 503, not a refused
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_starting_without_its_database_is_live_but_not_ready() {
+    let mut system = TestSystem::start("livestart", &["order", "stock"], &[]).await.unwrap();
+    system.kill("order").await.unwrap();
+    system.spawn_with("order", &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nowhere")]).unwrap();
+    let mut live = 0;
+    for _ in 0..100 {
+        if let Ok((status, _)) = system.get_json("order", "/health/live").await {
+            live = status;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(live, 200, "live while waiting for the database");
+    let (status, ready) = system.get_json("order", "/health/ready").await.unwrap();
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["components"]["startup"]["ready"], false, "{ready}");
+    let (status, body) = system.place_order(&order_request("c-1", &[("SKU-001", 1)], "card"), None).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    system.shutdown().await;
+}

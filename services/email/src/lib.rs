@@ -43,7 +43,7 @@ impl Config {
 
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/email")).await?;
     let topology = config.common.topology();
     // Email publishes no messages: no relay. The producer carries dead letters.
@@ -57,6 +57,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         }
         None => tracing::info!("SMTP_URL is not set: e-mails are recorded, not delivered"),
     }
-    host.serve(listener, api::router(pool)).await?;
+    host.serve(api::router(pool)).await?;
     Ok(())
 }

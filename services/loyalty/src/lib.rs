@@ -27,12 +27,12 @@ impl Config {
 
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/loyalty")).await?;
     let topology = config.common.topology();
     // Loyalty publishes nothing: no relay. The producer carries dead letters.
     let dead_letters = host.kafka_publisher(&topology.all_topics()).await?;
     host.consume_topics(pool.clone(), vec![topology.orders_topic()], events::LoyaltyEvents, dead_letters);
-    host.serve(listener, api::router(pool)).await?;
+    host.serve(api::router(pool)).await?;
     Ok(())
 }

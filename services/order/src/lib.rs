@@ -42,7 +42,7 @@ impl Config {
 
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/order")).await?;
     let topology = config.common.topology();
     let amqp = host.amqp_publisher();
@@ -68,7 +68,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         max_outbox_backlog: config.max_outbox_backlog,
         outbox_backlog,
     };
-    host.serve(listener, api::router(state)).await?;
+    host.serve(api::router(state)).await?;
     Ok(())
 }
 

@@ -47,7 +47,7 @@ impl Config {
 
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/payment")).await?;
     let topology = config.common.topology();
     // Payment only replies (RabbitMQ); it publishes no events.
@@ -55,6 +55,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     host.start_relay(pool.clone(), Some(amqp), None);
     let handler = commands::PaymentCommands::new(MessageFactory::new(SERVICE), config.default_limit_cents);
     host.consume_queue(pool.clone(), topology.payment_commands(), SERVICE, handler);
-    host.serve(listener, api::router(pool)).await?;
+    host.serve(api::router(pool)).await?;
     Ok(())
 }

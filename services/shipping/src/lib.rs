@@ -33,7 +33,7 @@ impl Config {
 
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/shipping")).await?;
     let topology = config.common.topology();
     // Events only (Kafka): the producer publishes the outbox and dead letters.
@@ -41,6 +41,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     host.start_relay(pool.clone(), None, Some(kafka.clone()));
     let handler = events::ShippingEvents::new(MessageFactory::new(SERVICE), topology.clone(), config.carrier);
     host.consume_topics(pool.clone(), vec![topology.orders_topic()], handler, kafka);
-    host.serve(listener, api::router(pool)).await?;
+    host.serve(api::router(pool)).await?;
     Ok(())
 }

@@ -27,7 +27,7 @@ impl Config {
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut host = ServiceHost::new(SERVICE, &config.common, shutdown);
+    let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/stock")).await?;
     let topology = config.common.topology();
     // Stock only replies (RabbitMQ); it publishes no events.
@@ -35,6 +35,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     host.start_relay(pool.clone(), Some(amqp), None);
     let handler = commands::StockCommands::new(MessageFactory::new(SERVICE));
     host.consume_queue(pool.clone(), topology.stock_commands(), SERVICE, handler);
-    host.serve(listener, api::router(pool)).await?;
+    host.serve(api::router(pool)).await?;
     Ok(())
 }

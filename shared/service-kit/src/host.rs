@@ -4,7 +4,7 @@
 use crate::admin;
 use crate::config::CommonConfig;
 use crate::db;
-use crate::http::with_standard_layers;
+use crate::http::{layered, with_standard_layers};
 use crate::metrics_endpoint;
 use axum::Router;
 use dead_letters::{DeadLetters, Destination};
@@ -17,7 +17,7 @@ use messaging::kafka_consumer::KafkaConsumer;
 use messaging::relay::{OutboxRelay, RelayConfig};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -40,8 +40,15 @@ pub enum HostError {
 
 use messaging::kafka::rdkafka_error;
 
+/// The readiness component that is green once start-up is complete.
+pub const STARTUP_COMPONENT: &str = "startup";
+
 pub struct ServiceHost {
     name: &'static str,
+    /// The HTTP server, serving health and metrics from the start and the
+    /// service's own routes once [`ServiceHost::serve`] installs them.
+    http: JoinHandle<std::io::Result<()>>,
+    app: AppSlot,
     config: CommonConfig,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -54,15 +61,42 @@ pub struct ServiceHost {
 }
 
 impl ServiceHost {
-    pub fn new(name: &'static str, config: &CommonConfig, shutdown: CancellationToken) -> Self {
+    /// Starts serving `/health/live`, `/health/ready` and `/metrics` on
+    /// `listener` at once, so a slow start (a database or broker not up yet)
+    /// is visible as "live, not ready" instead of as a dead process. Every
+    /// other route answers 503 until [`ServiceHost::serve`].
+    pub fn start(
+        name: &'static str,
+        config: &CommonConfig,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Self {
         let modes = messaging::safety::unsafe_modes();
         if modes.any() {
             tracing::error!(service = name, modes = ?modes.enabled(), "running with UNSAFE delivery modes");
         }
+        let readiness = Readiness::new();
+        // Not ready before every route is served, whatever else is up.
+        readiness.register(STARTUP_COMPONENT);
+        let app = AppSlot::default();
+        let router = layered(
+            metrics_endpoint::routes(name, readiness.clone()),
+            config.http_body_limit,
+            config.http_request_timeout,
+        )
+        .fallback_service(app.clone());
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(service = name, %addr, "serving HTTP (health and metrics until start-up completes)");
+        let token = shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await }).await
+        });
         Self {
             name,
+            http,
+            app,
             config: config.clone(),
-            readiness: Readiness::new(),
+            readiness,
             shutdown,
             deadline: config.shutdown_deadline,
             body_limit: config.http_body_limit,
@@ -192,34 +226,34 @@ impl ServiceHost {
     /// Serves `app` plus the health and metrics routes until shutdown, then
     /// waits for the background tasks to finish their in-flight work, up to
     /// the deadline.
-    pub async fn serve(self, listener: TcpListener, app: Router) -> std::io::Result<()> {
-        let mut app = app.merge(metrics_endpoint::routes(self.name, self.readiness.clone()));
+    pub async fn serve(self, app: Router) -> std::io::Result<()> {
+        let mut app = app;
         // No token, no admin routes at all (404), rather than routes nobody may call.
         if let Some(token) = &self.config.admin_token {
             let dead_letters =
                 DeadLetters::new(self.config.amqp_url.expose(), &self.config.kafka_brokers, self.config.topology());
             app = app.merge(admin::routes(token.clone(), dead_letters, self.dead_letter_destinations.clone()));
         }
-        let app = with_standard_layers(app, self.body_limit, self.request_timeout);
-        tracing::info!(service = self.name, addr = %listener.local_addr()?, "serving HTTP");
-        let shutdown = self.shutdown.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
-        let mut server = std::pin::pin!(server.into_future());
+        self.app.install(with_standard_layers(app, self.body_limit, self.request_timeout));
+        self.readiness.ready(STARTUP_COMPONENT);
+        tracing::info!(service = self.name, "start-up complete: serving every route");
+        let mut http = self.http;
         // Serve until shutdown (or a server error)…
         let early = tokio::select! {
-            result = &mut server => Some(result),
+            result = &mut http => Some(result),
             _ = self.shutdown.cancelled() => None,
         };
         // …then one budget for everything in flight: open requests first
         // (the server stops accepting at once), then background tasks.
         let deadline = tokio::time::Instant::now() + self.deadline;
-        let result = match early {
-            Some(result) => result,
-            None => tokio::time::timeout_at(deadline, server).await.unwrap_or_else(|_| {
+        let joined = match early {
+            Some(joined) => joined,
+            None => tokio::time::timeout_at(deadline, http).await.unwrap_or_else(|_| {
                 tracing::warn!("HTTP requests still open at the shutdown deadline");
-                Ok(())
+                Ok(Ok(()))
             }),
         };
+        let result = joined.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         self.shutdown.cancel();
         let waiting = async {
             for (name, handle) in self.tasks {
@@ -257,4 +291,36 @@ pub fn shutdown_on_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// The service's own routes, installed once start-up is complete; until
+/// then every request to them is answered 503 with `Retry-After`.
+#[derive(Clone, Default)]
+struct AppSlot(Arc<std::sync::OnceLock<Router>>);
+
+impl AppSlot {
+    fn install(&self, app: Router) {
+        let _ = self.0.set(app);
+    }
+}
+
+impl tower::Service<axum::extract::Request> for AppSlot {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        use axum::response::IntoResponse;
+        use tower::ServiceExt;
+        match self.0.get().cloned() {
+            Some(app) => Box::pin(app.oneshot(request)),
+            None => Box::pin(async {
+                Ok(crate::ApiError::Unavailable { reason: "starting up".into(), retry_after_secs: 1 }.into_response())
+            }),
+        }
+    }
 }

@@ -13,10 +13,15 @@ use tracing::Instrument;
 
 /// Wraps `router` with tracing, metrics, a body limit and a timeout, and
 /// makes every error answer a JSON [`ApiError`](crate::ApiError) body.
+/// Unknown routes get a JSON 404.
 pub fn with_standard_layers(router: Router, body_limit: usize, timeout: Duration) -> Router {
+    // The fallback first, so that the layers apply to unknown routes too.
+    layered(router.fallback(not_found), body_limit, timeout)
+}
+
+/// The standard layers on the routes (and fallback) `router` has so far.
+pub fn layered(router: Router, body_limit: usize, timeout: Duration) -> Router {
     router
-        // First, so that the layers apply to unknown routes too.
-        .fallback(not_found)
         .layer(middleware::from_fn_with_state(body_limit, read_body_within_limit))
         .layer(middleware::from_fn(trace_and_measure))
         .layer(DefaultBodyLimit::max(body_limit))
