@@ -33,6 +33,20 @@ pub async fn test_stack() -> &'static Stack {
         .await
 }
 
+/// The `chaos` stack of the local runner (its own PostgreSQL, RabbitMQ and
+/// Kafka), for tests that kill infrastructure; started on first use. Such
+/// tests must not run two at a time and must leave it running.
+pub async fn chaos_stack() -> &'static Stack {
+    static STACK: OnceCell<Stack> = OnceCell::const_new();
+    STACK
+        .get_or_init(|| async {
+            let stack = Stack::chaos(xtask::repo_root());
+            stack.start_infra().await.unwrap_or_else(|e| panic!("the chaos infrastructure did not start: {e:#}"));
+            stack
+        })
+        .await
+}
+
 /// A short unique name for one test's databases, queues and topics.
 pub fn unique_namespace(test: &str) -> String {
     let short: String = test.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();

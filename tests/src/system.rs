@@ -60,8 +60,30 @@ pub fn order_request(customer: &str, lines: &[(&str, i64)], payment_method: &str
 impl TestSystem {
     /// Starts `services` for the test `test_name`, with `env` added to every one.
     pub async fn start(test_name: &str, services: &[&'static str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_on(test_stack().await, test_name, services, env).await
+    }
+
+    /// Like [`Self::start`], on another infrastructure stack (e.g. the
+    /// `chaos` stack, for tests that kill PostgreSQL, RabbitMQ or Kafka).
+    pub async fn start_on(
+        stack: &'static Stack,
+        test_name: &str,
+        services: &[&'static str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::start_on_with(stack, test_name, services, env, &[]).await
+    }
+
+    /// Like [`Self::start_on`], with extra environment for some services
+    /// only (`(service, variable, value)`, e.g. to arm a crash point in one).
+    pub async fn start_on_with(
+        stack: &'static Stack,
+        test_name: &str,
+        services: &[&'static str],
+        env: &[(&str, &str)],
+        service_env: &[(&str, &str, &str)],
+    ) -> Result<Self> {
         ensure_binaries().await;
-        let stack = test_stack().await;
         let namespace = unique_namespace(test_name);
         let ports: HashMap<&str, u16> = services.iter().map(|s| (*s, free_port())).collect();
         let mut system = TestSystem {
@@ -91,6 +113,10 @@ impl TestSystem {
                 vars.push(("STOCK_URL".into(), format!("http://127.0.0.1:{stock}")));
             }
             vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            for (_, k, v) in service_env.iter().filter(|(s, _, _)| s == service) {
+                vars.retain(|(key, _)| key != k);
+                vars.push(((*k).to_owned(), (*v).to_owned()));
+            }
             let pool =
                 sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_lazy(&stack.postgres_url(&database))?;
             system.pools.insert(service, pool);
@@ -228,6 +254,32 @@ impl TestSystem {
             process.env.push(((*k).to_owned(), (*v).to_owned()));
         }
         self.spawn(service)
+    }
+
+    /// Removes `variable` from the service's environment for its next starts
+    /// (e.g. to disarm a crash point before a restart).
+    pub fn unset_env(&mut self, service: &str, variable: &str) -> Result<()> {
+        let process = self.services.get_mut(service).ok_or_else(|| anyhow!("no {service}"))?;
+        process.env.retain(|(key, _)| key != variable);
+        Ok(())
+    }
+
+    /// The exit status if the service's process has exited, `None` while it
+    /// runs; an error if it was never started or was stopped by the test.
+    pub fn try_exit_status(&mut self, service: &str) -> Result<Option<std::process::ExitStatus>> {
+        let process = self.services.get_mut(service).ok_or_else(|| anyhow!("no {service}"))?;
+        let child = process.child.as_mut().ok_or_else(|| anyhow!("{service} is not running"))?;
+        Ok(child.try_wait()?)
+    }
+
+    /// How many times the service's process was started.
+    pub fn starts(&self, service: &str) -> u32 {
+        self.services.get(service).map_or(0, |p| p.starts)
+    }
+
+    /// The service's log (every start of it, appended), lossily decoded.
+    pub fn log_text(&self, service: &str) -> String {
+        std::fs::read(self.log_path(service)).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// Waits for the process to exit on its own (e.g. at a crash point).

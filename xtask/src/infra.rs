@@ -329,27 +329,10 @@ impl Stack {
         }
     }
 
-    /// Creates a database if it does not exist yet. Names are quoted, so SQL
-    /// keywords such as `order` work.
+    /// Creates a database if it does not exist yet (see [`create_database_on`]).
     pub async fn create_database(&self, name: &str) -> Result<()> {
         let mut connection = self.admin_connection().await?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(name)
-            .fetch_optional(&mut connection)
-            .await
-            .with_context(|| format!("checking whether database {name:?} exists"))?;
-        if exists.is_some() {
-            return Ok(());
-        }
-        let statement = format!("CREATE DATABASE {}", quote_identifier(name));
-        match sqlx::raw_sql(&statement).execute(&mut connection).await {
-            Ok(_) => Ok(()),
-            // Somebody else created it in between: that is what we wanted.
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => Ok(()),
-            Err(error) => {
-                Err(error).with_context(|| format!("creating database {name:?} on {}", self.postgres_url("postgres")))
-            }
-        }
+        create_database_on(&mut connection, name).await.with_context(|| format!("on {}", self.postgres_url("postgres")))
     }
 
     /// Drops a database if it exists, disconnecting its sessions.
@@ -1257,11 +1240,32 @@ pub fn short_hash(path: &Path) -> String {
 }
 
 /// `"name"` with embedded quotes doubled.
+/// Creates database `name` on the server `admin` is connected to, unless it
+/// exists. Names are quoted, so SQL keywords such as `order` work; somebody
+/// else creating it in between is what we wanted, not an error.
+pub async fn create_database_on(admin: &mut sqlx::PgConnection, name: &str) -> Result<()> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut *admin)
+        .await
+        .with_context(|| format!("checking whether database {name:?} exists"))?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    let statement = format!("CREATE DATABASE {}", quote_identifier(name));
+    match sqlx::raw_sql(&statement).execute(&mut *admin).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("creating database {name:?}")),
+    }
+}
+
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn percent_encode(segment: &str) -> String {
+/// One URL path segment (a database name in a PostgreSQL URL), percent-encoded.
+pub fn percent_encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|byte| match byte {
@@ -1280,6 +1284,12 @@ fn describe_output(output: &Output) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_names_are_percent_encoded_in_urls() {
+        assert_eq!(percent_encode("order"), "order");
+        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
+    }
 
     #[test]
     fn stacks_have_distinct_ports_and_dirs() {

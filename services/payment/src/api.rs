@@ -21,8 +21,7 @@ async fn of_order(
     State(pool): State<PgPool>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let order_id = params.get("order_id").ok_or_else(|| ApiError::invalid_parameter("order_id", "required"))?;
-    let order_id = ApiError::parse_uuid("order_id", order_id)?;
+    let order_id = ApiError::required_uuid(&params, "order_id")?;
     let payments = store::payments_of_order(&pool, order_id).await?;
     let refunds = store::refunds_of_order(&pool, order_id).await?;
     Ok(Json(serde_json::json!({ "order_id": order_id, "payments": payments, "refunds": refunds })).into_response())

@@ -36,8 +36,7 @@ async fn reservations(
     State(pool): State<PgPool>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let order_id = params.get("order_id").ok_or_else(|| ApiError::invalid_parameter("order_id", "required"))?;
-    let order_id = ApiError::parse_uuid("order_id", order_id)?;
+    let order_id = ApiError::required_uuid(&params, "order_id")?;
     let mut conn = pool.acquire().await?;
     let reservations = store::reservations_of(&mut conn, order_id).await?;
     Ok(Json(serde_json::json!({ "order_id": order_id, "reservations": reservations })).into_response())

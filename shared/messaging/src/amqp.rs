@@ -14,6 +14,7 @@ use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,12 @@ use tokio_util::sync::CancellationToken;
 /// Redeliveries after which RabbitMQ itself dead-letters a message: the
 /// backstop for a message that kills its consumer before it can be handled.
 pub const DELIVERY_LIMIT: i64 = 10;
+
+/// Bound on setting up a channel on a fresh connection (open, confirm mode,
+/// declarations). A broker that accepts the connection while still booting
+/// can leave these unanswered; without a bound the caller waits forever
+/// (and the publisher holds its lock meanwhile, stopping every publish).
+pub const CHANNEL_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
@@ -124,6 +131,17 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<
     Ok(())
 }
 
+/// Runs a channel set-up sequence within [`CHANNEL_SETUP_TIMEOUT`].
+pub async fn with_setup_timeout<T>(setup: impl Future<Output = Result<T, AmqpError>>) -> Result<T, AmqpError> {
+    tokio::time::timeout(CHANNEL_SETUP_TIMEOUT, setup).await.unwrap_or(Err(AmqpError::Timeout(CHANNEL_SETUP_TIMEOUT)))
+}
+
+/// Closes a connection given up on, without waiting long for the broker.
+pub async fn close_quietly(connection: &Connection) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(320, "giving up on this connection".into()))
+        .await;
+}
+
 struct LiveChannel {
     // Kept so the connection lives as long as its channel.
     _connection: Connection,
@@ -184,9 +202,20 @@ impl AmqpPublisher {
                 return Err(e);
             }
         };
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        declare_topology(&channel, &self.topology).await?;
+        let setup = async {
+            let channel = connection.create_channel().await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            declare_topology(&channel, &self.topology).await?;
+            Ok::<_, AmqpError>(channel)
+        };
+        let channel = match with_setup_timeout(setup).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                self.connector.readiness().not_ready(PUBLISHER_COMPONENT, e.to_string());
+                close_quietly(&connection).await;
+                return Err(e);
+            }
+        };
         self.connector.readiness().ready(PUBLISHER_COMPONENT);
         *live = Some(LiveChannel { _connection: connection, channel: channel.clone() });
         Ok(channel)

@@ -3,7 +3,7 @@
 //! dead letters published (with confirm) before the original is acknowledged,
 //! and a reconnect loop that rides out a broker restart.
 
-use crate::amqp::{AmqpConnector, declare_topology};
+use crate::amqp::{AmqpConnector, AmqpError, close_quietly, declare_topology, with_setup_timeout};
 use crate::consumer::{Disposition, IncomingMessage, MessageHandler, MessageProcessor, MessageSource};
 use crate::dead_letter;
 use crate::safety;
@@ -62,6 +62,7 @@ impl<H: MessageHandler> AmqpConsumer<H> {
                 }
                 Err(e) => {
                     failures += 1;
+                    close_quietly(&connection).await;
                     self.connector.readiness().not_ready(&component, format!("AMQP consumer: {e}"));
                     tracing::warn!(queue = %self.queue, error = %e, "AMQP consumer lost its channel; reconnecting");
                     let delay = crate::retry::Backoff::default().delay(failures.min(6));
@@ -75,21 +76,27 @@ impl<H: MessageHandler> AmqpConsumer<H> {
         tracing::info!(queue = %self.queue, "AMQP consumer stopped");
     }
 
-    async fn consume(&self, connection: &lapin::Connection, shutdown: &CancellationToken) -> Result<(), lapin::Error> {
-        let channel = connection.create_channel().await?;
-        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
-        // Confirms, for the dead letters this channel publishes.
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        declare_topology(&channel, &self.topology).await?;
+    async fn consume(&self, connection: &lapin::Connection, shutdown: &CancellationToken) -> Result<(), AmqpError> {
         let tag = format!("{}-{}", self.processor.consumer(), uuid::Uuid::now_v7());
-        let mut deliveries = channel
-            .basic_consume(
-                self.queue.clone().into(),
-                tag.clone().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // Bounded: a broker still booting may leave these unanswered, and
+        // the consumer would then wait forever instead of reconnecting.
+        let setup = async {
+            let channel = connection.create_channel().await?;
+            channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+            // Confirms, for the dead letters this channel publishes.
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            declare_topology(&channel, &self.topology).await?;
+            let deliveries = channel
+                .basic_consume(
+                    self.queue.clone().into(),
+                    tag.clone().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, AmqpError>((channel, deliveries))
+        };
+        let (channel, mut deliveries) = with_setup_timeout(setup).await?;
         self.connector.readiness().ready(&self.component());
         tracing::info!(queue = %self.queue, prefetch = self.prefetch, "consuming");
 
@@ -119,10 +126,10 @@ impl<H: MessageHandler> AmqpConsumer<H> {
                         };
                         in_flight.spawn(task.run(delivery));
                     }
-                    Some(Err(e)) => return Err(e),
+                    Some(Err(e)) => return Err(e.into()),
                     None => return Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
                         lapin::ConnectionState::Closed,
-                    ))),
+                    )).into()),
                 }
             }
         }

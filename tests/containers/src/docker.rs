@@ -55,31 +55,16 @@ impl PostgresContainer {
             "postgres://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{}:{}/{}",
             self.host,
             self.port,
-            percent_encode(database)
+            xtask::infra::percent_encode(database)
         )
     }
 
-    /// Creates a database if it does not exist yet (names are quoted, so SQL
-    /// keywords such as `order` work), like the local runner's `Stack::create_database`.
+    /// Creates a database if it does not exist yet, as the local runner does.
     pub async fn create_database(&self, name: &str) -> Result<()> {
         let mut connection = self.admin_connection().await?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(name)
-            .fetch_optional(&mut connection)
-            .await
-            .with_context(|| format!("checking whether database {name:?} exists"))?;
-        if exists.is_none() {
-            let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-            match sqlx::raw_sql(&statement).execute(&mut connection).await {
-                // 42P04: created by somebody else in between, which is what we wanted.
-                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
-                other => {
-                    other.with_context(|| format!("creating database {name:?}"))?;
-                }
-            }
-        }
+        let created = xtask::infra::create_database_on(&mut connection, name).await;
         connection.close().await.ok();
-        Ok(())
+        created
     }
 
     /// `SELECT 1` on the `postgres` database.
@@ -228,27 +213,5 @@ impl Containers {
     pub async fn ping(&self) -> Result<()> {
         tokio::try_join!(self.postgres.ping(), self.rabbitmq.ping(), self.kafka.ping())?;
         Ok(())
-    }
-}
-
-/// One URL path segment, as the local runner encodes database names.
-fn percent_encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(byte).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_encode;
-
-    #[test]
-    fn database_names_are_encoded_like_the_local_runner_does() {
-        assert_eq!(percent_encode("order"), "order");
-        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
     }
 }
