@@ -7,7 +7,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{Read, Seek, SeekFrom},
+    io::{Read, Seek, SeekFrom, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -54,12 +54,18 @@ pub fn spawn_detached(mut command: Command, log_path: &Path, pid_path: &Path) ->
     fs::write(pid_path, format!("{pid}\n")).with_context(|| format!("writing pid file {}", pid_path.display()))?;
 
     // Reap the child when it exits so a long-lived caller (the test process)
-    // does not accumulate zombies, which would still answer `kill(pid, 0)`.
-    // If the caller exits first, the child is simply re-parented.
+    // does not accumulate zombies, which would still answer `kill(pid, 0)`,
+    // and note how it ended in its log: a crash by signal prints nothing of
+    // its own. If the caller exits first, the child is simply re-parented.
+    let log_path = log_path.to_path_buf();
     std::thread::Builder::new()
         .name(format!("reap-{pid}"))
         .spawn(move || {
-            let _ = child.wait();
+            if let Ok(status) = child.wait()
+                && let Ok(mut log) = OpenOptions::new().append(true).open(&log_path)
+            {
+                let _ = writeln!(log, "===== ordermesh runner: pid {pid} exited ({status}) =====");
+            }
         })
         .context("spawning reaper thread")?;
     Ok(pid)

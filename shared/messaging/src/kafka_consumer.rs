@@ -1,8 +1,12 @@
 //! Consumes Kafka topics through the [`MessageProcessor`], one record at a
 //! time so each order's events are applied in order. Offsets are committed
-//! manually, after the handler's transaction commits; never auto-committed.
+//! manually, never auto-committed, and only for records whose handler
+//! transaction has committed: together, at most every
+//! [`OFFSET_COMMIT_INTERVAL`], and on shutdown. A crash therefore redelivers
+//! up to that interval's records, which the inbox absorbs; a commit per
+//! record would cost a broker round trip each and only narrow that window.
 //! A record that can never be handled is copied to `<topic>.<group>.dlq`
-//! (delivery confirmed) before its offset is committed.
+//! (delivery confirmed) before its offset may be committed.
 
 use crate::consumer::{Disposition, IncomingMessage, MessageHandler, MessageProcessor, MessageSource};
 use crate::dead_letter;
@@ -16,11 +20,15 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const CONSUMER_COMPONENT: &str = "kafka-consumer";
+
+/// Longest a handled record's offset waits to be committed.
+pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a consumer gets its partitions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -158,17 +166,28 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         tracing::info!(group = %self.group, topics = ?self.topics, "consuming");
         let backoff = Backoff::default();
         let mut failures = 0;
+        let mut handled = HandledOffsets::default();
+        let mut commit_tick = tokio::time::interval(OFFSET_COMMIT_INTERVAL);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let record = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = commit_tick.tick() => {
+                    handled.commit(&consumer);
+                    continue;
+                }
+                // Cancel-safe: a record is taken off the queue only when recv returns it.
                 r = consumer.recv() => r,
             };
             match record {
                 Ok(record) => {
                     failures = 0;
-                    if !self.handle(&consumer, &record, &shutdown).await {
-                        break;
+                    match self.handle(&consumer, &record, &shutdown).await {
+                        Handled::Done => handled.record(&record),
+                        // Its offset was committed before handling.
+                        Handled::CommittedEarly => {}
+                        Handled::Abandoned => break,
                     }
                 }
                 Err(e) => {
@@ -178,6 +197,8 @@ impl<H: MessageHandler> KafkaConsumer<H> {
                 }
             }
         }
+        // Everything handled before the stop, and nothing abandoned.
+        handled.commit_and_wait(&consumer).await;
         tracing::info!(group = %self.group, "Kafka consumer stopped");
     }
 
@@ -217,13 +238,12 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         }
     }
 
-    /// Returns false when the record was abandoned because of shutdown.
     async fn handle(
         &self,
         consumer: &StreamConsumer,
         record: &BorrowedMessage<'_>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Handled {
         let unsafe_early_commit = safety::unsafe_modes().ack_before_commit;
         if unsafe_early_commit {
             commit(consumer, record);
@@ -243,10 +263,10 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             Err(e) => Disposition::DeadLetter { reason: format!("malformed envelope: {e}"), attempts: 1 },
         };
         if unsafe_early_commit {
-            return true;
+            return Handled::CommittedEarly;
         }
         match disposition {
-            Disposition::Acknowledge => commit(consumer, record),
+            Disposition::Acknowledge => Handled::Done,
             Disposition::DeadLetter { reason, attempts } => {
                 let mut failures = 0;
                 // The offset must not move past a record that is not safely
@@ -255,15 +275,14 @@ impl<H: MessageHandler> KafkaConsumer<H> {
                     failures += 1;
                     tracing::error!(error = %e, "could not dead-letter; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return false,
+                        _ = shutdown.cancelled() => return Handled::Abandoned,
                         _ = tokio::time::sleep(Backoff::default().delay(failures.min(6))) => {}
                     }
                 }
-                commit(consumer, record);
+                Handled::Done
             }
-            Disposition::Abandon => return false,
+            Disposition::Abandon => Handled::Abandoned,
         }
-        true
     }
 
     /// Copies the record, byte for byte (key, payload, headers) to the
@@ -291,9 +310,68 @@ impl<H: MessageHandler> KafkaConsumer<H> {
     }
 }
 
+/// What became of one record.
+enum Handled {
+    /// Its effect committed (or it is safely dead-lettered): its offset may be committed.
+    Done,
+    /// `UNSAFE_ACK_BEFORE_COMMIT`: its offset was committed before handling.
+    CommittedEarly,
+    /// Shutdown interrupted it: its offset must not be committed.
+    Abandoned,
+}
+
+/// The next offset to commit per partition, for records handled since the
+/// last commit. Only ever offsets of handled records, so a commit never
+/// skips one that was not; a lost or stale commit only means redelivery.
+#[derive(Default)]
+struct HandledOffsets {
+    next: BTreeMap<(String, i32), i64>,
+}
+
+impl HandledOffsets {
+    fn record(&mut self, record: &BorrowedMessage<'_>) {
+        self.next.insert((record.topic().to_owned(), record.partition()), record.offset() + 1);
+    }
+
+    /// The offsets to commit, emptying the set; `None` if there are none.
+    fn take(&mut self) -> Option<TopicPartitionList> {
+        if self.next.is_empty() {
+            return None;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.next) {
+            if let Err(e) = offsets.add_partition_offset(&topic, partition, Offset::Offset(next)) {
+                tracing::warn!(error = %e, %topic, partition, "cannot add offset to commit");
+            }
+        }
+        Some(offsets)
+    }
+
+    fn commit(&mut self, consumer: &StreamConsumer) {
+        if let Some(offsets) = self.take()
+            && let Err(e) = consumer.commit(&offsets, CommitMode::Async)
+        {
+            tracing::warn!(error = %e, "offset commit failed; the records may be redelivered");
+        }
+    }
+
+    /// The last commit, waited for (bounded: the broker may be down, and
+    /// shutdown has a deadline).
+    async fn commit_and_wait(&mut self, consumer: &Arc<StreamConsumer>) {
+        let Some(offsets) = self.take() else { return };
+        let consumer = consumer.clone();
+        let commit = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync));
+        match tokio::time::timeout(Duration::from_secs(3), commit).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "final offset commit failed; the records may be redelivered"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "final offset commit panicked"),
+            Err(_) => tracing::warn!("final offset commit not confirmed in time; the records may be redelivered"),
+        }
+    }
+}
+
+/// The unsafe early commit of one record.
 fn commit(consumer: &StreamConsumer, record: &BorrowedMessage<'_>) {
-    // Async: a commit lost in a crash only means a redelivery, which the
-    // inbox absorbs; the next commit covers it otherwise.
     if let Err(e) = consumer.commit_message(record, CommitMode::Async) {
         tracing::warn!(error = %e, "offset commit failed; the record may be redelivered");
     }
