@@ -11,16 +11,36 @@ pub const DEV_SERVER_URL: &str = "postgres://postgres@127.0.0.1:55432";
 /// The services, in the order their databases are listed everywhere.
 pub const SERVICES: [&str; 6] = ["order", "stock", "payment", "shipping", "email", "loyalty"];
 
-/// The URL of each service's database.
+/// One `T` per service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DatabaseUrls {
-    pub order: String,
-    pub stock: String,
-    pub payment: String,
-    pub shipping: String,
-    pub email: String,
-    pub loyalty: String,
+pub struct PerService<T> {
+    pub order: T,
+    pub stock: T,
+    pub payment: T,
+    pub shipping: T,
+    pub email: T,
+    pub loyalty: T,
 }
+
+impl<T> PerService<T> {
+    /// `(service, value)` for every service, in [`SERVICES`] order.
+    pub fn iter(&self) -> [(&'static str, &T); 6] {
+        [
+            ("order", &self.order),
+            ("stock", &self.stock),
+            ("payment", &self.payment),
+            ("shipping", &self.shipping),
+            ("email", &self.email),
+            ("loyalty", &self.loyalty),
+        ]
+    }
+}
+
+/// The URL of each service's database.
+pub type DatabaseUrls = PerService<String>;
+
+/// A small pool per service database.
+pub type Databases = PerService<PgPool>;
 
 impl DatabaseUrls {
     /// `<server_url>/<database_name(service)>` for every service.
@@ -40,29 +60,6 @@ impl DatabaseUrls {
     pub fn dev() -> Self {
         Self::on_server(DEV_SERVER_URL, str::to_owned)
     }
-
-    /// `(service, url)` for every service.
-    pub fn iter(&self) -> [(&'static str, &str); 6] {
-        [
-            ("order", &self.order),
-            ("stock", &self.stock),
-            ("payment", &self.payment),
-            ("shipping", &self.shipping),
-            ("email", &self.email),
-            ("loyalty", &self.loyalty),
-        ]
-    }
-}
-
-/// A small pool per service database.
-#[derive(Debug, Clone)]
-pub struct Databases {
-    pub order: PgPool,
-    pub stock: PgPool,
-    pub payment: PgPool,
-    pub shipping: PgPool,
-    pub email: PgPool,
-    pub loyalty: PgPool,
 }
 
 impl Databases {
@@ -76,18 +73,6 @@ impl Databases {
             email: connect("email", &urls.email).await?,
             loyalty: connect("loyalty", &urls.loyalty).await?,
         })
-    }
-
-    /// `(service, pool)` for every service.
-    pub fn iter(&self) -> [(&'static str, &PgPool); 6] {
-        [
-            ("order", &self.order),
-            ("stock", &self.stock),
-            ("payment", &self.payment),
-            ("shipping", &self.shipping),
-            ("email", &self.email),
-            ("loyalty", &self.loyalty),
-        ]
     }
 
     pub async fn close(&self) {

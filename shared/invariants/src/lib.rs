@@ -23,7 +23,7 @@ pub mod report;
 pub mod snapshot;
 
 pub use brokers::Brokers;
-pub use databases::{DEV_SERVER_URL, DatabaseUrls, Databases, SERVICES};
+pub use databases::{DEV_SERVER_URL, DatabaseUrls, Databases, PerService, SERVICES};
 pub use report::{CheckResult, CheckStatus, Invariant, Offender, Report};
 pub use snapshot::Snapshot;
 
