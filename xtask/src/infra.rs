@@ -45,6 +45,8 @@ pub const POSTGRES_READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const RABBITMQ_READY_TIMEOUT: Duration = Duration::from_secs(120);
 pub const KAFKA_READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a start waits for a killed predecessor's port to be released.
+const PORT_RELEASE_TIMEOUT: Duration = Duration::from_secs(15);
 const KILL_TIMEOUT: Duration = Duration::from_secs(15);
 const LOG_TAIL_LINES: usize = 40;
 /// Room left in `sockaddr_un.sun_path` (108 bytes) for `/.s.PGSQL.NNNNN`.
@@ -387,9 +389,13 @@ impl Stack {
     /// SIGKILLs the process group recorded for `name` and waits for it to die.
     async fn kill_owned(&self, name: &str) -> Result<()> {
         if let Some(pid) = self.owned_pid(name) {
+            let mut group = process::group_members(pid);
+            group.push(pid);
             process::signal_group(pid, Signal::SIGKILL)?;
-            if !process::wait_for_exit(&[pid], KILL_TIMEOUT).await {
-                bail!("{name} (pid {pid}) still alive {KILL_TIMEOUT:?} after SIGKILL");
+            // The whole group, not only its leader: a member still dying
+            // may hold the port the restart needs.
+            if !process::wait_for_exit(&group, KILL_TIMEOUT).await {
+                bail!("{name} (process group {pid}) still alive {KILL_TIMEOUT:?} after SIGKILL");
             }
         }
         process::remove_pid_file(&self.pid_path(name))
@@ -916,6 +922,11 @@ impl RabbitMq<'_> {
             return Ok(StartOutcome::AlreadyRunning { pid });
         }
         let tools = tools::ensure_rabbitmq().await?;
+        // The node gives up at once if its listener port is taken, e.g. by
+        // a killed predecessor's socket not yet released.
+        if !process::wait_port_free(self.stack.ports.amqp, PORT_RELEASE_TIMEOUT).await {
+            bail!("port {} is still taken; cannot start RabbitMQ", self.stack.ports.amqp);
+        }
         self.stack.prepare_dirs()?;
         self.write_config()?;
         let mut command = self.command(&tools.server()).into_std();
@@ -1078,6 +1089,9 @@ impl Kafka<'_> {
             return Ok(StartOutcome::AlreadyRunning { pid });
         }
         let tansu = tools::ensure_tansu().await?;
+        if !process::wait_port_free(self.stack.ports.kafka, PORT_RELEASE_TIMEOUT).await {
+            bail!("port {} is still taken; cannot start Kafka", self.stack.ports.kafka);
+        }
         self.stack.prepare_dirs()?;
         fs::create_dir_all(self.dir()).with_context(|| format!("creating {}", self.dir().display()))?;
         let url = self.broker_url();

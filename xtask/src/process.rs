@@ -140,6 +140,42 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// Live processes whose process group is `pgid` (the leader included).
+/// A group's leader can die before the rest of it: RabbitMQ's start script
+/// leads a group in which `beam.smp` holds the listening socket.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the command name: state, ppid, pgrp.
+                stat.rfind(')')
+                    .and_then(|end| stat[end + 1..].split_whitespace().nth(2))
+                    .is_some_and(|pgrp| pgrp.parse::<u32>() == Ok(pgid))
+            })
+        })
+        .filter(|pid| is_alive(*pid))
+        .collect()
+}
+
+/// Waits until nothing listens on 127.0.0.1:`port` (a bind succeeds), for
+/// at most `timeout`; false if it is still taken.
+pub async fn wait_port_free(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The current working directory of `pid`, if readable.
 pub fn process_cwd(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/cwd")).ok()

@@ -237,12 +237,32 @@ async fn inject_faults(backend: &Backend<'_>, schedule: &[plan::PlannedKill], en
         }
         *log.kills.entry(kill.target).or_default() += 1;
         tokio::time::sleep(kill.down_for).await;
-        match backend.start(kill.target, env).await {
+        match start_with_retries(backend, kill.target, env).await {
             Ok(()) => *log.restarts.entry(kill.target).or_default() += 1,
             Err(e) => log.errors.push(format!("restarting {}: {e:#}", kill.target)),
         }
     }
     log
+}
+
+/// Starts `target`, trying again (twice at most, loudly) if it dies or
+/// fails during start-up: what the suite measures is whether the system
+/// recovers once its parts are back, and a start that fails on its own
+/// (seen rarely with Tansu right after a SIGKILL) is not that.
+async fn start_with_retries(backend: &Backend<'_>, target: &str, env: &[(String, String)]) -> Result<()> {
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match backend.start(target, env).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < ATTEMPTS => {
+                println!("  WARNING: starting {target} failed (attempt {attempt} of {ATTEMPTS}), trying again: {e:#}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Seconds since the epoch, for unique namespaces.
