@@ -51,6 +51,17 @@ pub fn spawn_detached(mut command: Command, log_path: &Path, pid_path: &Path) ->
     let program = command.get_program().to_string_lossy().into_owned();
     let mut child = command.spawn().with_context(|| format!("spawning {program} (log: {})", log_path.display()))?;
     let pid = child.id();
+    // `spawn` returns once the child has replaced its image, but the kernel
+    // fills in the new image's environment a moment later; until then
+    // /proc/<pid>/environ is empty and the process would not be recognised
+    // as ours by its OWNER_ENV (seen under load: a fresh process taken for
+    // dead). Wait for it, briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     fs::write(pid_path, format!("{pid}\n")).with_context(|| format!("writing pid file {}", pid_path.display()))?;
 
     // Reap the child when it exits so a long-lived caller (the test process)
@@ -272,6 +283,26 @@ pub fn log_tail(path: &Path, max_lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spawned_process_is_recognised_as_ours_at_once() {
+        let dir = std::env::temp_dir().join(format!("ordermesh-spawn-test-{}", std::process::id()));
+        let (log, pid_file) = (dir.join("log"), dir.join("pid"));
+        let mut misses = Vec::new();
+        for i in 0..100 {
+            let mut command = Command::new("sleep");
+            command.arg("0.2").env(OWNER_ENV, "spawn-test");
+            let pid = spawn_detached(command, &log, &pid_file).unwrap();
+            let alive = is_alive(pid);
+            let ours = process_has_env(pid, OWNER_ENV, "spawn-test");
+            let recorded = read_pid_file(&pid_file).unwrap();
+            if !(alive && ours && recorded == Some(pid)) {
+                misses.push(format!("#{i} pid {pid}: alive {alive} ours {ours} recorded {recorded:?}"));
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+        assert!(misses.is_empty(), "{misses:#?}");
+    }
 
     #[test]
     fn own_process_is_alive_and_bogus_pid_is_not() {
