@@ -57,8 +57,7 @@ pub fn spawn_detached(mut command: Command, log_path: &Path, pid_path: &Path) ->
     // as ours by its OWNER_ENV (seen under load: a fresh process taken for
     // dead). Wait for it, briefly.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.is_empty())
-        && Instant::now() < deadline
+    while fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.is_empty()) && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(1));
     }

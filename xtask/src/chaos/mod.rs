@@ -177,6 +177,13 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
 
     println!("waiting for the system to drain…");
     let accepted = load.accepted_ids();
+    // Kept so the checker can be run again by hand, e.g. after a run that
+    // did not drain within its bound: check-invariants --accepted FILE.
+    let accepted_file = std::env::temp_dir().join(format!("{}accepted.txt", namespace));
+    match std::fs::write(&accepted_file, accepted.join("\n")) {
+        Ok(()) => println!("accepted order ids: {}", accepted_file.display()),
+        Err(e) => println!("could not write {}: {e}", accepted_file.display()),
+    }
     let drained = backend.wait_drained(&accepted, options.drain_timeout).await;
     let time_to_drain = drained.then(|| faults_done.elapsed());
     // Consumers may still be catching up on the last events: poll the
