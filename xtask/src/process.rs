@@ -192,11 +192,23 @@ pub fn process_cwd(pid: u32) -> Option<PathBuf> {
 }
 
 /// True if the environment of `pid` contains exactly `NAME=value`.
+///
+/// While a process is replacing its image (`exec`) its environment reads as
+/// empty for a moment; start scripts such as `rabbitmq-server` exec several
+/// times while booting. An empty read is therefore looked at again, for up
+/// to 200 ms, before the process is declared not ours: taking our own
+/// process for a stranger leaves it running unkilled, holding its port.
 pub fn process_has_env(pid: u32, name: &str, value: &str) -> bool {
     let wanted = format!("{name}={value}");
-    match fs::read(format!("/proc/{pid}/environ")) {
-        Ok(environ) => environ.split(|byte| *byte == 0).any(|entry| entry == wanted.as_bytes()),
-        Err(_) => false,
+    let deadline = Instant::now() + Duration::from_millis(200);
+    loop {
+        match fs::read(format!("/proc/{pid}/environ")) {
+            Ok(environ) if environ.is_empty() && Instant::now() < deadline && is_alive(pid) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(environ) => return environ.split(|byte| *byte == 0).any(|entry| entry == wanted.as_bytes()),
+            Err(_) => return false,
+        }
     }
 }
 

@@ -26,6 +26,7 @@ impl Backend<'_> {
                 for spec in &SERVICES {
                     stack.service(spec).kill().await?;
                 }
+                stack.kafka().restart_empty().await?;
                 for spec in &SERVICES {
                     stack.drop_database(spec.name).await?;
                     stack.create_database(spec.name).await?;
