@@ -540,9 +540,7 @@ async fn chaos_run(stack: &'static Stack, unsafe_mode: Option<UnsafeMode>) -> Ch
         .map(|s| std::fs::metadata(stack.service(s).log_path()).map_or(0, |m| m.len() as usize))
         .collect();
     let started = Instant::now();
-    let started_unix = unix_now();
     let options = small_run(unsafe_mode);
-    let seed = options.seed;
     let result = xtask::chaos::run(&Backend::Local(stack), options).await;
     // The runner leaves the six services it started running: stop them.
     for spec in &xtask::SERVICES {
@@ -550,7 +548,6 @@ async fn chaos_run(stack: &'static Stack, unsafe_mode: Option<UnsafeMode>) -> Ch
             eprintln!("stopping {spec} after the chaos run: {e:#}");
         }
     }
-    kill_strays(stack, seed, started_unix);
     let report = result.unwrap();
     println!("{report}");
     let (mut domain_guard_hits, mut inbox_duplicates) = (0, 0);
@@ -565,39 +562,6 @@ async fn chaos_run(stack: &'static Stack, unsafe_mode: Option<UnsafeMode>) -> Ch
     }
     println!("chaos run took {:.1}s", started.elapsed().as_secs_f64());
     ChaosRun { report, domain_guard_hits, inbox_duplicates }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// SIGKILLs service processes of this run that its pid files no longer
-/// name. Rarely, a kill of the runner leaves its process alive while the
-/// pid file moves on; the survivor then holds the service's port (the
-/// restart fails with "Address already in use") and keeps serving against
-/// the next run's fresh database. Only processes of this run are touched:
-/// the chaos stack's marker and a namespace `chaos<seed>x<unix time>.`
-/// from the run's start on.
-fn kill_strays(stack: &Stack, seed: u64, started_unix: u64) {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
-    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let vars: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
-        let owned = vars.iter().any(|v| {
-            v.strip_prefix("ORDERMESH_PROCESS=")
-                .and_then(|owner| owner.strip_prefix(&format!("{}::", stack.dir().display())))
-                .is_some_and(|name| xtask::SERVICES.iter().any(|s| s.name == name))
-        });
-        let this_run = vars.iter().any(|v| {
-            v.strip_prefix(&format!("MESSAGING_NAMESPACE=chaos{seed}x"))
-                .and_then(|rest| rest.trim_end_matches('.').parse::<u64>().ok())
-                .is_some_and(|at| at >= started_unix)
-        });
-        if owned && this_run && xtask::process::is_alive(pid) {
-            eprintln!("WARNING: service process {pid} of this chaos run outlived its kill; killing it now");
-            let _ = xtask::process::signal_process(pid, xtask::Signal::SIGKILL);
-        }
-    }
 }
 
 fn failed_invariants(report: &ChaosReport) -> Vec<String> {

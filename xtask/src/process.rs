@@ -51,16 +51,6 @@ pub fn spawn_detached(mut command: Command, log_path: &Path, pid_path: &Path) ->
     let program = command.get_program().to_string_lossy().into_owned();
     let mut child = command.spawn().with_context(|| format!("spawning {program} (log: {})", log_path.display()))?;
     let pid = child.id();
-    // `spawn` returns once the child has replaced its image, but the kernel
-    // fills in the new image's environment a moment later; until then
-    // /proc/<pid>/environ is empty and the process would not be recognised
-    // as ours by its OWNER_ENV (seen under load: a fresh process taken for
-    // dead). Wait for it, briefly.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.is_empty()) && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
     fs::write(pid_path, format!("{pid}\n")).with_context(|| format!("writing pid file {}", pid_path.display()))?;
 
     // Reap the child when it exits so a long-lived caller (the test process)
@@ -139,36 +129,36 @@ pub fn remove_pid_file(path: &Path) -> Result<()> {
 
 /// True if `pid` exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state letter follows the parenthesised command name, which may
-        // itself contain spaces or parentheses: look after the last ')'.
-        Ok(stat) => match stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next()) {
-            Some(state) => !matches!(state, "Z" | "X" | "x"),
-            None => false,
-        },
-        Err(_) => false,
-    }
+    stat_fields(pid)
+        .and_then(|fields| fields.into_iter().next())
+        .is_some_and(|state| !matches!(state.as_str(), "Z" | "X" | "x"))
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (state, ppid,
+/// pgrp, …). The name is parenthesised and may itself contain spaces or
+/// parentheses: the fields start after the last ')'.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let end = stat.rfind(')')?;
+    Some(stat[end + 1..].split_whitespace().map(str::to_owned).collect())
+}
+
+/// Every live process for which `keep` holds.
+fn live_processes(keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| keep(*pid) && is_alive(*pid))
+        .collect()
 }
 
 /// Live processes whose process group is `pgid` (the leader included).
 /// A group's leader can die before the rest of it: RabbitMQ's start script
 /// leads a group in which `beam.smp` holds the listening socket.
 pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                // After the command name: state, ppid, pgrp.
-                stat.rfind(')')
-                    .and_then(|end| stat[end + 1..].split_whitespace().nth(2))
-                    .is_some_and(|pgrp| pgrp.parse::<u32>() == Ok(pgid))
-            })
-        })
-        .filter(|pid| is_alive(*pid))
-        .collect()
+    live_processes(|pid| stat_fields(pid).and_then(|fields| fields.get(2)?.parse::<u32>().ok()) == Some(pgid))
 }
 
 /// Waits until nothing listens on 127.0.0.1:`port` (a bind succeeds), for
@@ -220,13 +210,7 @@ pub fn processes_with_cwd(dir: &Path) -> Vec<u32> {
     let Ok(dir) = dir.canonicalize() else {
         return Vec::new();
     };
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| process_cwd(*pid).is_some_and(|cwd| cwd == dir) && is_alive(*pid))
-        .collect()
+    live_processes(|pid| process_cwd(pid).is_some_and(|cwd| cwd == dir))
 }
 
 /// Sends `signal` to the process group led by `pgid`. A group that no longer
