@@ -150,6 +150,27 @@ impl TraceReport {
     }
 }
 
+/// Spans about conversation `order_id` (the messaging conversation id) that
+/// are not in `trace_id`: a hop that started a trace of its own. Looking
+/// only inside the order's trace cannot see those when the service that
+/// broke the chain has other spans in it.
+pub fn stray_spans(all: &[CollectedSpan], trace_id: &str, order_id: &str) -> Vec<String> {
+    all.iter()
+        .filter(|s| s.attributes.get("messaging.message.conversation_id").map(String::as_str) == Some(order_id))
+        .filter(|s| s.trace_id != trace_id)
+        .map(|s| format!("{}: {} (trace {})", s.service, s.name, s.trace_id))
+        .collect()
+}
+
+/// Consumer spans per service within one trace.
+pub fn consumer_spans_per_service(spans: &[CollectedSpan]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for span in spans.iter().filter(|s| s.kind == 5) {
+        *counts.entry(span.service.clone()).or_default() += 1;
+    }
+    counts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +228,24 @@ mod tests {
         spans[3].parent_span_id = "zz".into();
         let report = TraceReport::of(&spans);
         assert_eq!(report.orphans, vec!["stock: stock-d".to_string()]);
+    }
+
+    #[test]
+    fn a_hop_that_starts_its_own_trace_is_a_stray_even_if_its_service_is_in_the_trace() {
+        let conversation = |mut s: CollectedSpan| {
+            s.attributes.insert("messaging.message.conversation_id".into(), "order-1".into());
+            s
+        };
+        let mut all: Vec<CollectedSpan> = hop_chain().into_iter().map(conversation).collect();
+        assert!(stray_spans(&all, "t", "order-1").is_empty());
+        // order's consumer of the reply began a new trace: order still has
+        // spans in the order's trace, so a check of services alone passes.
+        all[4].trace_id = "other".into();
+        all[4].parent_span_id.clear();
+        let in_trace: Vec<CollectedSpan> = all.iter().filter(|s| s.trace_id == "t").cloned().collect();
+        assert_eq!(TraceReport::of(&in_trace).services.len(), 2);
+        assert_eq!(stray_spans(&all, "t", "order-1"), vec!["order: order-e (trace other)".to_string()]);
+        assert_eq!(consumer_spans_per_service(&in_trace).get("order"), None);
     }
 
     #[test]

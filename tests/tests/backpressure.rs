@@ -132,7 +132,11 @@ async fn a_full_outbox_sheds_orders_with_503_and_loses_none_it_accepted() {
     assert_eq!(status, 503, "not ready without RabbitMQ: {readiness}");
     assert_eq!(readiness["components"]["amqp-publisher"]["ready"], false, "{readiness}");
 
-    let mut accepted = Vec::new();
+    // One order with an idempotency key, to replay while load is shed.
+    let keyed = order_request("bp-keyed", &[("SKU-001", 1)], "card");
+    let (status, body) = system.place_order(&keyed, Some("bp-key")).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let mut accepted: Vec<Uuid> = vec![body["order_id"].as_str().unwrap().parse().unwrap()];
     let mut rejected = Vec::new();
     for i in 0..200 {
         let customer = format!("bp-{i}");
@@ -157,6 +161,10 @@ async fn a_full_outbox_sheds_orders_with_503_and_loses_none_it_accepted() {
     println!("{} orders accepted, then {} answered 503 ({:?})", accepted.len(), rejected.len(), started.elapsed());
     assert_eq!(rejected.len(), 5, "POST /orders never answered 503; accepted {}", accepted.len());
     assert!(accepted.len() >= 3, "503 before the backlog could pass 5: only {} accepted", accepted.len());
+    // Shedding refuses new orders, not answers about accepted ones: a
+    // client that lost the 202 and retries gets its order.
+    let (status, body) = system.place_order(&keyed, Some("bp-key")).await.unwrap();
+    assert_eq!((status, body["order_id"].as_str()), (202, Some(accepted[0].to_string().as_str())), "{body}");
     assert_stored_exactly(system.db("order"), &accepted, &rejected).await;
     let (unsent_commands,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM outbox WHERE message_type = 'stock.ReserveStock' AND sent_at IS NULL")

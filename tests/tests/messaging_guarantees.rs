@@ -41,12 +41,16 @@ async fn setup(test: &str) -> Setup {
 
 impl Setup {
     fn relay(&self) -> OutboxRelay {
+        self.relay_with(RelayConfig::default())
+    }
+
+    fn relay_with(&self, config: RelayConfig) -> OutboxRelay {
         let amqp = AmqpPublisher::new(
             AmqpConnector::new(&self.amqp_url, "test-relay", Readiness::new()),
             self.topology.clone(),
         );
         let kafka = KafkaPublisher::new(&self.brokers, "test-relay").unwrap();
-        OutboxRelay::new(self.pool.clone(), Some(Arc::new(amqp)), Some(Arc::new(kafka)), RelayConfig::default())
+        OutboxRelay::new(self.pool.clone(), Some(Arc::new(amqp)), Some(Arc::new(kafka)), config)
     }
 
     /// A command to the stock queue and an event on the orders topic for
@@ -56,7 +60,9 @@ impl Setup {
         let order_id = Uuid::now_v7();
         let payload = ReserveStock { order_id, lines: vec![OrderLine { sku: format!("SKU-{seq}"), quantity: 1 }] };
         [
-            factory.command(&self.topology.stock_commands(), aggregate, "nowhere", None, &payload).unwrap(),
+            factory
+                .command(&self.topology.stock_commands(), aggregate, &self.topology.order_replies(), None, &payload)
+                .unwrap(),
             factory.event(&self.topology.orders_topic(), aggregate, seq, None, &payload).unwrap(),
         ]
     }
@@ -80,11 +86,54 @@ fn per_aggregate(received: &[Received]) -> HashMap<String, Vec<i64>> {
 
 async fn drain_relay(relay: &OutboxRelay) {
     for _ in 0..100 {
-        if relay.relay_pending().await.unwrap() == 0 {
+        if relay.relay_pending().await.unwrap().sent == 0 {
             return;
         }
     }
     panic!("the relay never drained the outbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_broker_keeps_refusing_is_parked_and_the_rest_of_its_lane_moves_on() {
+    let s = setup("parking").await;
+    let aggregate = "agg-poison";
+    let payload = ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: "SKU-0".into(), quantity: 1 }] };
+    // No such queue: RabbitMQ returns it unroutable, every time.
+    let poison = MessageFactory::new("test").command("no-such-queue", aggregate, "nowhere", None, &payload).unwrap();
+    let behind = s.messages(aggregate, 1);
+    let mut tx = s.pool.begin().await.unwrap();
+    Outbox::add(&mut tx, &poison).await.unwrap();
+    for m in &behind {
+        Outbox::add(&mut tx, m).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let relay = s.relay_with(RelayConfig { park_after_refusals: 3, ..RelayConfig::default() });
+    let mut passes = Vec::new();
+    for _ in 0..4 {
+        passes.push(relay.relay_pending().await.unwrap());
+    }
+    let refused = messaging::relay::RelayPass { sent: 0, failed_lanes: 1, parked: 0 };
+    assert_eq!(passes[..2], [refused, refused], "refused, retried, nothing behind it overtakes");
+    assert_eq!(passes[2], messaging::relay::RelayPass { parked: 1, ..refused }, "parked at the third refusal");
+    assert_eq!(passes[3], messaging::relay::RelayPass { sent: 2, ..Default::default() }, "then its lane moves on");
+
+    let (refusals, parked, sent): (i32, bool, bool) =
+        sqlx::query_as("SELECT refusals, parked_at IS NOT NULL, sent_at IS NOT NULL FROM outbox WHERE message_id = $1")
+            .bind(poison.envelope.message_id)
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!((refusals, parked, sent), (3, true, false), "parked, not sent: still visible as unsent");
+    let backlog = messaging::outbox::OutboxBacklog::read(&s.pool).await.unwrap();
+    assert_eq!((backlog.pending, backlog.parked), (0, 1));
+    // Each failing pass sent the whole batch before the refusal came back
+    // (the rows behind it were published, not marked): duplicates, which
+    // the inbox absorbs, never a loss.
+    let queued =
+        drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(20)).await;
+    let distinct: std::collections::BTreeSet<Uuid> = queued.iter().map(|r| r.envelope.message_id).collect();
+    assert_eq!(distinct.into_iter().collect::<Vec<_>>(), [behind[0].envelope.message_id]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
-use system_tests::otlp::{OtlpReceiver, TraceReport};
+use system_tests::otlp::{OtlpReceiver, TraceReport, consumer_spans_per_service, stray_spans};
 use system_tests::system::ALL_SERVICES;
 use system_tests::{TestSystem, order_request};
 use uuid::Uuid;
@@ -45,6 +45,17 @@ async fn one_order_is_one_unbroken_trace_across_all_six_services() {
     let expected: std::collections::BTreeSet<String> = ALL_SERVICES.iter().map(|s| s.to_string()).collect();
     assert_eq!(report.services, expected, "spans of every service in the trace");
     assert!(report.is_one_unbroken_trace(), "{report:#?}");
+    // A hop that began a trace of its own would not show above if its
+    // service has other spans in the trace.
+    let strays = stray_spans(&receiver.spans(), &trace_id, &id.to_string());
+    assert!(strays.is_empty(), "spans of this order outside its trace: {strays:#?}");
+    // Each hop of a completed order, consumed inside the trace: order takes
+    // two replies and ShipmentScheduled; each other service at least one.
+    let consumers = consumer_spans_per_service(&spans);
+    for (service, at_least) in [("order", 3), ("stock", 1), ("payment", 1), ("shipping", 1), ("email", 2), ("loyalty", 1)] {
+        let seen = consumers.get(service).copied().unwrap_or(0);
+        assert!(seen >= at_least, "{service}: {seen} consumer spans in the trace, expected at least {at_least}");
+    }
     assert!(spans.iter().any(|s| s.name == "POST /orders" && s.kind == 2), "the HTTP server span");
     assert!(spans.iter().any(|s| s.name == "send order.replies" || s.name.ends_with(".order.replies")));
     system.shutdown().await;

@@ -158,8 +158,9 @@ impl Service<'_> {
             ("AMQP_URL".to_owned(), self.stack.amqp_url()),
             ("KAFKA_BROKERS".to_owned(), self.stack.kafka_brokers()),
             ("MESSAGING_NAMESPACE".to_owned(), String::new()),
-            ("LOG_FORMAT".to_owned(), "json".to_owned()),
-            ("RUST_LOG".to_owned(), "info".to_owned()),
+            // The caller's choice, if any (`LOG_FORMAT=pretty cargo xtask up`).
+            ("LOG_FORMAT".to_owned(), std::env::var("LOG_FORMAT").unwrap_or_else(|_| "json".to_owned())),
+            ("RUST_LOG".to_owned(), std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned())),
             ("OTEL_SERVICE_NAME".to_owned(), name.to_owned()),
             // Tansu 0.6 never evicts a killed consumer-group member; one
             // replica per service takes every partition instead.

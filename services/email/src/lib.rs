@@ -15,6 +15,7 @@ pub mod smtp;
 pub mod store;
 
 use service_kit::config::Secret;
+use service_kit::host::HostError;
 use service_kit::{CommonConfig, ConfigError, ServiceHost, env_or};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +43,7 @@ impl Config {
 }
 
 /// Runs the service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/email")).await?;
     let topology = config.common.topology();
@@ -52,7 +53,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     host.consume_topics(pool.clone(), topics, events::EmailEvents, dead_letters);
     match &config.smtp_url {
         Some(url) => {
-            let sender = smtp::SmtpSender::new(pool.clone(), url.expose(), &config.from)?;
+            let sender = smtp::SmtpSender::new(pool.clone(), url.expose(), &config.from)
+                .map_err(|e| HostError::setup("the SMTP transport", e))?;
             host.spawn("smtp-sender", sender.run(host.shutdown()));
         }
         None => tracing::info!("SMTP_URL is not set: e-mails are recorded, not delivered"),

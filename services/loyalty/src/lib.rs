@@ -8,6 +8,7 @@ pub mod api;
 pub mod events;
 pub mod store;
 
+use service_kit::host::HostError;
 use service_kit::{CommonConfig, ConfigError, ServiceHost};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,7 +27,7 @@ impl Config {
 }
 
 /// Runs the service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/loyalty")).await?;
     let topology = config.common.topology();

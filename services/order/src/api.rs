@@ -11,19 +11,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use contracts::Topology;
 use contracts::catalogue::{OrderLine, OrderPlaced, ReserveStock};
+use messaging::outbox::OutboxBacklogMonitor;
 use messaging::{MessageFactory, Outbox, OutboxMessage};
 use serde::{Deserialize, Serialize};
 use service_kit::{ApiError, ApiJson};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use tracing::Instrument;
 use uuid::Uuid;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1_000;
-const MAX_ID_LEN: usize = 64;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -34,8 +33,8 @@ pub struct AppState {
     pub topology: Topology,
     pub catalogue: Arc<Catalogue>,
     pub max_outbox_backlog: i64,
-    /// Unsent outbox rows, sampled in the background (see `lib.rs`).
-    pub outbox_backlog: Arc<AtomicI64>,
+    /// Unsent outbox rows, sampled in the background.
+    pub outbox_backlog: OutboxBacklogMonitor,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,18 +67,15 @@ struct PlacedResponse {
 }
 
 fn valid_identifier(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.len() > MAX_ID_LEN {
-        return Err(ApiError::validation(field, format!("must be 1 to {MAX_ID_LEN} characters")));
+    match service_kit::identifier_problem(value) {
+        Some(problem) => Err(ApiError::validation(field, problem)),
+        None => Ok(()),
     }
-    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(ApiError::validation(field, "may contain only letters, digits, '-', '_' and '.'"));
-    }
-    Ok(())
 }
 
-/// Checks every field and returns the lines to order; the first problem
-/// found is reported with the path of its field.
-async fn validate(req: &PlaceOrderRequest, catalogue: &Catalogue) -> Result<Vec<OrderLine>, ApiError> {
+/// Checks the shape of every field and returns the lines to order; the
+/// first problem found is reported with the path of its field.
+fn validate(req: &PlaceOrderRequest) -> Result<Vec<OrderLine>, ApiError> {
     valid_identifier("customer_id", &req.customer_id)?;
     valid_identifier("payment_method", &req.payment_method)?;
     if req.lines.is_empty() {
@@ -101,12 +97,19 @@ async fn validate(req: &PlaceOrderRequest, catalogue: &Catalogue) -> Result<Vec<
         if !seen.insert(line.sku.as_str()) {
             return Err(ApiError::validation(format!("lines[{i}].sku"), "the same SKU appears on two lines"));
         }
-        if catalogue.check(&line.sku).await == SkuCheck::Unknown {
-            return Err(ApiError::validation(format!("lines[{i}].sku"), format!("unknown SKU `{}`", line.sku)));
-        }
         lines.push(OrderLine { sku: line.sku.clone(), quantity: i32::try_from(line.quantity).unwrap_or(i32::MAX) });
     }
     Ok(lines)
+}
+
+/// Refuses a SKU the stock service does not sell.
+async fn check_skus(lines: &[OrderLine], catalogue: &Catalogue) -> Result<(), ApiError> {
+    for (i, line) in lines.iter().enumerate() {
+        if catalogue.check(&line.sku).await == SkuCheck::Unknown {
+            return Err(ApiError::validation(format!("lines[{i}].sku"), format!("unknown SKU `{}`", line.sku)));
+        }
+    }
+    Ok(())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -132,8 +135,22 @@ async fn place_order(
     ApiJson(req): ApiJson<PlaceOrderRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let lines = validate(&req, &state.catalogue).await?;
-    let backlog = state.outbox_backlog.load(Ordering::Relaxed);
+    let lines = validate(&req)?;
+    // Exactly what was asked, to recognise a replay of the same request.
+    let fingerprint = serde_json::json!({
+        "customer_id": req.customer_id, "payment_method": req.payment_method,
+        "lines": lines.iter().map(|l| (&l.sku, l.quantity)).collect::<Vec<_>>(),
+    })
+    .to_string();
+    // A replay is answered from what was stored, before anything that may
+    // have changed since (the catalogue, the backlog): the order exists.
+    if let Some(key) = &key {
+        if let Some(existing) = store::find_by_idempotency_key(&state.pool, key).await? {
+            return replayed(&state, existing, &fingerprint).await;
+        }
+    }
+    check_skus(&lines, &state.catalogue).await?;
+    let backlog = state.outbox_backlog.pending();
     if backlog > state.max_outbox_backlog {
         // Shed load rather than queue without limit; nothing was accepted.
         metrics::counter!("orders_rejected_total", "reason" => "backpressure").increment(1);
@@ -165,12 +182,6 @@ async fn place_order(
             payment_method: req.payment_method.clone(),
         },
     )?;
-    // Exactly what was asked, to recognise a replay of the same request.
-    let fingerprint = serde_json::json!({
-        "customer_id": req.customer_id, "payment_method": req.payment_method,
-        "lines": lines.iter().map(|l| (&l.sku, l.quantity)).collect::<Vec<_>>(),
-    })
-    .to_string();
     let new_order = NewOrder {
         id: order_id,
         customer_id: req.customer_id.clone(),
@@ -190,18 +201,22 @@ async fn place_order(
             metrics::counter!("orders_placed_total").increment(1);
             Ok(accepted(order_id, "PLACED", false))
         }
-        InsertOutcome::Existing { id, request_fingerprint } => {
-            if request_fingerprint.as_deref() != Some(fingerprint.as_str()) {
-                return Err(ApiError::validation(
-                    "Idempotency-Key",
-                    "this key was already used for a different request",
-                ));
-            }
-            let status =
-                store::fetch_order(&state.pool, id).await?.map(|o| o.status).unwrap_or_else(|| "PLACED".to_owned());
-            Ok(accepted(id, &status, true))
-        }
+        InsertOutcome::Existing(existing) => replayed(&state, existing, &fingerprint).await,
     }
+}
+
+/// The answer to a request whose idempotency key already made an order:
+/// that order, if the request is the same; a 422 if the key was reused for
+/// a different one.
+async fn replayed(state: &AppState, existing: store::KeyedOrder, fingerprint: &str) -> Result<Response, ApiError> {
+    if existing.request_fingerprint.as_deref() != Some(fingerprint) {
+        return Err(ApiError::validation("Idempotency-Key", "this key was already used for a different request"));
+    }
+    let status = store::fetch_order(&state.pool, existing.id)
+        .await?
+        .map(|o| o.status)
+        .unwrap_or_else(|| "PLACED".to_owned());
+    Ok(accepted(existing.id, &status, true))
 }
 
 /// The one transaction of `POST /orders`: the order, its `ReserveStock`

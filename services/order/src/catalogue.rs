@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkuCheck {
@@ -49,7 +50,30 @@ impl Catalogue {
     }
 
     pub async fn refresh(&self) -> Result<usize, reqwest::Error> {
-        let response: CatalogueResponse = self.client.get(&self.url).send().await?.error_for_status()?.json().await?;
+        // A client span whose context travels in `traceparent`: the stock
+        // service's server span joins the trace of the request that asked.
+        let span = tracing::info_span!(
+            "http client",
+            otel.name = "GET",
+            otel.kind = "client",
+            http.request.method = "GET",
+            url.full = %self.url,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let request = async {
+            let trace = telemetry::current_trace_headers();
+            let mut request = self.client.get(&self.url);
+            if let Some(traceparent) = trace.traceparent {
+                request = request.header("traceparent", traceparent);
+            }
+            if let Some(tracestate) = trace.tracestate {
+                request = request.header("tracestate", tracestate);
+            }
+            let response = request.send().await?;
+            tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+            response.error_for_status()?.json::<CatalogueResponse>().await
+        };
+        let response = request.instrument(span).await?;
         let skus: HashSet<String> = response.products.into_iter().map(|p| p.sku).collect();
         let count = skus.len();
         *self.loaded.write().await = Some(Loaded { skus, at: Instant::now() });

@@ -11,10 +11,9 @@ pub mod saga;
 pub mod store;
 
 use messaging::MessageFactory;
+use service_kit::host::HostError;
 use service_kit::{CommonConfig, ConfigError, ServiceHost, env_or, env_parse};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,24 +40,23 @@ impl Config {
 }
 
 /// Runs the service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/order")).await?;
     let topology = config.common.topology();
     let amqp = host.amqp_publisher();
     let kafka = host.kafka_publisher(&topology.all_topics()).await?;
-    host.start_relay(pool.clone(), Some(amqp), Some(kafka.clone()));
+    let outbox_backlog = host.start_relay(pool.clone(), Some(amqp), Some(kafka.clone()));
 
     let factory = MessageFactory::new(SERVICE);
     let saga = saga::OrderSaga::new(factory.clone(), topology.clone());
     host.consume_queue(pool.clone(), topology.order_replies(), SERVICE, saga.clone());
     host.consume_topics(pool.clone(), vec![topology.shipments_topic()], saga, kafka);
 
-    let catalogue = Arc::new(catalogue::Catalogue::new(&config.stock_url)?);
+    let catalogue = Arc::new(
+        catalogue::Catalogue::new(&config.stock_url).map_err(|e| HostError::setup("the stock catalogue client", e))?,
+    );
     host.spawn("catalogue-refresh", catalogue.clone().refresh_periodically(host.shutdown()));
-
-    let outbox_backlog = Arc::new(AtomicI64::new(0));
-    host.spawn("outbox-backlog-sampler", sample_outbox_backlog(pool.clone(), outbox_backlog.clone(), host.shutdown()));
 
     let state = api::AppState {
         pool,
@@ -70,18 +68,4 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     };
     host.serve(api::router(state)).await?;
     Ok(())
-}
-
-/// Keeps `backlog` at the number of unsent outbox rows, read every 500 ms,
-/// so `POST /orders` can shed load without a query of its own.
-async fn sample_outbox_backlog(pool: sqlx::PgPool, backlog: Arc<AtomicI64>, shutdown: CancellationToken) {
-    loop {
-        if let Ok(b) = messaging::outbox::OutboxBacklog::read(&pool).await {
-            backlog.store(b.pending, Ordering::Relaxed);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
 }

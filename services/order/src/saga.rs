@@ -151,6 +151,22 @@ impl OrderSaga {
                 Outbox::add(conn, &message).await?;
             }
 
+            // Stock reserved for an order that is already cancelled (a
+            // reservation retried and answered late) must not stay held.
+            (Cancelled, SagaInput::StockReserved(_)) => {
+                let release = ReleaseStock { order_id: order.id, reason: "order already cancelled".into() };
+                let command = self.factory.command(
+                    &self.topology.stock_commands(),
+                    &order.id.to_string(),
+                    &self.topology.order_replies(),
+                    Some(cause),
+                    &release,
+                )?;
+                Outbox::add(conn, &command).await?;
+                let note = "stock reserved after cancellation: release requested";
+                store::record_history(conn, order.id, Some(Cancelled), Cancelled, Some(cause), Some(note)).await?;
+            }
+
             // A charge for an order that is already cancelled must not stand.
             (Cancelled, SagaInput::PaymentSucceeded(paid)) => {
                 let refund = RefundPayment { order_id: order.id, reason: "order already cancelled".into() };

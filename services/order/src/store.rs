@@ -59,10 +59,24 @@ pub struct NewOrder {
 pub enum InsertOutcome {
     Created,
     /// An order with the same idempotency key exists.
-    Existing {
-        id: Uuid,
-        request_fingerprint: Option<String>,
-    },
+    Existing(KeyedOrder),
+}
+
+/// The order an idempotency key made, and what the request that made it asked.
+#[derive(Debug, sqlx::FromRow)]
+pub struct KeyedOrder {
+    pub id: Uuid,
+    pub request_fingerprint: Option<String>,
+}
+
+pub async fn find_by_idempotency_key(
+    conn: impl sqlx::PgExecutor<'_>,
+    key: &str,
+) -> Result<Option<KeyedOrder>, sqlx::Error> {
+    sqlx::query_as("SELECT id, request_fingerprint FROM orders WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Inserts the order in `PLACED` with its lines and first history entry.
@@ -85,12 +99,12 @@ pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<I
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
-        let (id, request_fingerprint): (Uuid, Option<String>) =
-            sqlx::query_as("SELECT id, request_fingerprint FROM orders WHERE idempotency_key = $1")
-                .bind(&order.idempotency_key)
-                .fetch_one(&mut *conn)
-                .await?;
-        return Ok(InsertOutcome::Existing { id, request_fingerprint });
+        // Only a key conflict makes the insert do nothing.
+        let key = order.idempotency_key.as_deref().unwrap_or_default();
+        return match find_by_idempotency_key(&mut *conn, key).await? {
+            Some(existing) => Ok(InsertOutcome::Existing(existing)),
+            None => Err(sqlx::Error::RowNotFound),
+        };
     }
     for (line_no, (sku, quantity)) in order.lines.iter().enumerate() {
         sqlx::query("INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, $2, $3, $4)")

@@ -13,6 +13,7 @@ pub mod store;
 
 use contracts::catalogue::Cents;
 use messaging::MessageFactory;
+use service_kit::host::HostError;
 use service_kit::{CommonConfig, ConfigError, ServiceHost, env_parse};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +47,7 @@ impl Config {
 }
 
 /// Runs the service on `listener` until `shutdown`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/payment")).await?;
     let topology = config.common.topology();

@@ -26,7 +26,6 @@ impl StockCommands {
         message: &IncomingMessage,
         cmd: ReserveStock,
     ) -> Result<(), HandlerError> {
-        let existing = store::reservations_of(conn, cmd.order_id).await?;
         let mut skus: Vec<String> = cmd.lines.iter().map(|l| l.sku.clone()).collect();
         skus.sort();
         skus.dedup();
@@ -35,6 +34,9 @@ impl StockCommands {
         }
         let products: HashMap<String, store::LockedProduct> =
             store::lock_products(conn, &skus).await?.into_iter().map(|p| (p.sku.clone(), p)).collect();
+        // Read under the product locks: a second command for the same order
+        // (same SKUs) waits for the first to commit and then sees its rows.
+        let existing = store::reservations_of(conn, cmd.order_id).await?;
 
         let reply = if !existing.is_empty() {
             tracing::info!(order_id = %cmd.order_id, "already handled for this order; answering the same");

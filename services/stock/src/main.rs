@@ -1,14 +1,6 @@
-use anyhow::Context;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = stock_service::Config::from_env().context("reading configuration")?;
-    let _crash_points = messaging::crash::arm_from_env();
-    let telemetry = telemetry::init(&telemetry::TelemetryConfig::from_env(stock_service::SERVICE)?)?;
-    let listener = tokio::net::TcpListener::bind(config.common.http_addr)
-        .await
-        .with_context(|| format!("binding {}", config.common.http_addr))?;
-    let result = stock_service::run(config, listener, service_kit::host::shutdown_on_signal()).await;
-    telemetry.shutdown(std::time::Duration::from_secs(5));
-    result
+    use stock_service::{Config, SERVICE, run};
+    service_kit::process::run_service_process(SERVICE, Config::from_env, |c| &c.common, run).await?;
+    Ok(())
 }

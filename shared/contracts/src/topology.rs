@@ -39,6 +39,11 @@ impl Topology {
         self.name("order.replies")
     }
 
+    /// The queues a command may name as its return address.
+    pub fn reply_queues(&self) -> Vec<String> {
+        vec![self.order_replies()]
+    }
+
     /// Every RabbitMQ queue that receives commands or replies.
     pub fn command_queues(&self) -> Vec<String> {
         vec![self.stock_commands(), self.payment_commands(), self.order_replies()]

@@ -108,6 +108,10 @@ pub async fn declare_command_queue(channel: &Channel, queue: &str) -> Result<(),
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     let dlq = Topology::dead_letter_queue(queue);
     let mut dlq_args = FieldTable::default();
+    // No delivery limit here (RabbitMQ 3.x, which compose pins and this
+    // machine runs). RabbitMQ 4 gives every quorum queue a default limit of
+    // 20, and the dead-letter tools' reads count as deliveries: on 4.x, set
+    // a large `x-delivery-limit` on the dead-letter queues (a policy will do).
     dlq_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     channel.queue_declare(dlq.clone().into(), durable, dlq_args).await?;
 

@@ -100,6 +100,7 @@ impl<H: MessageHandler> AmqpConsumer<H> {
         self.connector.readiness().ready(&self.component());
         tracing::info!(queue = %self.queue, prefetch = self.prefetch, "consuming");
 
+        let reply_queues: Arc<[String]> = self.topology.reply_queues().into();
         let mut in_flight = JoinSet::new();
         loop {
             tokio::select! {
@@ -120,6 +121,7 @@ impl<H: MessageHandler> AmqpConsumer<H> {
                     Some(Ok(delivery)) => {
                         let task = DeliveryTask {
                             processor: self.processor.clone(),
+                            reply_queues: reply_queues.clone(),
                             channel: channel.clone(),
                             queue: self.queue.clone(),
                             shutdown: shutdown.clone(),
@@ -138,6 +140,9 @@ impl<H: MessageHandler> AmqpConsumer<H> {
 
 struct DeliveryTask<H> {
     processor: Arc<MessageProcessor<H>>,
+    /// Where a reply may go: a command naming any other return address is
+    /// refused, or its reply would sit in the outbox, unroutable.
+    reply_queues: Arc<[String]>,
     channel: Channel,
     queue: String,
     shutdown: CancellationToken,
@@ -150,6 +155,11 @@ impl<H: MessageHandler> DeliveryTask<H> {
             self.ack(&delivery).await;
         }
         let disposition = match wire::envelope_from_amqp(&delivery.properties) {
+            Ok(envelope) if envelope.reply_to.as_ref().is_some_and(|to| !self.reply_queues.contains(to)) => {
+                let reason = format!("reply_to `{}` is not a reply queue of this system", envelope.reply_to.unwrap_or_default());
+                tracing::error!(queue = %self.queue, message_id = %envelope.message_id, "{reason}");
+                Disposition::DeadLetter { reason, attempts: 1 }
+            }
             Ok(envelope) => {
                 let message = IncomingMessage {
                     envelope,

@@ -12,7 +12,9 @@ use crate::outbox::OutboxError;
 use crate::retry::Backoff;
 use contracts::{Envelope, MessageContract};
 use sqlx::{PgConnection, PgPool};
+use futures::FutureExt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -189,7 +191,26 @@ impl<H: MessageHandler> MessageProcessor<H> {
     /// continues the producer's trace.
     pub async fn process(&self, message: &IncomingMessage, shutdown: &CancellationToken) -> Disposition {
         let span = consumer_span(self.consumer(), message);
-        self.process_in_span(message, shutdown).instrument(span).await
+        // A panicking handler is a bug, but must not strand the delivery
+        // (its prefetch slot, or the partition behind it): its transaction
+        // rolled back while unwinding, so dead-letter it like any message
+        // that cannot be handled.
+        let processed = AssertUnwindSafe(self.process_in_span(message, shutdown).instrument(span.clone()))
+            .catch_unwind()
+            .await;
+        let disposition = processed.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let labels = [("consumer", self.consumer().to_owned()), ("message_type", message.envelope.message_type.clone())];
+            span.in_scope(|| self.dead_letter(&labels, format!("handler panicked: {what}"), 1))
+        });
+        if matches!(disposition, Disposition::DeadLetter { .. }) {
+            span.record("otel.status_code", "ERROR");
+        }
+        disposition
     }
 
     async fn process_in_span(&self, message: &IncomingMessage, shutdown: &CancellationToken) -> Disposition {
@@ -303,6 +324,7 @@ fn consumer_span(consumer: &str, message: &IncomingMessage) -> tracing::Span {
         messaging.kafka.offset = tracing::field::Empty,
         message_type = %e.message_type,
         order_id = %e.correlation_id,
+        otel.status_code = tracing::field::Empty,
     );
     // Parent first: the OpenTelemetry span must not have started yet.
     telemetry::set_remote_parent(

@@ -1,7 +1,6 @@
 //! Named crash points: places where the process can be made to die on purpose
-//! (`FAILPOINTS=relay.after_confirm_before_mark=return`, syntax of the `fail`
-//! crate, e.g. `1*return` to die on the first pass only after a restart
-//! cleared nothing), so tests prove that a crash exactly there loses nothing.
+//! (`FAILPOINTS=relay.after_confirm_before_mark=return`, in the `fail`
+//! crate's syntax), so tests prove that a crash exactly there loses nothing.
 //!
 //! The process aborts, like `kill -9`: no destructor, no flush, no ack.
 

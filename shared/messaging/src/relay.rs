@@ -11,20 +11,28 @@
 //!
 //! A crash anywhere means the unmarked rows are published again: duplicates
 //! are possible, loss is not. Consumers deduplicate with the inbox.
+//!
+//! A row the broker keeps refusing (see [`PublishError::is_refusal`]) is
+//! parked after [`RelayConfig::park_after_refusals`] passes, so one poison
+//! row cannot hold back its lane for good; it stays unsent and visible
+//! (`outbox_parked_messages`, invariant 7a). An unreachable broker is not a
+//! refusal: those rows wait, however long it takes.
 
 use crate::amqp::{AmqpError, AmqpPublisher};
 use crate::crash;
 use crate::kafka::{KafkaPublishError, KafkaPublisher};
-use crate::outbox::{Destination, OutboxBacklog, OutboxMessage, direct_publish_queue};
+use crate::outbox::{Destination, OutboxMessage, direct_publish_queue};
 use crate::retry::Backoff;
 use crate::safety;
 use chrono::{DateTime, Utc};
 use contracts::Envelope;
+use futures::StreamExt;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use sqlx::types::Json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -39,6 +47,11 @@ pub struct RelayConfig {
     /// Polling interval when no notification arrives.
     pub poll_interval: Duration,
     pub error_backoff: Backoff,
+    /// Passes in which the broker refused a row before the row is parked.
+    pub park_after_refusals: i32,
+    /// Lanes published at the same time: a lane waiting on a slow broker
+    /// does not hold back the others, and each holds one pool connection.
+    pub concurrent_lanes: usize,
 }
 
 impl Default for RelayConfig {
@@ -47,6 +60,8 @@ impl Default for RelayConfig {
             batch_size: 100,
             poll_interval: Duration::from_millis(500),
             error_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+            park_after_refusals: 10,
+            concurrent_lanes: 4,
         }
     }
 }
@@ -69,6 +84,56 @@ enum PublishError {
     Corrupt(i64, String),
 }
 
+impl PublishError {
+    /// The broker was reached and said no to this message (no such queue,
+    /// message too large), or the row cannot be published at all: trying
+    /// the same row again will not help. Anything else (connection lost,
+    /// timeout, a nack while a queue recovers) is worth waiting out.
+    fn is_refusal(&self) -> bool {
+        match self {
+            PublishError::Amqp(AmqpError::Unroutable(_)) => true,
+            PublishError::Amqp(_) => false,
+            PublishError::Kafka(KafkaPublishError::Kafka(KafkaError::MessageProduction(code))) => matches!(
+                code,
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::MessageBatchTooLarge
+                    | RDKafkaErrorCode::InvalidTopic
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+            ),
+            PublishError::Kafka(_) => false,
+            PublishError::NoPublisher(_) | PublishError::Corrupt(..) => true,
+        }
+    }
+
+    /// Whether the AMQP channel is unusable after this error (a refusal
+    /// leaves it open; reopening it would only flap readiness).
+    fn breaks_amqp_channel(&self) -> bool {
+        matches!(self, PublishError::Amqp(AmqpError::Protocol(_) | AmqpError::Timeout(_)))
+    }
+}
+
+/// What one pass over the lanes did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RelayPass {
+    /// Rows confirmed by the broker and marked sent.
+    pub sent: usize,
+    /// Lanes that stopped at a row the broker did not confirm.
+    pub failed_lanes: usize,
+    /// Rows parked this pass.
+    pub parked: usize,
+}
+
+impl std::ops::AddAssign for RelayPass {
+    fn add_assign(&mut self, other: Self) {
+        self.sent += other.sent;
+        self.failed_lanes += other.failed_lanes;
+        self.parked += other.parked;
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct PendingRow {
     id: i64,
@@ -78,6 +143,8 @@ struct PendingRow {
     envelope: Json<Envelope>,
     payload: serde_json::Value,
     created_at: DateTime<Utc>,
+    /// Earlier passes in which the broker refused this row.
+    refusals: i32,
 }
 
 enum InFlight {
@@ -113,60 +180,77 @@ impl OutboxRelay {
             tokio::spawn(relay.clone().publish_directly(shutdown.clone()));
         }
         let mut failures = 0;
-        let mut last_backlog_read = Instant::now() - Duration::from_secs(60);
         loop {
-            let delay = match relay.relay_pending().await {
-                Ok(0) => {
+            let pass = relay.relay_pending().await;
+            let backing_off = match &pass {
+                Ok(pass) if pass.failed_lanes == 0 => {
                     failures = 0;
-                    relay.config.poll_interval
+                    false
                 }
-                Ok(_) => {
-                    failures = 0;
-                    Duration::ZERO
+                Ok(pass) => {
+                    failures += 1;
+                    tracing::warn!(failed_lanes = pass.failed_lanes, sent = pass.sent, "outbox relay: publishes failed");
+                    true
                 }
                 Err(e) => {
                     failures += 1;
-                    let delay = relay.config.error_backoff.delay(failures);
-                    tracing::warn!(error = %e, ?delay, "outbox relay pass failed");
-                    delay
+                    tracing::warn!(error = %e, "outbox relay pass failed");
+                    true
                 }
             };
-            if last_backlog_read.elapsed() >= Duration::from_secs(2) {
-                last_backlog_read = Instant::now();
-                relay.record_backlog().await;
-            }
+            let delay = match pass {
+                _ if backing_off => relay.config.error_backoff.delay(failures),
+                Ok(pass) if pass.sent > 0 => Duration::ZERO,
+                _ => relay.config.poll_interval,
+            };
             if delay.is_zero() && !shutdown.is_cancelled() {
                 continue;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(delay) => {}
+            if backing_off {
+                // New commits must not cut the backoff short: during an
+                // outage each one would trigger another futile pass.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
         }
         tracing::info!("outbox relay stopped");
     }
 
-    async fn record_backlog(&self) {
-        if let Ok(backlog) = OutboxBacklog::read(&self.pool).await {
-            metrics::gauge!("outbox_pending_messages").set(backlog.pending as f64);
-            metrics::gauge!("outbox_oldest_pending_age_seconds").set(backlog.oldest_pending_age_seconds);
-        }
-    }
-
-    /// One pass over every lane with unsent rows; returns how many rows were
-    /// marked sent. Lanes held by another relay are skipped this pass.
-    pub async fn relay_pending(&self) -> Result<usize, RelayError> {
+    /// One pass over every lane with unsent rows, a few lanes at a time.
+    /// Lanes held by another relay are skipped this pass.
+    pub async fn relay_pending(&self) -> Result<RelayPass, RelayError> {
         let lanes: Vec<(i16,)> =
-            sqlx::query_as("SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL").fetch_all(&self.pool).await?;
-        let mut sent = 0;
-        for (lane,) in lanes {
-            sent += self.relay_lane(lane).await?;
+            sqlx::query_as("SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut results = futures::stream::iter(lanes)
+            .map(|(lane,)| self.relay_lane(lane))
+            .buffer_unordered(self.config.concurrent_lanes.max(1));
+        let mut pass = RelayPass::default();
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(lane) => pass += lane,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(sent)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(pass),
+        }
     }
 
-    async fn relay_lane(&self, lane: i16) -> Result<usize, RelayError> {
+    async fn relay_lane(&self, lane: i16) -> Result<RelayPass, RelayError> {
         let mut tx = self.pool.begin().await?;
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1, $2)")
             .bind(LANE_LOCK_CLASS)
@@ -174,18 +258,18 @@ impl OutboxRelay {
             .fetch_one(&mut *tx)
             .await?;
         if !locked {
-            return Ok(0);
+            return Ok(RelayPass::default());
         }
         let rows: Vec<PendingRow> = sqlx::query_as(
-            "SELECT id, transport, destination, partition_key, envelope, payload, created_at
-             FROM outbox WHERE sent_at IS NULL AND lane = $1 ORDER BY id LIMIT $2",
+            "SELECT id, transport, destination, partition_key, envelope, payload, created_at, refusals
+             FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND lane = $1 ORDER BY id LIMIT $2",
         )
         .bind(lane)
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(RelayPass::default());
         }
         crash::crash_point(crash::RELAY_BEFORE_PUBLISH);
         let results = self.publish_in_order(&rows).await;
@@ -196,17 +280,36 @@ impl OutboxRelay {
             .bind(&sent_ids)
             .execute(&mut *tx)
             .await?;
+        let mut pass = RelayPass { sent: confirmed, ..RelayPass::default() };
         if let Some(Err(error)) = results.get(confirmed) {
+            pass.failed_lanes = 1;
             let failed = &rows[confirmed];
-            tracing::warn!(outbox_id = failed.id, destination = %failed.destination, error = %error, "publish failed; will retry");
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                .bind(failed.id)
-                .bind(error.to_string())
-                .execute(&mut *tx)
-                .await?;
+            let refusals = failed.refusals + i32::from(error.is_refusal());
+            let park = refusals >= self.config.park_after_refusals;
+            if park {
+                pass.parked = 1;
+                metrics::counter!("outbox_parked_total", "destination" => failed.destination.clone()).increment(1);
+                tracing::error!(
+                    outbox_id = failed.id, destination = %failed.destination, error = %error, refusals,
+                    "the broker keeps refusing this message: parked; the rest of its lane moves on"
+                );
+            } else {
+                tracing::warn!(outbox_id = failed.id, destination = %failed.destination, error = %error, refusals, "publish failed; will retry");
+            }
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, refusals = $2, last_error = $3,
+                        parked_at = CASE WHEN $4 THEN clock_timestamp() END
+                 WHERE id = $1",
+            )
+            .bind(failed.id)
+            .bind(refusals)
+            .bind(error.to_string())
+            .bind(park)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        Ok(confirmed)
+        Ok(pass)
     }
 
     /// Sends every row in id order without waiting in between (the broker
@@ -237,6 +340,7 @@ impl OutboxRelay {
                 Err(e) => Err(e),
             };
             let labels = [("transport", row.transport.clone()), ("destination", row.destination.clone())];
+            let failed = result.is_err();
             match &result {
                 Ok(()) => {
                     let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
@@ -245,8 +349,9 @@ impl OutboxRelay {
                 }
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "broker did not confirm"));
+                    span.record("otel.status_code", "ERROR");
                     metrics::counter!("outbox_publish_failures_total", &labels).increment(1);
-                    if matches!(e, PublishError::Amqp(_)) {
+                    if e.breaks_amqp_channel() {
                         if let Some(amqp) = &self.amqp {
                             amqp.reset(&e.to_string()).await;
                         }
@@ -255,6 +360,11 @@ impl OutboxRelay {
             }
             drop(span);
             results.push(result);
+            // Only the confirmed prefix is marked sent: waiting for the
+            // confirms after a failure (up to a timeout each) gains nothing.
+            if failed {
+                break;
+            }
         }
         results
     }
@@ -296,6 +406,7 @@ impl OutboxRelay {
                 envelope: Json(message.envelope.clone()),
                 payload: message.payload.clone(),
                 created_at: Utc::now(),
+                refusals: 0,
             };
             let result = match self.send(&row).await {
                 Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
@@ -329,6 +440,7 @@ fn publish_span(envelope: &Envelope, transport: &str, destination: &str) -> trac
         messaging.message.conversation_id = %envelope.correlation_id,
         message_type = %envelope.message_type,
         order_id = %envelope.correlation_id,
+        otel.status_code = tracing::field::Empty,
     );
     telemetry::set_remote_parent(
         &span,
@@ -372,5 +484,24 @@ async fn listen_for_commits(pool: PgPool, wake: Arc<Notify>, shutdown: Cancellat
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_broker_that_says_no_counts_as_a_refusal() {
+        assert!(PublishError::Amqp(AmqpError::Unroutable("q".into())).is_refusal());
+        assert!(PublishError::Corrupt(1, "bad".into()).is_refusal());
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(PublishError::Kafka(KafkaPublishError::Kafka(too_large)).is_refusal());
+        // An outage or a slow broker is waited out, never parked.
+        assert!(!PublishError::Amqp(AmqpError::Timeout(Duration::from_secs(1))).is_refusal());
+        assert!(!PublishError::Amqp(AmqpError::Nacked).is_refusal());
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(!PublishError::Kafka(KafkaPublishError::Kafka(timed_out)).is_refusal());
+        assert!(!PublishError::Kafka(KafkaPublishError::Canceled).is_refusal());
     }
 }

@@ -50,14 +50,9 @@ impl UnsafeModes {
     }
 }
 
-/// The process-wide modes, read once from the environment.
+/// The process-wide modes, read once from the environment (the service
+/// host logs them at start).
 pub fn unsafe_modes() -> UnsafeModes {
     static MODES: OnceLock<UnsafeModes> = OnceLock::new();
-    *MODES.get_or_init(|| {
-        let modes = UnsafeModes::from_env();
-        if modes.any() {
-            tracing::error!(modes = ?modes.enabled(), "UNSAFE MODE ENABLED: delivery guarantees are deliberately broken");
-        }
-        modes
-    })
+    *MODES.get_or_init(UnsafeModes::from_env)
 }

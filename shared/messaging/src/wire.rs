@@ -112,19 +112,6 @@ pub fn envelope_from_kafka<H: Headers>(headers: Option<&H>) -> Result<Envelope, 
     }
 }
 
-/// All headers of a Kafka record as text pairs.
-pub fn kafka_headers_text<H: Headers>(headers: Option<&H>) -> Vec<(String, String)> {
-    headers
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (h.key.to_owned(), h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

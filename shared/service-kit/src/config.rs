@@ -35,18 +35,18 @@ where
     }
 }
 
-/// `value` if it is at least `min`: a setting below it cannot work.
-fn at_least(name: &str, value: u32, min: u32) -> Result<u32, ConfigError> {
+/// `value` if it is at least `min`: a setting below it cannot work, for `why`.
+fn at_least<T: PartialOrd + std::fmt::Display>(name: &str, value: T, min: T, why: &str) -> Result<T, ConfigError> {
     if value >= min {
         return Ok(value);
     }
-    Err(ConfigError {
-        name: name.to_owned(),
-        value: value.to_string(),
-        // The relay's LISTEN connection holds one for good.
-        reason: format!("must be at least {min}: the outbox relay keeps one connection for LISTEN"),
-    })
+    Err(ConfigError { name: name.to_owned(), value: value.to_string(), reason: format!("must be at least {min}: {why}") })
 }
+
+/// The shortest inbox window accepted: a redelivery after its inbox row is
+/// gone is applied a second time, and redeliveries (a consumer down over a
+/// night, a dead letter replayed the next morning) take hours.
+const MIN_INBOX_RETENTION_SECS: u64 = 24 * 3600;
 
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,6 +121,7 @@ impl CommonConfig {
                 "DATABASE_MAX_CONNECTIONS",
                 env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
                 2,
+                "the outbox relay keeps one connection for LISTEN",
             )?,
             amqp_url: Secret::new(env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:55672/%2f")),
             kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:59092"),
@@ -134,7 +135,12 @@ impl CommonConfig {
             kafka_debug: std::env::var("KAFKA_DEBUG").ok().filter(|d| !d.trim().is_empty()),
             retention: messaging::retention::RetentionConfig {
                 sent_outbox: Duration::from_secs(env_parse("OUTBOX_RETENTION_SECS", 24 * 3600)?),
-                inbox: Duration::from_secs(env_parse("INBOX_RETENTION_SECS", 14 * 24 * 3600)?),
+                inbox: Duration::from_secs(at_least(
+                    "INBOX_RETENTION_SECS",
+                    env_parse("INBOX_RETENTION_SECS", 14 * 24 * 3600)?,
+                    MIN_INBOX_RETENTION_SECS,
+                    "deduplication forgets a message once its inbox row is deleted",
+                )?),
                 ..messaging::retention::RetentionConfig::default()
             },
         })
@@ -153,5 +159,12 @@ mod tests {
     fn unset_variables_take_defaults_and_secrets_stay_hidden() {
         assert_eq!(env_parse::<u32>("SERVICE_KIT_TEST_UNSET_VAR", 7).unwrap(), 7);
         assert!(format!("{:?}", Secret::new("hunter2")).contains("***"));
+    }
+
+    #[test]
+    fn a_setting_below_its_floor_is_refused_with_the_reason() {
+        let error = at_least("INBOX_RETENTION_SECS", 60, MIN_INBOX_RETENTION_SECS, "dedup").unwrap_err();
+        assert!(error.to_string().contains("INBOX_RETENTION_SECS") && error.to_string().contains("86400"), "{error}");
+        assert_eq!(at_least("X", 3, 2, "why").unwrap(), 3);
     }
 }

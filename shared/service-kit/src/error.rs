@@ -12,6 +12,20 @@ use serde_json::json;
 /// The longest identifier (customer id, SKU) the API accepts.
 pub const MAX_IDENTIFIER_LEN: usize = 64;
 
+/// What is wrong with `value` as an identifier of the kind the API accepts
+/// (customer ids, SKUs, payment methods): 1 to [`MAX_IDENTIFIER_LEN`] ASCII
+/// letters, digits, `-`, `_` or `.`. Anything else (a NUL byte PostgreSQL
+/// refuses, control characters, non-ASCII) can name nothing that exists.
+pub fn identifier_problem(value: &str) -> Option<String> {
+    if value.is_empty() || value.len() > MAX_IDENTIFIER_LEN {
+        return Some(format!("must be 1 to {MAX_IDENTIFIER_LEN} characters"));
+    }
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Some("may contain only letters, digits, '-', '_' and '.'".to_owned());
+    }
+    None
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A field is missing, of the wrong type or out of range.
@@ -60,19 +74,13 @@ impl ApiError {
         value.parse().map_err(|_| Self::invalid_parameter(field, format!("`{value}` is not a UUID")))
     }
 
-    /// Checks a path or query parameter that must be an identifier of the
-    /// kind the order API accepts (customer ids, SKUs): 1 to
-    /// [`MAX_IDENTIFIER_LEN`] ASCII letters, digits, `-`, `_` or `.`. Anything
-    /// else (a NUL byte PostgreSQL refuses, control characters, non-ASCII)
-    /// can name nothing that exists, so it is a 400, never a database error.
+    /// Checks a path or query parameter that must be an identifier (see
+    /// [`identifier_problem`]): a 400, never a database error.
     pub fn parse_identifier<'v>(field: &str, value: &'v str) -> Result<&'v str, Self> {
-        if value.is_empty() || value.len() > MAX_IDENTIFIER_LEN {
-            return Err(Self::invalid_parameter(field, format!("must be 1 to {MAX_IDENTIFIER_LEN} characters")));
+        match identifier_problem(value) {
+            Some(problem) => Err(Self::invalid_parameter(field, problem)),
+            None => Ok(value),
         }
-        if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-            return Err(Self::invalid_parameter(field, "may contain only letters, digits, '-', '_' and '.'"));
-        }
-        Ok(value)
     }
 
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {

@@ -5,7 +5,7 @@ use crate::admin;
 use crate::config::CommonConfig;
 use crate::db;
 use crate::http::{layered, with_standard_layers};
-use crate::metrics_endpoint;
+use crate::operational_routes;
 use axum::Router;
 use dead_letters::{DeadLetters, Destination};
 use health::Readiness;
@@ -14,6 +14,7 @@ use messaging::amqp_consumer::AmqpConsumer;
 use messaging::consumer::{MessageHandler, MessageProcessor, RetryPolicy};
 use messaging::kafka::{KafkaPublishError, KafkaPublisher};
 use messaging::kafka_consumer::KafkaConsumer;
+use messaging::outbox::OutboxBacklogMonitor;
 use messaging::relay::{OutboxRelay, RelayConfig};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -36,6 +37,17 @@ pub enum HostError {
     KafkaTopics(#[from] rdkafka_error::KafkaError),
     #[error("shut down before start-up finished")]
     ShutDownDuringStartup,
+    #[error("setting up {what}: {source}")]
+    Setup { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+impl HostError {
+    /// A service's own start-up step failed (an HTTP client, an SMTP transport).
+    pub fn setup(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Setup { what, source: Box::new(source) }
+    }
 }
 
 use messaging::kafka::rdkafka_error;
@@ -73,14 +85,18 @@ impl ServiceHost {
     ) -> Self {
         let modes = messaging::safety::unsafe_modes();
         if modes.any() {
-            tracing::error!(service = name, modes = ?modes.enabled(), "running with UNSAFE delivery modes");
+            tracing::error!(
+                service = name,
+                modes = ?modes.enabled(),
+                "UNSAFE MODE ENABLED: delivery guarantees are deliberately broken"
+            );
         }
         let readiness = Readiness::new();
         // Not ready before every route is served, whatever else is up.
         readiness.register(STARTUP_COMPONENT);
         let app = AppSlot::default();
         let router = layered(
-            metrics_endpoint::routes(name, readiness.clone()),
+            operational_routes::routes(name, readiness.clone()),
             config.http_body_limit,
             config.http_request_timeout,
         )
@@ -174,11 +190,20 @@ impl ServiceHost {
         Ok(Arc::new(publisher))
     }
 
-    /// Runs the outbox relay for this service's database.
-    pub fn start_relay(&mut self, pool: PgPool, amqp: Option<Arc<AmqpPublisher>>, kafka: Option<Arc<KafkaPublisher>>) {
+    /// Runs the outbox relay for this service's database, and the sampler
+    /// of its backlog (returned, for a service that sheds load on it).
+    pub fn start_relay(
+        &mut self,
+        pool: PgPool,
+        amqp: Option<Arc<AmqpPublisher>>,
+        kafka: Option<Arc<KafkaPublisher>>,
+    ) -> OutboxBacklogMonitor {
+        let backlog = OutboxBacklogMonitor::default();
+        self.spawn("outbox-backlog", backlog.clone().run(pool.clone(), Duration::from_millis(500), self.shutdown.clone()));
         let relay = OutboxRelay::new(pool, amqp, kafka, RelayConfig::default());
         let shutdown = self.shutdown.clone();
         self.spawn("outbox-relay", relay.run(shutdown));
+        backlog
     }
 
     /// Consumes RabbitMQ `queue` with `handler`, recording in the inbox as `consumer`.

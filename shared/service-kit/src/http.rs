@@ -21,11 +21,14 @@ pub fn with_standard_layers(router: Router, body_limit: usize, timeout: Duration
 
 /// The standard layers on the routes (and fallback) `router` has so far.
 pub fn layered(router: Router, body_limit: usize, timeout: Duration) -> Router {
+    // The last layer added is the outermost: the span and the metrics
+    // enclose the timeout, so a request cut off at the deadline is still
+    // counted, traced and answered with its trace id.
     router
         .layer(middleware::from_fn_with_state(body_limit, read_body_within_limit))
-        .layer(middleware::from_fn(trace_and_measure))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::from_fn(trace_and_measure))
         .layer(middleware::from_fn(json_error_bodies))
 }
 
@@ -125,6 +128,7 @@ async fn trace_and_measure(request: Request, next: Next) -> Response {
         http.route = %route,
         url.path = %request.uri().path(),
         http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
     let trace_headers = telemetry::TraceHeaders {
         traceparent: header_text(&request, "traceparent"),
@@ -136,6 +140,10 @@ async fn trace_and_measure(request: Request, next: Next) -> Response {
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
+    if status >= 500 {
+        // Semantic conventions: a server span is an error on 5xx only.
+        span.record("otel.status_code", "ERROR");
+    }
     if let Some(id) = trace_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         // Lets a client jump from a response to its trace in Jaeger.
         response.headers_mut().insert("x-trace-id", id);
@@ -189,6 +197,19 @@ mod tests {
             Request::builder().method(Method::DELETE).uri("/things").body(Body::from("x".repeat(17))).unwrap();
         let response = app.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "the size is checked before the method");
+    }
+
+    #[tokio::test]
+    async fn a_request_past_the_deadline_gets_a_json_408() {
+        let slow = get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        });
+        let app = with_standard_layers(Router::new().route("/slow", slow), 1024, Duration::from_millis(50));
+        let request = Request::builder().uri("/slow").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
     }
 
     #[tokio::test]

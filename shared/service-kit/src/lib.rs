@@ -10,9 +10,10 @@ pub mod error;
 pub mod host;
 pub mod http;
 pub mod json;
-pub mod metrics_endpoint;
+pub mod operational_routes;
+pub mod process;
 
 pub use config::{CommonConfig, ConfigError, env_or, env_parse};
-pub use error::ApiError;
+pub use error::{ApiError, identifier_problem};
 pub use host::ServiceHost;
 pub use json::ApiJson;

@@ -92,16 +92,9 @@ where
             if !span_fields.is_empty() {
                 line.insert("spans".into(), Value::from(span_fields.join(" ")));
             }
-            let context = tracing::dispatcher::get_default(|dispatch| {
-                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
-            });
-            if let Some(context) = context {
-                let otel_span = context.span();
-                let sc = otel_span.span_context();
-                if sc.is_valid() {
-                    line.insert("trace_id".into(), Value::from(sc.trace_id().to_string()));
-                    line.insert("span_id".into(), Value::from(sc.span_id().to_string()));
-                }
+            if let Some((trace_id, span_id)) = otel_ids(&span.id()) {
+                line.insert("trace_id".into(), Value::from(trace_id));
+                line.insert("span_id".into(), Value::from(span_id));
             }
         }
         if !fields.is_empty() {
@@ -109,5 +102,40 @@ where
         }
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
+    }
+}
+
+/// The OpenTelemetry trace and span ids of tracing span `id`, if it has a
+/// valid context.
+pub(crate) fn otel_ids(id: &tracing::span::Id) -> Option<(String, String)> {
+    let context = tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(id, dispatch))?;
+    let otel_span = context.span();
+    let sc = otel_span.span_context();
+    sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// The compact human format, each line led by its trace id (when it has
+/// one), so a developer can still jump from a line to its trace.
+pub struct CompactWithTraceId {
+    inner: tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Compact>,
+}
+
+impl CompactWithTraceId {
+    pub fn new() -> Self {
+        Self { inner: tracing_subscriber::fmt::format().compact() }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for CompactWithTraceId
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let span = event.parent().and_then(|id| ctx.span(id)).or_else(|| ctx.lookup_current());
+        if let Some((trace_id, _)) = span.and_then(|s| otel_ids(&s.id())) {
+            write!(writer, "[{trace_id}] ")?;
+        }
+        self.inner.format_event(ctx, writer, event)
     }
 }

@@ -23,7 +23,7 @@ pub use propagation::{TraceHeaders, current_trace_headers, current_trace_id, set
 pub enum LogFormat {
     /// One JSON object per line with `trace_id`/`span_id`: for machines.
     Json,
-    /// Human-readable lines: for a developer's terminal.
+    /// Human-readable lines led by the trace id: for a developer's terminal.
     Pretty,
 }
 
@@ -108,7 +108,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().event_format(json_log::JsonWithTraceIds::new(&config.service_name)).boxed()
         }
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().compact().boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().event_format(json_log::CompactWithTraceId::new()).boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)

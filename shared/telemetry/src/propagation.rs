@@ -2,7 +2,6 @@
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TraceContextExt;
-use std::collections::HashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The two W3C headers a message carries.
@@ -63,13 +62,4 @@ pub fn set_remote_parent(span: &tracing::Span, headers: &TraceHeaders) {
         // Fails only when no OpenTelemetry layer is installed (e.g. unit tests).
         let _ = span.set_parent(parent);
     }
-}
-
-/// Same as [`set_remote_parent`] for HTTP-style header maps.
-pub fn set_remote_parent_from_map(span: &tracing::Span, headers: &HashMap<String, String>) {
-    let headers = TraceHeaders {
-        traceparent: headers.get("traceparent").cloned(),
-        tracestate: headers.get("tracestate").cloned(),
-    };
-    set_remote_parent(span, &headers);
 }
