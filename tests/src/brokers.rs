@@ -21,7 +21,11 @@ pub struct Received {
 pub async fn drain_queue(amqp_url: &str, queue: &str, quiet: Duration, max_wait: Duration) -> Vec<Received> {
     let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    messaging::amqp::declare_command_queue(&channel, queue).await.unwrap();
+    // A dead-letter queue is declared with its command queue, by whoever
+    // consumes that; declaring it as a command queue would clash.
+    if !queue.ends_with(".dlq") {
+        messaging::amqp::declare_command_queue(&channel, queue).await.unwrap();
+    }
     let mut consumer = channel
         .basic_consume(queue.into(), "test-drain".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await

@@ -355,3 +355,36 @@ async fn retention_deletes_only_sent_outbox_rows_and_inbox_rows_past_their_windo
         sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&s.pool).await.unwrap();
     assert_eq!((outbox, unsent), (6, 4), "unsent rows are never deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_naming_a_foreign_return_address_is_dead_lettered_unhandled() {
+    let s = setup("replyto").await;
+    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let processor = MessageProcessor::new(s.pool.clone(), "test-amqp", CountingHandler, RetryPolicy::default());
+    let connector = AmqpConnector::new(&s.amqp_url, "test-consumer", Readiness::new());
+    let queue = s.topology.stock_commands();
+    tokio::spawn(AmqpConsumer::new(connector, s.topology.clone(), queue.clone(), 8, processor).run(shutdown.clone()));
+
+    // Its reply would sit in the outbox, unroutable: refuse it up front.
+    let order_id = Uuid::now_v7();
+    let payload = ReserveStock { order_id, lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }] };
+    let foreign =
+        MessageFactory::new("test").command(&queue, &order_id.to_string(), "someone-elses.queue", None, &payload).unwrap();
+    let [good, _] = s.messages("agg-replyto", 1);
+    let amqp = AmqpPublisher::new(AmqpConnector::new(&s.amqp_url, "test-replyto", Readiness::new()), s.topology.clone());
+    for message in [&foreign, &good] {
+        let body = serde_json::to_vec(&message.payload).unwrap();
+        amqp.send(&queue, &message.envelope, &body, &[]).await.unwrap().confirmed().await.unwrap();
+    }
+    wait_for_effects(&s.pool, 1).await;
+    let dlq = contracts::Topology::dead_letter_queue(&queue);
+    let dead = drain_queue(&s.amqp_url, &dlq, Duration::from_secs(2), Duration::from_secs(20)).await;
+    shutdown.cancel();
+    let effects = effects(&s.pool).await;
+    assert_eq!(effects.iter().map(|(_, m)| *m).collect::<Vec<_>>(), [good.envelope.message_id], "only the good one");
+    assert_eq!(dead.iter().map(|r| r.envelope.message_id).collect::<Vec<_>>(), [foreign.envelope.message_id]);
+}
