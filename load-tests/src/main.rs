@@ -4,7 +4,12 @@
 //!
 //! ```text
 //! cargo run -p load-tests -- --orders 500 --concurrency 16
+//! ORDERMESH_SERVICE_PROFILE=release cargo run --release -p load-tests -- --orders 500
 //! ```
+//!
+//! The second form measures release builds of the services (what the
+//! figures in the README are for); debug builds exaggerate CPU costs such
+//! as span export.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -39,7 +44,12 @@ struct Figures {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    println!("{} mixed orders per scenario, {} in flight; debug builds of the services", args.orders, args.concurrency);
+    println!(
+        "{} mixed orders per scenario, {} in flight; {} builds of the services",
+        args.orders,
+        args.concurrency,
+        xtask::services::service_profile()
+    );
     let off = scenario(&args, false).await.context("tracing off")?;
     let on = scenario(&args, true).await.context("tracing on")?;
     println!();

@@ -133,7 +133,7 @@ impl TestSystem {
 
     fn spawn(&mut self, service: &str) -> Result<()> {
         let root = xtask::repo_root();
-        let binary = xtask::services::target_dir(&root).join("debug").join(service);
+        let binary = xtask::services::binary_dir(&root).join(service);
         let log_path = log_dir(&self.namespace).join(format!("{service}.log"));
         let process = self.services.get_mut(service).ok_or_else(|| anyhow!("{service} is not in this system"))?;
         process.starts += 1;

@@ -97,7 +97,8 @@ async fn drain_relay(relay: &OutboxRelay) {
 async fn a_row_the_broker_keeps_refusing_is_parked_and_the_rest_of_its_lane_moves_on() {
     let s = setup("parking").await;
     let aggregate = "agg-poison";
-    let payload = ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: "SKU-0".into(), quantity: 1 }] };
+    let payload =
+        ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: "SKU-0".into(), quantity: 1 }] };
     // No such queue: RabbitMQ returns it unroutable, every time.
     let poison = MessageFactory::new("test").command("no-such-queue", aggregate, "nowhere", None, &payload).unwrap();
     let behind = s.messages(aggregate, 1);
@@ -372,10 +373,12 @@ async fn a_command_naming_a_foreign_return_address_is_dead_lettered_unhandled() 
     // Its reply would sit in the outbox, unroutable: refuse it up front.
     let order_id = Uuid::now_v7();
     let payload = ReserveStock { order_id, lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }] };
-    let foreign =
-        MessageFactory::new("test").command(&queue, &order_id.to_string(), "someone-elses.queue", None, &payload).unwrap();
+    let foreign = MessageFactory::new("test")
+        .command(&queue, &order_id.to_string(), "someone-elses.queue", None, &payload)
+        .unwrap();
     let [good, _] = s.messages("agg-replyto", 1);
-    let amqp = AmqpPublisher::new(AmqpConnector::new(&s.amqp_url, "test-replyto", Readiness::new()), s.topology.clone());
+    let amqp =
+        AmqpPublisher::new(AmqpConnector::new(&s.amqp_url, "test-replyto", Readiness::new()), s.topology.clone());
     for message in [&foreign, &good] {
         let body = serde_json::to_vec(&message.payload).unwrap();
         amqp.send(&queue, &message.envelope, &body, &[]).await.unwrap().confirmed().await.unwrap();

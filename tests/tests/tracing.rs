@@ -52,7 +52,9 @@ async fn one_order_is_one_unbroken_trace_across_all_six_services() {
     // Each hop of a completed order, consumed inside the trace: order takes
     // two replies and ShipmentScheduled; each other service at least one.
     let consumers = consumer_spans_per_service(&spans);
-    for (service, at_least) in [("order", 3), ("stock", 1), ("payment", 1), ("shipping", 1), ("email", 2), ("loyalty", 1)] {
+    for (service, at_least) in
+        [("order", 3), ("stock", 1), ("payment", 1), ("shipping", 1), ("email", 2), ("loyalty", 1)]
+    {
         let seen = consumers.get(service).copied().unwrap_or(0);
         assert!(seen >= at_least, "{service}: {seen} consumer spans in the trace, expected at least {at_least}");
     }

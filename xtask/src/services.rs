@@ -77,17 +77,35 @@ pub fn target_dir(repo_root: &Path) -> PathBuf {
     }
 }
 
-/// `<target>/debug/<name>`; falls back to `<target>/debug/<package>` for
-/// crates that have not declared a `[[bin]] name` yet.
+/// The build of the services the runner builds and starts:
+/// `ORDERMESH_SERVICE_PROFILE=release` for benchmarks, `debug` otherwise
+/// (quicker to build, which is what tests and development want).
+pub fn service_profile() -> &'static str {
+    match std::env::var("ORDERMESH_SERVICE_PROFILE").as_deref() {
+        Ok("release") => "release",
+        _ => "debug",
+    }
+}
+
+/// Where the service binaries of [`service_profile`] are built.
+pub fn binary_dir(repo_root: &Path) -> PathBuf {
+    target_dir(repo_root).join(service_profile())
+}
+
+/// `<binaries>/<name>`; falls back to `<binaries>/<package>` for crates that
+/// have not declared a `[[bin]] name` yet.
 pub fn binary_path(repo_root: &Path, spec: &ServiceSpec) -> Option<PathBuf> {
-    let debug = target_dir(repo_root).join("debug");
-    [spec.name, spec.package].into_iter().map(|file| debug.join(file)).find(|path| path.is_file())
+    let dir = binary_dir(repo_root);
+    [spec.name, spec.package].into_iter().map(|file| dir.join(file)).find(|path| path.is_file())
 }
 
 /// `cargo build --bins -p order-service -p stock-service …` in the repo root.
 pub async fn build_services(repo_root: &Path) -> Result<()> {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.args(["build", "--bins"]).current_dir(repo_root);
+    if service_profile() == "release" {
+        command.arg("--release");
+    }
     for spec in &SERVICES {
         command.args(["-p", spec.package]);
     }
@@ -197,9 +215,9 @@ impl Service<'_> {
         }
         let binary = self.binary().with_context(|| {
             format!(
-                "no {} binary in {}/debug (build it with `cargo build -p {}`)",
+                "no {} binary in {} (build it with `cargo build -p {}`)",
                 self.spec.name,
-                target_dir(self.stack.repo_root()).display(),
+                binary_dir(self.stack.repo_root()).display(),
                 self.spec.package
             )
         })?;

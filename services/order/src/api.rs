@@ -212,10 +212,8 @@ async fn replayed(state: &AppState, existing: store::KeyedOrder, fingerprint: &s
     if existing.request_fingerprint.as_deref() != Some(fingerprint) {
         return Err(ApiError::validation("Idempotency-Key", "this key was already used for a different request"));
     }
-    let status = store::fetch_order(&state.pool, existing.id)
-        .await?
-        .map(|o| o.status)
-        .unwrap_or_else(|| "PLACED".to_owned());
+    let status =
+        store::fetch_order(&state.pool, existing.id).await?.map(|o| o.status).unwrap_or_else(|| "PLACED".to_owned());
     Ok(accepted(existing.id, &status, true))
 }
 

@@ -156,7 +156,8 @@ impl<H: MessageHandler> DeliveryTask<H> {
         }
         let disposition = match wire::envelope_from_amqp(&delivery.properties) {
             Ok(envelope) if envelope.reply_to.as_ref().is_some_and(|to| !self.reply_queues.contains(to)) => {
-                let reason = format!("reply_to `{}` is not a reply queue of this system", envelope.reply_to.unwrap_or_default());
+                let reason =
+                    format!("reply_to `{}` is not a reply queue of this system", envelope.reply_to.unwrap_or_default());
                 tracing::error!(queue = %self.queue, message_id = %envelope.message_id, "{reason}");
                 Disposition::DeadLetter { reason, attempts: 1 }
             }

@@ -11,8 +11,8 @@ use crate::inbox::{Inbox, InboxOutcome};
 use crate::outbox::OutboxError;
 use crate::retry::Backoff;
 use contracts::{Envelope, MessageContract};
-use sqlx::{PgConnection, PgPool};
 use futures::FutureExt;
+use sqlx::{PgConnection, PgPool};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -195,16 +195,16 @@ impl<H: MessageHandler> MessageProcessor<H> {
         // (its prefetch slot, or the partition behind it): its transaction
         // rolled back while unwinding, so dead-letter it like any message
         // that cannot be handled.
-        let processed = AssertUnwindSafe(self.process_in_span(message, shutdown).instrument(span.clone()))
-            .catch_unwind()
-            .await;
+        let processed =
+            AssertUnwindSafe(self.process_in_span(message, shutdown).instrument(span.clone())).catch_unwind().await;
         let disposition = processed.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            let labels = [("consumer", self.consumer().to_owned()), ("message_type", message.envelope.message_type.clone())];
+            let labels =
+                [("consumer", self.consumer().to_owned()), ("message_type", message.envelope.message_type.clone())];
             span.in_scope(|| self.dead_letter(&labels, format!("handler panicked: {what}"), 1))
         });
         if matches!(disposition, Disposition::DeadLetter { .. }) {

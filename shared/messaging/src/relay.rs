@@ -189,7 +189,11 @@ impl OutboxRelay {
                 }
                 Ok(pass) => {
                     failures += 1;
-                    tracing::warn!(failed_lanes = pass.failed_lanes, sent = pass.sent, "outbox relay: publishes failed");
+                    tracing::warn!(
+                        failed_lanes = pass.failed_lanes,
+                        sent = pass.sent,
+                        "outbox relay: publishes failed"
+                    );
                     true
                 }
                 Err(e) => {
@@ -336,7 +340,14 @@ impl OutboxRelay {
         for (sent, span, row) in in_flight {
             let result = match sent {
                 Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
-                Ok(InFlight::Kafka(p)) => p.delivered().await.map(|_| ()).map_err(PublishError::from),
+                Ok(InFlight::Kafka(p)) => p
+                    .delivered()
+                    .await
+                    .map(|(partition, offset)| {
+                        span.record("messaging.destination.partition.id", partition.to_string());
+                        span.record("messaging.kafka.offset", offset);
+                    })
+                    .map_err(PublishError::from),
                 Err(e) => Err(e),
             };
             let labels = [("transport", row.transport.clone()), ("destination", row.destination.clone())];
@@ -440,6 +451,8 @@ fn publish_span(envelope: &Envelope, transport: &str, destination: &str) -> trac
         messaging.message.conversation_id = %envelope.correlation_id,
         message_type = %envelope.message_type,
         order_id = %envelope.correlation_id,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
     telemetry::set_remote_parent(

@@ -40,7 +40,11 @@ fn at_least<T: PartialOrd + std::fmt::Display>(name: &str, value: T, min: T, why
     if value >= min {
         return Ok(value);
     }
-    Err(ConfigError { name: name.to_owned(), value: value.to_string(), reason: format!("must be at least {min}: {why}") })
+    Err(ConfigError {
+        name: name.to_owned(),
+        value: value.to_string(),
+        reason: format!("must be at least {min}: {why}"),
+    })
 }
 
 /// The shortest inbox window accepted: a redelivery after its inbox row is

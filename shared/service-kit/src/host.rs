@@ -199,7 +199,10 @@ impl ServiceHost {
         kafka: Option<Arc<KafkaPublisher>>,
     ) -> OutboxBacklogMonitor {
         let backlog = OutboxBacklogMonitor::default();
-        self.spawn("outbox-backlog", backlog.clone().run(pool.clone(), Duration::from_millis(500), self.shutdown.clone()));
+        self.spawn(
+            "outbox-backlog",
+            backlog.clone().run(pool.clone(), Duration::from_millis(500), self.shutdown.clone()),
+        );
         let relay = OutboxRelay::new(pool, amqp, kafka, RelayConfig::default());
         let shutdown = self.shutdown.clone();
         self.spawn("outbox-relay", relay.run(shutdown));
