@@ -11,7 +11,9 @@
 #![allow(clippy::unwrap_used)]
 
 use futures::FutureExt as _;
+use invariants::Invariant;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -135,7 +137,7 @@ async fn services_ride_out_a_restart_of(component: Component, users: &'static [&
         wait_completed(&system, &accepted, Duration::from_secs(60)).await;
 
         let killed = Instant::now();
-        stack.kill_component(component).await.unwrap();
+        assert!(stack.kill_component(component).await.unwrap(), "{component} was not running: nothing killed");
         let red = wait_readiness(&system, users, 503, Duration::from_secs(30)).await;
         // The others do not use it: they stay ready.
         for service in ALL_SERVICES.iter().filter(|s| !users.contains(s)) {
@@ -457,42 +459,40 @@ async fn crash_point_after_business_commit() {
 
 // ---------------------------------------------------------------------------
 // 4. Negative controls: the chaos runner with each UNSAFE mode must break
-//    something the checker sees; the same small run without it passes.
+//    the invariant that mode threatens; its safe twin, the same run (same
+//    orders, seed, kill targets and count) without the mode, must pass.
 // ---------------------------------------------------------------------------
 
-/// Everything the runner may kill (the default targets).
-const ALL_TARGETS: [&str; 9] = xtask::chaos::plan::TARGETS;
-
-/// The small run every negative control and the safe run share: 180 mixed
-/// orders over ~12 s, 4 kills (8 for ack-before-commit), 30 s to drain.
-/// Only the kill targets differ per mode (see [`targets_for`]); the safe
-/// run may kill any of them.
-fn small_run(unsafe_mode: Option<UnsafeMode>) -> ChaosOptions {
+/// The small run of the negative control for `control`, with the mode on
+/// or (the safe twin) off: 180 mixed orders over ~12 s, 4 kills (8 for
+/// ack-before-commit), 30 s to drain. Only `unsafe_mode` differs between
+/// a control and its twin.
+fn small_run(control: UnsafeMode, unsafe_on: bool) -> ChaosOptions {
     ChaosOptions {
         orders: 180,
         // Losing a delivery acknowledged early needs a kill while one is
         // being handled, which four kills of the order service sometimes
         // miss; eight almost never do.
-        kills: if unsafe_mode == Some(UnsafeMode::AckBeforeCommit) { 8 } else { 4 },
+        kills: if control == UnsafeMode::AckBeforeCommit { 8 } else { 4 },
         seed: 46509,
         rate: 15.0,
         concurrency: 6,
         drain_timeout: Duration::from_secs(30),
-        unsafe_mode,
-        targets: targets_for(unsafe_mode),
+        unsafe_mode: unsafe_on.then_some(control),
+        targets: targets_for(control),
     }
 }
 
 /// Kill targets that expose each unsafe mode within a short run. Drawn
 /// from all nine, a short schedule often spends its few kills where the
 /// mode is harmless, and the control then passes by luck:
-fn targets_for(unsafe_mode: Option<UnsafeMode>) -> Vec<&'static str> {
-    match unsafe_mode {
+fn targets_for(control: UnsafeMode) -> Vec<&'static str> {
+    match control {
         // A message published from memory while its broker is down is gone
         // (no row to retry from), and so is whatever the order service held
         // in memory when it died: kill both brokers (the plan kills every
         // infrastructure target at least once) and the main producer.
-        Some(UnsafeMode::PublishWithoutOutbox) => vec!["rabbitmq", "kafka", "order"],
+        UnsafeMode::PublishWithoutOutbox => vec!["rabbitmq", "kafka", "order"],
         // A delivery acknowledged before its transaction commits is lost
         // only if its consumer dies in between, so kill the busiest
         // consumer, every time: the order service handles about three
@@ -504,15 +504,27 @@ fn targets_for(unsafe_mode: Option<UnsafeMode>) -> Vec<&'static str> {
         // broker outage only delays handlers (they retry in memory): kills
         // spent there usually lose nothing, and the control then passes by
         // luck.
-        Some(UnsafeMode::AckBeforeCommit) => vec!["order"],
+        UnsafeMode::AckBeforeCommit => vec!["order"],
         // Only loyalty lacks a guard of its own, so the redeliveries that
         // count are of order events to loyalty: killed, it gets again what
         // it handled since its last offset commit (up to one
         // OFFSET_COMMIT_INTERVAL), and without the inbox credits it twice.
-        Some(UnsafeMode::SkipInbox) => vec!["loyalty"],
-        None => ALL_TARGETS.to_vec(),
+        UnsafeMode::SkipInbox => vec!["loyalty"],
     }
 }
+
+/// The invariant each mode must break: the loss modes leave accepted orders
+/// that never become final; a missing inbox lets loyalty credit twice.
+fn threatened_invariant(control: UnsafeMode) -> Invariant {
+    match control {
+        UnsafeMode::PublishWithoutOutbox | UnsafeMode::AckBeforeCommit => Invariant::OrdersFinal,
+        UnsafeMode::SkipInbox => Invariant::Loyalty,
+    }
+}
+
+/// How long stuck orders must stay stuck, with nothing left in any outbox,
+/// for their loss to count as real and not as slowness.
+const STILL_STUCK_AFTER: Duration = Duration::from_secs(5);
 
 /// Log lines of the business handlers' own guards against a repeated
 /// message (a second reservation, charge, shipment, e-mail or credit for the
@@ -525,23 +537,68 @@ const DOMAIN_GUARDS: [&str; 5] = [
     "stale, repeated or out of order",
 ];
 
-/// What one chaos run left in the services' logs.
+/// Accepted orders not final (in progress or missing) at one look.
+struct Stuck {
+    orders: BTreeSet<Uuid>,
+    unsent: i64,
+}
+
+/// What one chaos run left behind, read before its services were stopped.
 struct ChaosRun {
     report: ChaosReport,
+    /// Per service, the `unsafe_modes` its `/health/ready` reported right
+    /// after the run (an error text if it did not answer).
+    unsafe_modes: Vec<(&'static str, Result<Vec<String>, String>)>,
+    /// When accepted orders were not final after the drain: the stuck ones
+    /// then, and again [`STILL_STUCK_AFTER`] later.
+    stuck: Option<(Stuck, Stuck)>,
     /// Repeated messages stopped by a business handler's own guard.
     domain_guard_hits: usize,
     /// Repeated messages stopped by the inbox.
     inbox_duplicates: usize,
 }
 
-async fn chaos_run(stack: &'static Stack, unsafe_mode: Option<UnsafeMode>) -> ChaosRun {
+/// `unsafe_modes` of `GET /health/ready` (answered 200 or 503 alike).
+async fn reported_unsafe_modes(client: &reqwest::Client, base_url: &str) -> Result<Vec<String>, String> {
+    let response = client
+        .get(format!("{base_url}/health/ready"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let body: Value = response.json().await.map_err(|e| format!("not JSON: {e}"))?;
+    let modes = body["unsafe_modes"].as_array().ok_or_else(|| format!("no unsafe_modes in {body}"))?;
+    Ok(modes.iter().map(|m| m.as_str().unwrap_or_default().to_owned()).collect())
+}
+
+async fn stuck_now(backend: &Backend<'_>, accepted: &BTreeSet<Uuid>) -> Stuck {
+    let pending = backend.pending_work(accepted).await.unwrap();
+    Stuck { orders: pending.unfinished().intersection(accepted).copied().collect(), unsent: pending.unsent_total() }
+}
+
+async fn chaos_run(stack: &'static Stack, options: ChaosOptions) -> ChaosRun {
     let log_sizes: Vec<usize> = xtask::SERVICES
         .iter()
         .map(|s| std::fs::metadata(stack.service(s).log_path()).map_or(0, |m| m.len() as usize))
         .collect();
     let started = Instant::now();
-    let options = small_run(unsafe_mode);
-    let result = xtask::chaos::run(&Backend::Local(stack), options).await;
+    let backend = Backend::Local(stack);
+    let result = xtask::chaos::run(&backend, options).await;
+    // Read what needs the services running before stopping them: what they
+    // say about their modes, and whether stuck orders still move.
+    let client = reqwest::Client::new();
+    let mut unsafe_modes = Vec::new();
+    for spec in &xtask::SERVICES {
+        unsafe_modes.push((spec.name, reported_unsafe_modes(&client, &stack.service(spec).url()).await));
+    }
+    let mut stuck = None;
+    if let Ok(report) = &result {
+        let first = stuck_now(&backend, &report.accepted_ids).await;
+        if !first.orders.is_empty() {
+            tokio::time::sleep(STILL_STUCK_AFTER).await;
+            stuck = Some((first, stuck_now(&backend, &report.accepted_ids).await));
+        }
+    }
     // The runner leaves the six services it started running: stop them.
     for spec in &xtask::SERVICES {
         if let Err(e) = stack.service(spec).kill().await {
@@ -561,7 +618,7 @@ async fn chaos_run(stack: &'static Stack, unsafe_mode: Option<UnsafeMode>) -> Ch
         inbox_duplicates += inbox;
     }
     println!("chaos run took {:.1}s", started.elapsed().as_secs_f64());
-    ChaosRun { report, domain_guard_hits, inbox_duplicates }
+    ChaosRun { report, unsafe_modes, stuck, domain_guard_hits, inbox_duplicates }
 }
 
 fn failed_invariants(report: &ChaosReport) -> Vec<String> {
@@ -573,24 +630,97 @@ fn failed_invariants(report: &ChaosReport) -> Vec<String> {
         .collect()
 }
 
-async fn unsafe_mode_is_caught(mode: UnsafeMode) {
+/// The negative control for `control` (`unsafe_on`) or its safe twin.
+async fn control_run(control: UnsafeMode, unsafe_on: bool) {
     on_chaos_stack(|stack| async move {
-        let run = chaos_run(stack, Some(mode)).await;
-        println!("NEGATIVE CONTROL {}: violated {:?}", mode.env_var(), failed_invariants(&run.report));
-        assert!(!run.report.passed(), "{} passed the chaos run", mode.env_var());
-        assert!(!run.report.invariants.passed(), "the checker found nothing wrong with {}", mode.env_var());
+        let options = small_run(control, unsafe_on);
+        let name = if unsafe_on {
+            format!("NEGATIVE CONTROL {}", control.env_var())
+        } else {
+            format!("SAFE TWIN of {}", control.env_var())
+        };
+        let run = chaos_run(stack, options).await;
+        let report = &run.report;
+        println!(
+            "{name}: violated {:?}; {} duplicates stopped by the inbox, {} by a handler's own guard",
+            failed_invariants(report),
+            run.inbox_duplicates,
+            run.domain_guard_hits
+        );
+
+        // The mode was really on (or off) in every service, restarted ones included.
+        let expected_modes: Vec<String> = if unsafe_on { vec![control.env_var().to_owned()] } else { Vec::new() };
+        for (service, modes) in &run.unsafe_modes {
+            assert_eq!(modes.as_ref(), Ok(&expected_modes), "{name}: unsafe modes reported by {service}");
+        }
+
+        if !unsafe_on {
+            assert!(report.passed(), "{name} failed:\n{report}");
+            return;
+        }
+
+        // The faults happened as planned, so what broke was the mode's doing.
+        assert!(report.fault_errors.is_empty(), "{name}: fault injection failed: {:?}", report.fault_errors);
+        assert!(
+            report.unconfirmed_infrastructure().is_empty(),
+            "{name}: planned infrastructure kills not confirmed: {:?}",
+            report.unconfirmed_infrastructure()
+        );
+        assert!(report.kills.values().sum::<usize>() > 0, "{name}: nothing was killed");
+        assert!(!report.passed(), "{name} passed the chaos run");
+        let threatened = threatened_invariant(control);
+        assert!(
+            report.invariants.failed_invariants().contains(&threatened),
+            "{name}: invariant {} ({}) held; violated instead: {:?}",
+            threatened.number(),
+            threatened.title(),
+            failed_invariants(report)
+        );
+        if threatened == Invariant::OrdersFinal {
+            // Lost, not slow: past the drain bound, accepted orders are
+            // stuck with nothing left to publish, and stay so.
+            let drained = report.invariants.get(Invariant::OutboxesDrained).is_some_and(|c| c.passed());
+            assert!(drained, "{name}: outboxes not drained, the orders may only be slow:\n{report}");
+            let (first, later) = run.stuck.as_ref().expect("accepted orders not final after the run");
+            let progressed: Vec<&Uuid> = first.orders.difference(&later.orders).collect();
+            println!(
+                "{name}: {} accepted orders stuck, {} of them still {:?} later, {} progressed; unsent {} then {}",
+                first.orders.len(),
+                first.orders.intersection(&later.orders).count(),
+                STILL_STUCK_AFTER,
+                progressed.len(),
+                first.unsent,
+                later.unsent
+            );
+            assert_eq!((first.unsent, later.unsent), (0, 0), "{name}: messages still waiting in an outbox");
+            assert!(
+                progressed.is_empty(),
+                "{name}: stuck orders progressed within {STILL_STUCK_AFTER:?}, so the system was still moving: \
+                 {progressed:?}"
+            );
+        }
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_publish_without_outbox_is_caught() {
-    unsafe_mode_is_caught(UnsafeMode::PublishWithoutOutbox).await;
+    control_run(UnsafeMode::PublishWithoutOutbox, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_publish_without_outbox_safe_twin_passes() {
+    control_run(UnsafeMode::PublishWithoutOutbox, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_ack_before_commit_is_caught() {
-    unsafe_mode_is_caught(UnsafeMode::AckBeforeCommit).await;
+    control_run(UnsafeMode::AckBeforeCommit, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_ack_before_commit_safe_twin_passes() {
+    control_run(UnsafeMode::AckBeforeCommit, false).await;
 }
 
 /// The loyalty ledger is append-only: it relies on the inbox alone (the
@@ -598,18 +728,10 @@ async fn negative_control_ack_before_commit_is_caught() {
 /// `OrderPaid` or `OrderCancelled` credits or reverses twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_skip_inbox_is_caught() {
-    unsafe_mode_is_caught(UnsafeMode::SkipInbox).await;
+    control_run(UnsafeMode::SkipInbox, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_chaos_run_without_an_unsafe_mode_passes() {
-    on_chaos_stack(|stack| async move {
-        let run = chaos_run(stack, None).await;
-        println!(
-            "SAFE RUN: {} duplicates stopped by the inbox, {} by a handler's own guard",
-            run.inbox_duplicates, run.domain_guard_hits
-        );
-        assert!(run.report.passed(), "the safe run failed:\n{}", run.report);
-    })
-    .await;
+async fn negative_control_skip_inbox_safe_twin_passes() {
+    control_run(UnsafeMode::SkipInbox, false).await;
 }

@@ -301,7 +301,8 @@ impl Stack {
             Component::Kafka => self.kafka().stop().await,
         }
     }
-    pub async fn kill_component(&self, component: Component) -> Result<()> {
+    /// SIGKILLs `component`; `Ok(false)` if nothing of it was running.
+    pub async fn kill_component(&self, component: Component) -> Result<bool> {
         match component {
             Component::Postgres => self.postgres().kill().await,
             Component::RabbitMq => self.rabbitmq().kill().await,
@@ -386,9 +387,11 @@ impl Stack {
         (process::is_alive(pid) && process::process_has_env(pid, OWNER_ENV, &self.owner_tag(name))).then_some(pid)
     }
 
-    /// SIGKILLs the process group recorded for `name` and waits for it to die.
-    async fn kill_owned(&self, name: &str) -> Result<()> {
-        if let Some(pid) = self.owned_pid(name) {
+    /// SIGKILLs the process group recorded for `name` and waits for it to
+    /// die; `Ok(false)` if no such process was running (nothing signalled).
+    async fn kill_owned(&self, name: &str) -> Result<bool> {
+        let pid = self.owned_pid(name);
+        if let Some(pid) = pid {
             let mut group = process::group_members(pid);
             group.push(pid);
             process::signal_group(pid, Signal::SIGKILL)?;
@@ -398,7 +401,8 @@ impl Stack {
                 bail!("{name} (process group {pid}) still alive {KILL_TIMEOUT:?} after SIGKILL");
             }
         }
-        process::remove_pid_file(&self.pid_path(name))
+        process::remove_pid_file(&self.pid_path(name))?;
+        Ok(pid.is_some())
     }
 
     /// SIGTERMs the process group recorded for `name` and waits; escalates to
@@ -612,8 +616,8 @@ impl Postgres<'_> {
     /// Simulates a crash: SIGKILL to the postmaster's group, then to every
     /// backend (backends are session leaders of their own, so the group kill
     /// misses them), and waits until all are gone so a restart can attach to
-    /// the shared memory again.
-    pub async fn kill(self) -> Result<()> {
+    /// the shared memory again. `Ok(false)` if no postgres process was found.
+    pub async fn kill(self) -> Result<bool> {
         let mut killed = Vec::new();
         if let Some(pid) = self.pid() {
             process::signal_group(pid, Signal::SIGKILL)?;
@@ -632,7 +636,8 @@ impl Postgres<'_> {
             let alive: Vec<u32> = killed.into_iter().filter(|pid| process::is_alive(*pid)).collect();
             bail!("postgres processes {alive:?} still alive {KILL_TIMEOUT:?} after SIGKILL");
         }
-        process::remove_pid_file(&self.stack.pid_path(Self::NAME))
+        process::remove_pid_file(&self.stack.pid_path(Self::NAME))?;
+        Ok(!killed.is_empty())
     }
 
     /// Graceful stop (if running), start, wait until ready. Returns the new pid.
@@ -1004,8 +1009,9 @@ impl RabbitMq<'_> {
         process::remove_pid_file(&self.stack.pid_path(Self::NAME))
     }
 
-    /// Simulates a crash: SIGKILL to the whole group (script, beam.smp, helpers).
-    pub async fn kill(self) -> Result<()> {
+    /// Simulates a crash: SIGKILL to the whole group (script, beam.smp,
+    /// helpers). `Ok(false)` if the node was not running.
+    pub async fn kill(self) -> Result<bool> {
         self.stack.kill_owned(Self::NAME).await
     }
 
@@ -1235,7 +1241,8 @@ impl Kafka<'_> {
         Ok(())
     }
 
-    pub async fn kill(self) -> Result<()> {
+    /// SIGKILL; `Ok(false)` if the broker was not running.
+    pub async fn kill(self) -> Result<bool> {
         self.stack.kill_owned(Self::NAME).await
     }
 

@@ -70,10 +70,13 @@ enum Command {
         /// Upper bound on the wait for the system to settle, in seconds.
         #[arg(long, default_value_t = 180)]
         drain_timeout: u64,
-        /// A negative control: publish-without-outbox, ack-before-commit or skip-inbox.
-        #[arg(long = "unsafe")]
+        /// A negative control: publish-without-outbox, ack-before-commit or
+        /// skip-inbox (local processes only: the compose deployment would not
+        /// get the mode).
+        #[arg(long = "unsafe", conflicts_with = "compose")]
         unsafe_mode: Option<String>,
-        /// Run against `docker compose` (file docker-compose.yml) instead of local processes.
+        /// Run against `docker compose` (file docker-compose.yml) instead of
+        /// local processes; no namespace, no unsafe modes.
         #[arg(long)]
         compose: bool,
     },
@@ -160,5 +163,17 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
         Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsafe_mode_is_refused_with_the_compose_backend() {
+        assert!(Cli::try_parse_from(["xtask", "chaos", "--unsafe", "skip-inbox"]).is_ok());
+        let error = Cli::try_parse_from(["xtask", "chaos", "--unsafe", "skip-inbox", "--compose"]).err().unwrap();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

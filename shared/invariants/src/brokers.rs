@@ -8,6 +8,11 @@ use crate::report::{CheckResult, Invariant, ResultBuilder};
 use contracts::Topology;
 use dead_letters::{DeadLetters, PendingCount};
 
+/// The RabbitMQ of the local runner's development stack.
+pub const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:55672/%2f";
+/// The Kafka (Tansu) of the local runner's development stack.
+pub const DEV_KAFKA_BROKERS: &str = "127.0.0.1:59092";
+
 /// Where the brokers are; either may be absent, and its check is skipped.
 #[derive(Debug, Clone, Default)]
 pub struct Brokers {

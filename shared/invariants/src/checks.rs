@@ -45,31 +45,45 @@ fn by_order<T>(items: &[T], order_of: impl Fn(&T) -> Uuid) -> BTreeMap<Uuid, Vec
     grouped
 }
 
-/// Invariant 2: A COMPLETED order has exactly one standing (succeeded, unrefunded)
-/// charge, of its total; a CANCELLED one has none; no charge stands for an
-/// order the order database does not know.
+/// Invariant 2 ("exactly one successful charge per COMPLETED order, none
+/// left standing for a CANCELLED one"): a COMPLETED order has exactly one
+/// succeeded charge, refunded or not, and that one stands (unrefunded) and
+/// is of its total; a CANCELLED one has no standing charge (a refunded one
+/// is fine); no charge stands for an order the order database does not know.
 pub fn payment(s: &Snapshot, max: usize) -> CheckResult {
     let mut r = ResultBuilder::new(Invariant::Payment, max);
     let payments = by_order(&s.payments, |p| p.order_id);
     r.count("payments", s.payments.len())
-        .count("succeeded", s.payments.iter().filter(|p| p.status == "succeeded").count())
+        .count("succeeded", s.payments.iter().filter(|p| p.succeeded()).count())
         .count("declined", s.payments.iter().filter(|p| p.status == "declined").count())
         .count("refunded", s.payments.iter().filter(|p| p.refunded).count())
         .count("standing", s.payments.iter().filter(|p| p.stands()).count());
     for order in s.orders.values() {
-        let standing: Vec<_> = payments.get(&order.id).into_iter().flatten().filter(|p| p.stands()).collect();
+        let of_order = || payments.get(&order.id).into_iter().flatten();
         if order.is_completed() {
-            match standing.as_slice() {
-                [] => r.offend(order.id, "COMPLETED without a standing charge"),
+            let succeeded: Vec<_> = of_order().filter(|p| p.succeeded()).collect();
+            match succeeded.as_slice() {
+                [] => r.offend(order.id, "COMPLETED without a successful charge"),
+                [charge] if charge.refunded => r.offend(order.id, "COMPLETED, but its charge was refunded"),
                 [charge] if Some(charge.amount_cents) != order.total_cents => r.offend(
                     order.id,
                     format!("charged {} cents, order total {:?}", charge.amount_cents, order.total_cents),
                 ),
                 [_] => {}
-                more => r.offend(order.id, format!("COMPLETED with {} standing charges, expected 1", more.len())),
+                more => {
+                    // A refund does not undo the extra charge: the customer was charged twice.
+                    let refunded = more.iter().filter(|p| p.refunded).count();
+                    r.offend(
+                        order.id,
+                        format!("COMPLETED with {} successful charges ({refunded} refunded), expected 1", more.len()),
+                    )
+                }
             }
-        } else if order.is_cancelled() && !standing.is_empty() {
-            r.offend(order.id, format!("CANCELLED with {} standing charge(s)", standing.len()));
+        } else if order.is_cancelled() {
+            let standing = of_order().filter(|p| p.stands()).count();
+            if standing > 0 {
+                r.offend(order.id, format!("CANCELLED with {standing} standing charge(s)"));
+            }
         }
     }
     for (order_id, of_order) in &payments {
@@ -210,19 +224,26 @@ fn points_of(order: &Order) -> i64 {
 
 /// Invariant 6: For every customer of the order database: balance = points of their
 /// COMPLETED orders (total / 100), and the balance is the sum of their
-/// ledger. Each final order's net ledger points match what it earns.
-/// Customers and orders the order database does not know are not judged.
+/// ledger. Each final order's net ledger points match what it earns. Like
+/// invariants 2–5, it also flags what no known order explains: ledger
+/// entries of an order the order database does not know, and a balance or
+/// ledger entries of a customer it does not know.
 pub fn loyalty(s: &Snapshot, max: usize) -> CheckResult {
     let mut r = ResultBuilder::new(Invariant::Loyalty, max);
     let mut expected: BTreeMap<&str, i64> = BTreeMap::new();
     for order in s.orders.values() {
         *expected.entry(order.customer_id.as_str()).or_default() += points_of(order);
     }
-    let mut ledger_by_customer: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut ledger_by_order: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let mut ledger_by_customer: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+    let mut ledger_by_order: BTreeMap<Uuid, (usize, i64)> = BTreeMap::new();
     for entry in &s.loyalty_ledger {
-        *ledger_by_customer.entry(entry.customer_id.as_str()).or_default() += entry.points;
-        *ledger_by_order.entry(entry.order_id).or_default() += entry.points;
+        for sum in [
+            ledger_by_customer.entry(entry.customer_id.as_str()).or_default(),
+            ledger_by_order.entry(entry.order_id).or_default(),
+        ] {
+            sum.0 += 1;
+            sum.1 += entry.points;
+        }
     }
     r.count("customers", expected.len())
         .count("accounts", s.loyalty_balances.len())
@@ -233,17 +254,38 @@ pub fn loyalty(s: &Snapshot, max: usize) -> CheckResult {
         if balance != *points {
             r.offend(customer, format!("customer balance {balance}, completed orders earn {points}"));
         }
-        let ledger = ledger_by_customer.get(customer).copied().unwrap_or(0);
+        let (_, ledger) = ledger_by_customer.get(customer).copied().unwrap_or_default();
         if ledger != balance {
             r.offend(customer, format!("customer balance {balance}, but the ledger adds up to {ledger}"));
         }
     }
     for order in s.orders.values().filter(|o| o.is_final()) {
-        let net = ledger_by_order.get(&order.id).copied().unwrap_or(0);
+        let (_, net) = ledger_by_order.get(&order.id).copied().unwrap_or_default();
         if net != points_of(order) {
             r.offend(
                 order.id,
                 format!("{} with {net} net points in the ledger, expected {}", order.status, points_of(order)),
+            );
+        }
+    }
+    for (order_id, (entries, net)) in ledger_by_order.iter().filter(|(id, _)| !s.orders.contains_key(*id)) {
+        r.offend(
+            order_id,
+            format!("{entries} ledger entries ({net} net points) for an order the order database does not know"),
+        );
+    }
+    let mut customers: BTreeSet<&str> = s.loyalty_balances.keys().map(String::as_str).collect();
+    customers.extend(ledger_by_customer.keys().copied());
+    for customer in customers.into_iter().filter(|c| !expected.contains_key(c)) {
+        let balance = s.loyalty_balances.get(customer).copied().unwrap_or(0);
+        let (entries, _) = ledger_by_customer.get(customer).copied().unwrap_or_default();
+        // An account left at zero with no entries explains itself.
+        if balance != 0 || entries > 0 {
+            r.offend(
+                customer,
+                format!(
+                    "balance {balance} and {entries} ledger entries for a customer the order database does not know"
+                ),
             );
         }
     }
@@ -392,6 +434,59 @@ mod tests {
         assert_eq!(failing(&s), [Invariant::Email]);
         assert!(email(&s, 10).names(&gone.to_string()));
         assert!(!email(&s, 10).names(&done.to_string()));
+    }
+
+    #[test]
+    fn a_second_successful_charge_of_a_completed_order_fails_even_if_refunded() {
+        let (mut s, done, gone) = consistent();
+        s.payments.push(Payment {
+            id: Uuid::now_v7(),
+            order_id: done,
+            amount_cents: 1_998,
+            status: "succeeded".into(),
+            refunded: true,
+        });
+        assert_eq!(failing(&s), [Invariant::Payment]);
+        let check = payment(&s, 10);
+        assert!(check.names(&done.to_string()) && !check.names(&gone.to_string()), "{check:?}");
+    }
+
+    #[test]
+    fn the_only_charge_of_a_completed_order_refunded_fails() {
+        let (mut s, done, _) = consistent();
+        s.payments[0].refunded = true;
+        assert_eq!(failing(&s), [Invariant::Payment]);
+        assert!(payment(&s, 10).names(&done.to_string()));
+    }
+
+    #[test]
+    fn loyalty_points_of_an_unknown_order_fail_even_when_they_net_to_zero() {
+        let (mut s, done, _) = consistent();
+        let ghost = Uuid::now_v7();
+        for points in [7, -7] {
+            let kind = if points > 0 { "credit" } else { "reversal" };
+            s.loyalty_ledger.push(LedgerEntry {
+                customer_id: "c-1".into(),
+                order_id: ghost,
+                kind: kind.into(),
+                points,
+            });
+        }
+        assert_eq!(failing(&s), [Invariant::Loyalty]);
+        let check = loyalty(&s, 10);
+        assert!(check.names(&ghost.to_string()), "{check:?}");
+        assert!(!check.names(&done.to_string()) && !check.names("c-1"), "{check:?}");
+    }
+
+    #[test]
+    fn loyalty_balance_of_an_unknown_customer_fails() {
+        let (mut s, _, _) = consistent();
+        s.loyalty_balances.insert("c-ghost".into(), 7);
+        assert_eq!(failing(&s), [Invariant::Loyalty]);
+        assert!(loyalty(&s, 10).names("c-ghost"));
+        // An empty account of an unknown customer is harmless.
+        s.loyalty_balances.insert("c-ghost".into(), 0);
+        assert!(failing(&s).is_empty());
     }
 
     #[test]

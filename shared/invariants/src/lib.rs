@@ -13,6 +13,7 @@
 //! ```
 //!
 //! - [`checks`]: invariants 1–7a as pure functions of a [`Snapshot`].
+//! - [`pending_work`]: what still keeps a run from having drained.
 //! - [`brokers`]: invariant 7 on RabbitMQ and Kafka.
 //! - [`report`]: the results, printable and as JSON.
 
@@ -22,10 +23,10 @@ pub mod databases;
 pub mod report;
 pub mod snapshot;
 
-pub use brokers::Brokers;
+pub use brokers::{Brokers, DEV_AMQP_URL, DEV_KAFKA_BROKERS};
 pub use databases::{DEV_SERVER_URL, DatabaseUrls, Databases, PerService, SERVICES};
 pub use report::{CheckResult, CheckStatus, Invariant, Offender, Report};
-pub use snapshot::Snapshot;
+pub use snapshot::{PendingWork, Snapshot};
 
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -80,6 +81,12 @@ pub async fn check(databases: &Databases, options: &CheckOptions) -> Result<Repo
         brokers::kafka_dead_letters(&options.brokers, max).await?,
     ];
     Ok(Report { checks })
+}
+
+/// What still keeps the system from being drained (see [`PendingWork`]);
+/// for polling while a run settles, before the full [`check`].
+pub async fn pending_work(databases: &Databases, accepted: &BTreeSet<Uuid>) -> Result<PendingWork, CheckError> {
+    PendingWork::read(databases, accepted).await
 }
 
 /// Parses the accepted-orders list: one order id per line; blank lines and

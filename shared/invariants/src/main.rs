@@ -1,5 +1,6 @@
 //! `check-invariants`: checks the invariants of DESIGN.md against the six
-//! service databases (and the brokers' dead letters, when given).
+//! service databases and the brokers' dead letters (by default all on the
+//! dev stack; `--no-brokers` skips the brokers).
 //!
 //! Exit status: 0 when no check failed, 1 when one did, 2 on a usage or
 //! connection error.
@@ -32,14 +33,18 @@ struct Cli {
     /// invariant 1 checks only that every order is final.
     #[arg(long, value_name = "FILE")]
     accepted: Option<PathBuf>,
-    /// RabbitMQ URL for the dead-letter queues (e.g. amqp://guest:guest@127.0.0.1:55672/%2f);
-    /// without it that check is skipped.
-    #[arg(long, env = "AMQP_URL")]
-    amqp_url: Option<String>,
-    /// Kafka bootstrap servers for the dead-letter topics (e.g. 127.0.0.1:59092);
-    /// without them that check is skipped.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
+    /// RabbitMQ URL for the dead-letter queues (invariant 7b); the dev
+    /// stack's by default, like the databases.
+    #[arg(long, env = "AMQP_URL", default_value = invariants::DEV_AMQP_URL)]
+    amqp_url: String,
+    /// Kafka bootstrap servers for the dead-letter topics (invariant 7c); the
+    /// dev stack's by default.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = invariants::DEV_KAFKA_BROKERS)]
+    kafka_brokers: String,
+    /// Skip the brokers' dead-letter checks (7b, 7c): they are reported as
+    /// SKIP, and only the databases decide the exit status.
+    #[arg(long)]
+    no_brokers: bool,
     /// Prefix of every queue and topic, as the services' MESSAGING_NAMESPACE.
     #[arg(long, env = "MESSAGING_NAMESPACE", default_value = "")]
     namespace: String,
@@ -82,16 +87,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         email: cli.email_db,
         loyalty: cli.loyalty_db,
     };
-    let databases = Databases::connect(&urls).await?;
-    let options = CheckOptions {
-        accepted,
-        brokers: Brokers {
-            amqp_url: cli.amqp_url.filter(|u| !u.trim().is_empty()),
-            kafka_brokers: cli.kafka_brokers.filter(|b| !b.trim().is_empty()),
+    let brokers = if cli.no_brokers {
+        Brokers { amqp_url: None, kafka_brokers: None, topology: contracts::Topology::new(cli.namespace) }
+    } else {
+        // An empty value used to mean "skip" silently; skipping is now asked for by name.
+        if cli.amqp_url.trim().is_empty() || cli.kafka_brokers.trim().is_empty() {
+            anyhow::bail!("--amqp-url and --kafka-brokers must not be empty (use --no-brokers to skip 7b and 7c)");
+        }
+        Brokers {
+            amqp_url: Some(cli.amqp_url),
+            kafka_brokers: Some(cli.kafka_brokers),
             topology: contracts::Topology::new(cli.namespace),
-        },
-        max_offenders: cli.max_offenders,
+        }
     };
+    let databases = Databases::connect(&urls).await?;
+    let options = CheckOptions { accepted, brokers, max_offenders: cli.max_offenders };
     let report = invariants::check(&databases, &options).await?;
     databases.close().await;
     let text = if cli.json { format!("{:#}\n", report.to_json()) } else { report.to_string() };
@@ -102,4 +112,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         _ => {}
     }
     Ok(report.passed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_brokers_default_to_the_dev_stack_and_can_be_skipped_by_name() {
+        let cli = Cli::try_parse_from(["check-invariants"]).unwrap();
+        // A developer's shell may set these; the default is what matters here.
+        if std::env::var_os("AMQP_URL").is_none() {
+            assert_eq!(cli.amqp_url, invariants::DEV_AMQP_URL);
+        }
+        if std::env::var_os("KAFKA_BROKERS").is_none() {
+            assert_eq!(cli.kafka_brokers, invariants::DEV_KAFKA_BROKERS);
+        }
+        assert!(!cli.no_brokers);
+        assert!(Cli::try_parse_from(["check-invariants", "--no-brokers"]).unwrap().no_brokers);
+    }
 }

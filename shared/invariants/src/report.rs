@@ -12,7 +12,7 @@ use std::fmt;
 pub enum Invariant {
     /// 1. Every order final; accepted orders exist, and only those.
     OrdersFinal,
-    /// 2. One standing charge per completed order, none per cancelled one.
+    /// 2. Exactly one successful (and standing) charge per completed order, none standing per cancelled one.
     Payment,
     /// 3. Stock taken = quantities of non-cancelled orders; nothing held by cancelled ones.
     Stock,
@@ -61,7 +61,7 @@ impl Invariant {
     pub fn title(self) -> &'static str {
         match self {
             Invariant::OrdersFinal => "every accepted order exists and is final",
-            Invariant::Payment => "one standing charge per completed order, none per cancelled",
+            Invariant::Payment => "one successful charge per completed order, none standing per cancelled",
             Invariant::Stock => "stock taken matches non-cancelled orders",
             Invariant::Shipping => "one shipment per completed order, none per cancelled",
             Invariant::Email => "each e-mail an order calls for, exactly once",

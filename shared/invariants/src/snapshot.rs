@@ -1,10 +1,12 @@
-//! What the checks need from each database, read once into memory. This is
-//! the only place that knows the services' table layouts; it only reads.
+//! What the checks need from each database, read once into memory, and the
+//! lighter [`PendingWork`] the chaos runner polls while the system drains.
+//! Every query the checker (and the runner, through it) makes on the
+//! services' tables is in this file; it only reads.
 
 use crate::CheckError;
 use crate::databases::Databases;
 use sqlx::PgPool;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 pub const COMPLETED: &str = "COMPLETED";
@@ -71,9 +73,14 @@ pub struct Payment {
 }
 
 impl Payment {
+    /// The provider took the money (whether or not it was refunded since).
+    pub fn succeeded(&self) -> bool {
+        self.status == "succeeded"
+    }
+
     /// A charge that was made and not refunded.
     pub fn stands(&self) -> bool {
-        self.status == "succeeded" && !self.refunded
+        self.succeeded() && !self.refunded
     }
 }
 
@@ -162,6 +169,66 @@ impl Snapshot {
             .await?,
             unsent,
         })
+    }
+}
+
+/// What keeps a run from being drained: orders not final, accepted orders
+/// not (yet) in the order database, outbox rows not yet published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingWork {
+    /// Orders that exist but are neither COMPLETED nor CANCELLED.
+    pub not_final: BTreeSet<Uuid>,
+    /// Accepted orders the order database does not hold.
+    pub missing: BTreeSet<Uuid>,
+    /// Unsent outbox rows (parked ones included) per service database.
+    pub unsent: BTreeMap<&'static str, i64>,
+}
+
+impl PendingWork {
+    /// Reads it with one query per database, cheap enough to poll.
+    pub async fn read(db: &Databases, accepted: &BTreeSet<Uuid>) -> Result<Self, CheckError> {
+        let query = |error| CheckError::Query { service: "order", error };
+        let not_final: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE status NOT IN ($1, $2)")
+            .bind(COMPLETED)
+            .bind(CANCELLED)
+            .fetch_all(&db.order)
+            .await
+            .map_err(query)?;
+        let ids: Vec<Uuid> = accepted.iter().copied().collect();
+        let present: BTreeSet<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&db.order)
+            .await
+            .map_err(query)?
+            .into_iter()
+            .collect();
+        let mut unsent = BTreeMap::new();
+        for (service, pool) in db.iter() {
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+                .fetch_one(pool)
+                .await
+                .map_err(|error| CheckError::Query { service, error })?;
+            unsent.insert(service, count);
+        }
+        Ok(Self {
+            not_final: not_final.into_iter().collect(),
+            missing: accepted.difference(&present).copied().collect(),
+            unsent,
+        })
+    }
+
+    pub fn unsent_total(&self) -> i64 {
+        self.unsent.values().sum()
+    }
+
+    /// Every order final, every accepted one present, every outbox empty.
+    pub fn is_drained(&self) -> bool {
+        self.not_final.is_empty() && self.missing.is_empty() && self.unsent_total() == 0
+    }
+
+    /// Orders not done: in progress, or accepted and missing.
+    pub fn unfinished(&self) -> BTreeSet<Uuid> {
+        self.not_final.union(&self.missing).copied().collect()
     }
 }
 

@@ -344,8 +344,8 @@ async fn the_command_exits_0_when_passing_1_when_failing_and_2_without_a_databas
         for (service, url) in urls.iter() {
             cmd.arg(format!("--{service}-db")).arg(url);
         }
-        // Keep the developer's environment from adding brokers.
-        cmd.env_remove("AMQP_URL").env_remove("KAFKA_BROKERS").args(extra);
+        // The brokers default to the dev stack's, which need not be up here.
+        cmd.env_remove("AMQP_URL").env_remove("KAFKA_BROKERS").arg("--no-brokers").args(extra);
         cmd.output().expect("run check-invariants")
     };
     let command = |extra: &[&str]| command_on(world.urls(), extra);
@@ -367,4 +367,31 @@ async fn the_command_exits_0_when_passing_1_when_failing_and_2_without_a_databas
     assert_eq!(unreachable.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert!(stderr.contains("connecting to the order database"), "{stderr}");
+}
+
+#[tokio::test]
+async fn pending_work_names_orders_in_flight_missing_ones_and_unsent_messages() {
+    let world = World::new().await;
+    let lost = Uuid::now_v7();
+    let accepted: BTreeSet<Uuid> = [world.completed, world.cancelled].into_iter().collect();
+    let pending = invariants::pending_work(&world.db, &accepted).await.unwrap();
+    assert!(pending.is_drained(), "{pending:?}");
+    assert_eq!(pending.unsent.len(), 6);
+
+    let stuck = Uuid::now_v7();
+    run(
+        &world.db.order,
+        &format!(
+            "INSERT INTO orders (id, customer_id, payment_method, status) VALUES ('{stuck}', 'c-3', 'card', 'PAID')"
+        ),
+    )
+    .await;
+    world.outbox_row(&world.db.shipping, "shipments.ShipmentScheduled", stuck, false).await;
+    let accepted: BTreeSet<Uuid> = [world.completed, world.cancelled, stuck, lost].into_iter().collect();
+    let pending = invariants::pending_work(&world.db, &accepted).await.unwrap();
+    assert!(!pending.is_drained());
+    assert_eq!(pending.not_final, [stuck].into_iter().collect());
+    assert_eq!(pending.missing, [lost].into_iter().collect());
+    assert_eq!((pending.unsent["shipping"], pending.unsent_total()), (1, 1));
+    assert_eq!(pending.unfinished(), [stuck, lost].into_iter().collect());
 }

@@ -1,11 +1,20 @@
 //! Where the chaos suite injects faults: the local runner's processes, or a
 //! `docker compose` deployment (`docker compose kill` / `start`).
+//!
+//! The compose deployment takes its configuration from docker-compose.yml
+//! alone: the run's environment (`MESSAGING_NAMESPACE`, the UNSAFE modes,
+//! the shutdown deadline) does not reach it ([`Backend::applies_env`]), so
+//! the runner refuses unsafe modes there, and its queues, topics, groups
+//! and dead-letter destinations carry no namespace: the checker reads them
+//! with the empty one.
 
 use crate::infra::{Component, Stack};
 use crate::services::{SERVICES, service_spec};
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 pub enum Backend<'a> {
     /// Processes of a local runner stack (normally `chaos`).
@@ -17,8 +26,17 @@ pub enum Backend<'a> {
 }
 
 impl Backend<'_> {
+    /// Whether the services get the `env` given to [`Backend::prepare`] and
+    /// [`Backend::start`]; the compose deployment does not.
+    pub fn applies_env(&self) -> bool {
+        match self {
+            Backend::Local(_) => true,
+            Backend::Compose { .. } => false,
+        }
+    }
+
     /// A fresh system: infrastructure up, empty databases, services started
-    /// with `env` (namespace, unsafe modes) and ready.
+    /// with `env` (namespace, unsafe modes; local backend only) and ready.
     pub async fn prepare(&self, env: &[(String, String)]) -> Result<()> {
         match self {
             Backend::Local(stack) => {
@@ -40,21 +58,39 @@ impl Backend<'_> {
                 Ok(())
             }
             Backend::Compose { file, .. } => {
-                // The compose file carries its own configuration; a namespace
-                // is not needed because the deployment is fresh.
+                // `env` is not applied (see the module docs): the compose file
+                // carries its own configuration, and fresh volumes stand in
+                // for a namespace.
                 compose(file, &["down", "--volumes"])?;
                 compose(file, &["up", "--detach", "--wait"])
             }
         }
     }
 
-    pub async fn kill(&self, target: &str) -> Result<()> {
+    /// SIGKILLs `target`; `Ok(false)` if nothing of it was running, so
+    /// nothing was killed.
+    pub async fn kill(&self, target: &str) -> Result<bool> {
         match self {
             Backend::Local(stack) => match target.parse::<Component>() {
                 Ok(component) => stack.kill_component(component).await,
-                Err(_) => stack.service_named(target)?.kill().await,
+                Err(_) => {
+                    let service = stack.service_named(target)?;
+                    // Service::kill does not say whether it found a process;
+                    // one that exits between the look-up and the signal
+                    // still counts, which is as good as a kill.
+                    let running = service.pid().is_some();
+                    service.kill().await?;
+                    Ok(running)
+                }
             },
-            Backend::Compose { file, .. } => compose(file, &["kill", "-s", "SIGKILL", target]),
+            Backend::Compose { file, .. } => {
+                let running = compose_output(file, &["ps", "--status", "running", "--quiet", target])?;
+                if running.trim().is_empty() {
+                    return Ok(false);
+                }
+                compose(file, &["kill", "-s", "SIGKILL", target])?;
+                Ok(true)
+            }
         }
     }
 
@@ -110,64 +146,74 @@ impl Backend<'_> {
         }
     }
 
-    /// Waits until every accepted order is final and every outbox is empty;
-    /// false if that did not happen within `timeout`.
-    pub async fn wait_drained(&self, accepted: &[String], timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.pending_work(accepted).await {
-                Ok((0, 0)) => return true,
-                Ok((orders, outbox)) if Instant::now() >= deadline => {
-                    println!("  still {orders} orders in flight and {outbox} unsent messages at the deadline");
-                    return false;
-                }
-                Err(e) if Instant::now() >= deadline => {
-                    println!("  cannot read the databases at the deadline: {e:#}");
-                    return false;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
-    }
-
-    /// (accepted orders missing or not final + any order not final, unsent
-    /// outbox rows across the six databases).
-    async fn pending_work(&self, accepted: &[String]) -> Result<(i64, i64)> {
-        let ids: Vec<uuid::Uuid> = accepted.iter().filter_map(|id| id.parse().ok()).collect();
-        let order = sqlx::PgPool::connect(&self.database_url("order")).await?;
-        let (not_final, missing): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM orders WHERE status NOT IN ('COMPLETED', 'CANCELLED')),
-                    $2::int8 - (SELECT count(*) FROM orders WHERE id = ANY($1))",
-        )
-        .bind(&ids)
-        .bind(ids.len() as i64)
-        .fetch_one(&order)
-        .await?;
-        order.close().await;
-        let mut unsent = 0;
-        for spec in &SERVICES {
-            let pool = sqlx::PgPool::connect(&self.database_url(spec.name)).await?;
-            let (n,): (i64,) =
-                sqlx::query_as("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&pool).await?;
-            unsent += n;
-            pool.close().await;
-        }
-        Ok((not_final + missing, unsent))
-    }
-
-    /// Runs the invariant checker on this system.
-    pub async fn check_invariants(&self, accepted: &[String], namespace: &str) -> Result<invariants::Report> {
-        let urls = invariants::DatabaseUrls {
+    /// The URL of each service's database.
+    pub fn database_urls(&self) -> invariants::DatabaseUrls {
+        invariants::DatabaseUrls {
             order: self.database_url("order"),
             stock: self.database_url("stock"),
             payment: self.database_url("payment"),
             shipping: self.database_url("shipping"),
             email: self.database_url("email"),
             loyalty: self.database_url("loyalty"),
+        }
+    }
+
+    /// What still keeps the system from having drained (one short-lived
+    /// pool set; for repeated polling see [`Backend::wait_drained`]).
+    pub async fn pending_work(&self, accepted: &BTreeSet<Uuid>) -> Result<invariants::PendingWork> {
+        let databases = invariants::Databases::connect(&self.database_urls()).await?;
+        let pending = invariants::pending_work(&databases, accepted).await;
+        databases.close().await;
+        Ok(pending?)
+    }
+
+    /// Waits until every accepted order is final and every outbox is empty;
+    /// false if that did not happen within `timeout`.
+    pub async fn wait_drained(&self, accepted: &BTreeSet<Uuid>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        // One pool set for the whole wait, connected once the databases answer.
+        let mut databases: Option<invariants::Databases> = None;
+        let drained = loop {
+            let pending = match &databases {
+                Some(db) => invariants::pending_work(db, accepted).await,
+                None => match invariants::Databases::connect(&self.database_urls()).await {
+                    Ok(db) => {
+                        databases = Some(db);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match pending {
+                Ok(pending) if pending.is_drained() => break true,
+                Ok(pending) if Instant::now() >= deadline => {
+                    println!(
+                        "  still {} orders in flight, {} accepted orders missing and {} unsent messages at the deadline",
+                        pending.not_final.len(),
+                        pending.missing.len(),
+                        pending.unsent_total()
+                    );
+                    break false;
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    println!("  cannot read the databases at the deadline: {e}");
+                    break false;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
         };
-        let databases = invariants::Databases::connect(&urls).await?;
+        if let Some(db) = databases {
+            db.close().await;
+        }
+        drained
+    }
+
+    /// Runs the invariant checker on this system; `namespace` is the run's
+    /// (empty on compose, see the module docs).
+    pub async fn check_invariants(&self, accepted: &BTreeSet<Uuid>, namespace: &str) -> Result<invariants::Report> {
+        let databases = invariants::Databases::connect(&self.database_urls()).await?;
         let options = invariants::CheckOptions {
-            accepted: Some(invariants::parse_accepted(&accepted.join("\n"))?),
+            accepted: Some(accepted.clone()),
             brokers: invariants::Brokers {
                 amqp_url: Some(self.amqp_url()),
                 kafka_brokers: Some(self.kafka_brokers()),
@@ -183,6 +229,26 @@ impl Backend<'_> {
 
 fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// `docker compose -f FILE ARGS…`, returning its standard output.
+fn compose_output(file: &PathBuf, args: &[&str]) -> Result<String> {
+    let output = std::process::Command::new("docker")
+        .arg("compose")
+        .arg("-f")
+        .arg(file)
+        .args(args)
+        .output()
+        .context("running `docker compose` (is Docker installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "docker compose {} failed: {} ({})",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn compose(file: &PathBuf, args: &[&str]) -> Result<()> {

@@ -16,9 +16,11 @@ use tokio::sync::Mutex;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Accepted(String),
-    /// 503 after every retry: the API shed load; nothing was created.
+    /// 503 after every retry, with no attempt of unknown outcome before:
+    /// the API shed load; nothing was created.
     Rejected,
-    /// A 4xx or a request that never got an answer before the deadline.
+    /// A 4xx, or no definitive answer before the deadline (then the order
+    /// may exist without the load knowing it: the run fails loudly).
     Failed(String),
 }
 
@@ -122,6 +124,67 @@ pub async fn place_orders(
     result
 }
 
+/// 503s (in all, with no attempt of unknown outcome among the attempts)
+/// after which an order counts as rejected.
+const MAX_REJECTIONS: usize = 5;
+
+/// What one request attempt told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Accepted(String),
+    /// 503: the API shed the request before creating anything.
+    Unavailable {
+        retry_after: Duration,
+    },
+    /// A definitive refusal (4xx) or an answer that cannot be used.
+    Refused(String),
+    /// No answer or a 5xx other than 503: the order may or may not exist.
+    Unknown,
+}
+
+/// The decision after each answer: retry the same key, or stop with an outcome.
+#[derive(Debug, Default)]
+struct Attempts {
+    rejections: usize,
+    /// Once an attempt may have created the order, a 503 no longer means
+    /// "nothing was created": only a 202 (the same order, by its key) or a
+    /// 4xx ends the retries, or the deadline, as a failure.
+    outcome_unknown: bool,
+}
+
+impl Attempts {
+    /// `Ok(outcome)` to stop, `Err(pause)` to retry after `pause`.
+    fn after(&mut self, answer: Answer) -> Result<Outcome, Duration> {
+        match answer {
+            Answer::Accepted(id) => Ok(Outcome::Accepted(id)),
+            Answer::Refused(why) => Ok(Outcome::Failed(why)),
+            Answer::Unavailable { retry_after } => {
+                self.rejections += 1;
+                if !self.outcome_unknown && self.rejections >= MAX_REJECTIONS {
+                    Ok(Outcome::Rejected)
+                } else {
+                    Err(retry_after)
+                }
+            }
+            Answer::Unknown => {
+                self.outcome_unknown = true;
+                Err(Duration::from_millis(300))
+            }
+        }
+    }
+
+    /// The outcome when the deadline leaves no room for another attempt.
+    fn give_up(&self, give_up_after: Duration) -> Outcome {
+        if self.outcome_unknown {
+            Outcome::Failed(format!(
+                "no definitive answer within {give_up_after:?} after an attempt of unknown outcome (the order may exist)"
+            ))
+        } else {
+            Outcome::Failed(format!("no definitive answer within {give_up_after:?}"))
+        }
+    }
+}
+
 async fn place_one(
     client: &reqwest::Client,
     url: &str,
@@ -133,46 +196,46 @@ async fn place_one(
     let body = order_body(seed, index);
     let key = format!("chaos-{seed}-{index}");
     let deadline = Instant::now() + give_up_after;
-    let mut rejections = 0;
+    let mut attempts = Attempts::default();
     loop {
         let response = client.post(url).header("Idempotency-Key", &key).json(&body).send().await;
-        let retry_after = match response {
+        let answer = match response {
             Ok(r) if r.status().as_u16() == 202 => {
                 let body: Value = r.json().await.unwrap_or(Value::Null);
-                return match body["order_id"].as_str() {
-                    Some(id) => Outcome::Accepted(id.to_owned()),
-                    None => Outcome::Failed(format!("202 without an order id: {body}")),
-                };
+                match body["order_id"].as_str() {
+                    Some(id) => Answer::Accepted(id.to_owned()),
+                    None => Answer::Refused(format!("202 without an order id: {body}")),
+                }
             }
             Ok(r) if r.status().as_u16() == 503 => {
                 result.lock().await.responses_503 += 1;
-                rejections += 1;
-                if rejections >= 5 {
-                    return Outcome::Rejected;
-                }
                 let seconds = r
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
-                Duration::from_secs(seconds)
+                Answer::Unavailable { retry_after: Duration::from_secs(seconds) }
             }
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status();
-                return Outcome::Failed(format!("{status}: {}", r.text().await.unwrap_or_default()));
+                Answer::Refused(format!("{status}: {}", r.text().await.unwrap_or_default()))
             }
             // 5xx or no answer (the order service is down or was killed
             // mid-request): the same key makes the retry safe.
             _ => {
                 result.lock().await.retries += 1;
-                Duration::from_millis(300)
+                Answer::Unknown
             }
         };
-        if Instant::now() + retry_after > deadline {
-            return Outcome::Failed(format!("no definitive answer within {give_up_after:?}"));
+        let pause = match attempts.after(answer) {
+            Ok(outcome) => return outcome,
+            Err(pause) => pause,
+        };
+        if Instant::now() + pause > deadline {
+            return attempts.give_up(give_up_after);
         }
-        tokio::time::sleep(retry_after).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -187,5 +250,43 @@ mod tests {
         let declined = bodies.iter().filter(|b| b["payment_method"] == "card_declined").count();
         let empty = bodies.iter().filter(|b| b["lines"][0]["sku"] == "SKU-EMPTY").count();
         assert!(declined > 20 && empty > 10, "declined {declined}, out of stock {empty}");
+    }
+
+    const PAUSE: Duration = Duration::from_secs(1);
+
+    fn unavailable() -> Answer {
+        Answer::Unavailable { retry_after: PAUSE }
+    }
+
+    #[test]
+    fn only_503s_end_as_rejected() {
+        let mut attempts = Attempts::default();
+        for _ in 1..MAX_REJECTIONS {
+            assert_eq!(attempts.after(unavailable()), Err(PAUSE));
+        }
+        assert_eq!(attempts.after(unavailable()), Ok(Outcome::Rejected));
+    }
+
+    #[test]
+    fn after_an_attempt_of_unknown_outcome_503s_never_reject() {
+        let mut attempts = Attempts::default();
+        assert!(attempts.after(Answer::Unknown).is_err());
+        for _ in 0..3 * MAX_REJECTIONS {
+            assert_eq!(attempts.after(unavailable()), Err(PAUSE), "the order may exist: keep asking");
+        }
+        assert_eq!(attempts.after(Answer::Accepted("o-1".into())), Ok(Outcome::Accepted("o-1".into())));
+        let Outcome::Failed(why) = attempts.give_up(Duration::from_secs(30)) else { panic!("not a failure") };
+        assert!(why.contains("may exist"), "{why}");
+    }
+
+    #[test]
+    fn an_unknown_outcome_after_some_503s_also_stops_rejection() {
+        let mut attempts = Attempts::default();
+        for _ in 1..MAX_REJECTIONS {
+            assert!(attempts.after(unavailable()).is_err());
+        }
+        assert!(attempts.after(Answer::Unknown).is_err());
+        assert_eq!(attempts.after(unavailable()), Err(PAUSE));
+        assert_eq!(attempts.after(Answer::Refused("422".into())), Ok(Outcome::Failed("422".into())));
     }
 }

@@ -7,11 +7,14 @@ pub mod backend;
 pub mod load;
 pub mod plan;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use backend::Backend;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// An UNSAFE delivery mode for a negative control (see messaging::safety).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +76,27 @@ impl Default for ChaosOptions {
 #[derive(Debug, Clone)]
 pub struct ChaosReport {
     pub options: ChaosOptions,
+    /// The prefix of the run's queues, topics and groups (empty on compose).
+    pub namespace: String,
     pub sent: usize,
     pub accepted: usize,
+    /// The ids the API answered 202 with.
+    pub accepted_ids: BTreeSet<Uuid>,
     pub rejected_503: usize,
     pub failed: Vec<String>,
     pub responses_503: usize,
     pub request_retries: usize,
+    /// Kills the plan scheduled, per target.
+    pub planned: BTreeMap<&'static str, usize>,
+    /// Kills that signalled a running process, per target.
     pub kills: BTreeMap<&'static str, usize>,
+    /// Successful restarts after such a kill, per target.
     pub restarts: BTreeMap<&'static str, usize>,
+    /// Planned kills that found nothing running (not counted as kills).
+    pub missed_kills: Vec<String>,
+    /// Kills made while orders were still being placed (the rest landed
+    /// after the last order, e.g. behind a slow RabbitMQ restart).
+    pub kills_during_load: usize,
     pub fault_errors: Vec<String>,
     pub load_duration: Duration,
     /// From the end of the faults until every order was final and every
@@ -90,8 +106,42 @@ pub struct ChaosReport {
 }
 
 impl ChaosReport {
+    /// Every invariant held and the run itself did what it claims.
     pub fn passed(&self) -> bool {
-        self.invariants.passed() && self.failed.is_empty() && self.time_to_drain.is_some()
+        self.invariants.passed() && self.problems().is_empty()
+    }
+
+    /// Why the run proves less than it should, apart from the invariants:
+    /// orders without a definitive answer, a fault that could not be
+    /// injected or undone, no drain, or an infrastructure component the
+    /// plan meant to kill that was never confirmed killed and restarted.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.failed.is_empty() {
+            problems.push(format!("{} orders got no definitive answer", self.failed.len()));
+        }
+        problems.extend(self.fault_errors.iter().map(|e| format!("fault injection: {e}")));
+        problems.extend(self.unconfirmed_infrastructure().into_iter().map(|target| {
+            format!(
+                "{target}: {} kill(s) planned, but none confirmed (a process signalled, then restarted)",
+                self.planned.get(target).copied().unwrap_or(0)
+            )
+        }));
+        if self.time_to_drain.is_none() {
+            problems.push(format!("did not drain within {:?}", self.options.drain_timeout));
+        }
+        problems
+    }
+
+    /// Planned infrastructure targets without one confirmed kill and restart.
+    pub fn unconfirmed_infrastructure(&self) -> Vec<&'static str> {
+        plan::INFRASTRUCTURE
+            .into_iter()
+            .filter(|target| self.planned.get(target).is_some_and(|n| *n > 0))
+            .filter(|target| {
+                self.kills.get(target).is_none_or(|n| *n == 0) || self.restarts.get(target).is_none_or(|n| *n == 0)
+            })
+            .collect()
     }
 }
 
@@ -116,10 +166,17 @@ impl std::fmt::Display for ChaosReport {
             writeln!(f, "  failed: {failure}")?;
         }
         let mut kills = String::new();
-        for (target, n) in &self.kills {
-            let _ = write!(kills, "{target} {n}/{} ", self.restarts.get(target).copied().unwrap_or(0));
+        for (target, planned) in &self.planned {
+            let killed = self.kills.get(target).copied().unwrap_or(0);
+            let restarted = self.restarts.get(target).copied().unwrap_or(0);
+            let _ = write!(kills, "{target} {killed}/{restarted}/{planned} ");
         }
-        writeln!(f, "kills/restarts: {}", kills.trim_end())?;
+        writeln!(f, "kills/restarts/planned: {}", kills.trim_end())?;
+        let total: usize = self.kills.values().sum();
+        writeln!(f, "kills while orders were still being placed: {} of {total}", self.kills_during_load)?;
+        for missed in &self.missed_kills {
+            writeln!(f, "  planned kill found nothing running: {missed}")?;
+        }
         for error in &self.fault_errors {
             writeln!(f, "  fault injection error: {error}")?;
         }
@@ -129,6 +186,9 @@ impl std::fmt::Display for ChaosReport {
             None => writeln!(f, "did NOT drain within {:?}", o.drain_timeout)?,
         }
         write!(f, "{}", self.invariants)?;
+        for problem in self.problems() {
+            writeln!(f, "run problem: {problem}")?;
+        }
         writeln!(
             f,
             "result: {}  (reproduce: cargo xtask chaos --orders {} --kills {} --seed {})",
@@ -142,7 +202,17 @@ impl std::fmt::Display for ChaosReport {
 
 /// Runs one chaos experiment against `backend`.
 pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosReport> {
-    let namespace = format!("chaos{}x{}.", options.seed, chrono_free_timestamp());
+    if let (Some(mode), false) = (options.unsafe_mode, backend.applies_env()) {
+        bail!(
+            "--unsafe {} needs the local backend: the compose deployment takes its configuration from \
+             docker-compose.yml, so the mode would not be on and the run would test the safe system",
+            mode.env_var()
+        );
+    }
+    let run_id = format!("chaos{}x{}.", options.seed, chrono_free_timestamp());
+    // The compose deployment runs without a namespace (fresh volumes stand
+    // in for it), so its queues, topics and dead letters carry none.
+    let namespace = if backend.applies_env() { run_id.clone() } else { String::new() };
     let mut env = vec![
         ("MESSAGING_NAMESPACE".to_owned(), namespace.clone()),
         ("SHUTDOWN_DEADLINE_SECS".to_owned(), "5".to_owned()),
@@ -150,7 +220,7 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
     if let Some(mode) = options.unsafe_mode {
         env.push((mode.env_var().to_owned(), "1".to_owned()));
     }
-    println!("preparing a fresh system (namespace {namespace})…");
+    println!("preparing a fresh system (namespace {namespace:?})…");
     backend.prepare(&env).await.context("preparing the system")?;
 
     let window = Duration::from_secs_f64(options.orders as f64 / options.rate.max(0.1));
@@ -163,42 +233,56 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
     );
 
     let order_url = backend.order_url();
-    let load = load::place_orders(
-        &order_url,
-        options.seed,
-        options.orders,
-        options.concurrency,
-        options.rate,
-        options.drain_timeout,
-    );
+    let load = async {
+        let result = load::place_orders(
+            &order_url,
+            options.seed,
+            options.orders,
+            options.concurrency,
+            options.rate,
+            options.drain_timeout,
+        )
+        .await;
+        (result, Instant::now())
+    };
     let faults = inject_faults(backend, &schedule, &env);
-    let (load, faults) = tokio::join!(load, faults);
+    let ((load, load_done), faults) = tokio::join!(load, faults);
     let faults_done = Instant::now();
 
     println!("waiting for the system to drain…");
     let accepted = load.accepted_ids();
     // Kept so the checker can be run again by hand, e.g. after a run that
     // did not drain within its bound: check-invariants --accepted FILE.
-    let accepted_file = std::env::temp_dir().join(format!("{}accepted.txt", namespace));
+    let accepted_file = std::env::temp_dir().join(format!("{run_id}accepted.txt"));
     match std::fs::write(&accepted_file, accepted.join("\n")) {
         Ok(()) => println!("accepted order ids: {}", accepted_file.display()),
         Err(e) => println!("could not write {}: {e}", accepted_file.display()),
     }
-    let drained = backend.wait_drained(&accepted, options.drain_timeout).await;
+    let accepted_ids = accepted
+        .iter()
+        .map(|id| id.parse::<Uuid>().with_context(|| format!("the API accepted an order with id {id:?}")))
+        .collect::<Result<BTreeSet<Uuid>>>()?;
+    let drained = backend.wait_drained(&accepted_ids, options.drain_timeout).await;
     let time_to_drain = drained.then(|| faults_done.elapsed());
     // Consumers may still be catching up on the last events: poll the
     // checker until it passes or the bound is reached.
     let deadline = faults_done + options.drain_timeout;
     let invariants = loop {
-        let report = backend.check_invariants(&accepted, &namespace).await?;
+        let report = backend.check_invariants(&accepted_ids, &namespace).await?;
         if report.passed() || Instant::now() >= deadline || !drained {
             break report;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    let mut planned: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for kill in &schedule {
+        *planned.entry(kill.target).or_default() += 1;
+    }
     Ok(ChaosReport {
+        namespace,
         sent: options.orders,
         accepted: accepted.len(),
+        accepted_ids,
         rejected_503: load.count(|o| *o == load::Outcome::Rejected),
         failed: load
             .outcomes
@@ -210,8 +294,11 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
             .collect(),
         responses_503: load.responses_503,
         request_retries: load.retries,
+        planned,
+        kills_during_load: faults.killed_at.iter().filter(|at| **at <= load_done).count(),
         kills: faults.kills,
         restarts: faults.restarts,
+        missed_kills: faults.missed,
         fault_errors: faults.errors,
         load_duration: load.elapsed,
         time_to_drain,
@@ -224,25 +311,89 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
 struct FaultLog {
     kills: BTreeMap<&'static str, usize>,
     restarts: BTreeMap<&'static str, usize>,
+    /// When each confirmed kill happened.
+    killed_at: Vec<Instant>,
+    missed: Vec<String>,
     errors: Vec<String>,
+}
+
+impl FaultLog {
+    fn merge(&mut self, other: FaultLog) {
+        for (target, n) in other.kills {
+            *self.kills.entry(target).or_default() += n;
+        }
+        for (target, n) in other.restarts {
+            *self.restarts.entry(target).or_default() += n;
+        }
+        self.killed_at.extend(other.killed_at);
+        self.missed.extend(other.missed);
+        self.errors.extend(other.errors);
+    }
+}
+
+/// Which kills must wait for each other. Infrastructure shares one lane, so
+/// at most one of PostgreSQL, RabbitMQ and Kafka is down at a time (as in
+/// every run before lanes existed); each service has its own, so a slow
+/// RabbitMQ restart (~10 s) no longer pushes the service kills past the
+/// last order. A service restarted while some infrastructure is down waits
+/// it out: services retry their connections at start, `Backend::start`
+/// waits up to 90 s for readiness, and a start that dies is retried.
+fn lane_of(target: &str) -> &str {
+    let service = plan::TARGETS.contains(&target) && !plan::INFRASTRUCTURE.contains(&target);
+    if service { target } else { "infrastructure" }
 }
 
 async fn inject_faults(backend: &Backend<'_>, schedule: &[plan::PlannedKill], env: &[(String, String)]) -> FaultLog {
     let started = Instant::now();
-    let mut log = FaultLog::default();
+    let mut lanes: BTreeMap<&str, Vec<&plan::PlannedKill>> = BTreeMap::new();
     for kill in schedule {
+        lanes.entry(lane_of(kill.target)).or_default().push(kill);
+    }
+    let lanes = lanes.into_values().map(|kills| run_lane(backend, kills, env, started));
+    let mut log = FaultLog::default();
+    for lane in join_all(lanes.collect()).await {
+        log.merge(lane);
+    }
+    log
+}
+
+/// One lane's kills in schedule order, each kill followed by its restart.
+async fn run_lane(
+    backend: &Backend<'_>,
+    kills: Vec<&plan::PlannedKill>,
+    env: &[(String, String)],
+    started: Instant,
+) -> FaultLog {
+    let mut log = FaultLog::default();
+    for kill in kills {
         tokio::time::sleep_until((started + kill.at).into()).await;
+        let now = started.elapsed().as_secs_f64();
         println!(
-            "  {:>6.1}s kill {} (down {:.1}s)",
-            started.elapsed().as_secs_f64(),
+            "  {now:>6.1}s kill {} (planned at {:.1}s, down {:.1}s)",
             kill.target,
+            kill.at.as_secs_f64(),
             kill.down_for.as_secs_f64()
         );
-        if let Err(e) = backend.kill(kill.target).await {
-            log.errors.push(format!("killing {}: {e:#}", kill.target));
-            continue;
+        match backend.kill(kill.target).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Not a kill: nothing was signalled. Start it anyway so the
+                // system can drain, and say so, since it must have exited
+                // on its own or never come back from an earlier restart.
+                println!("  {now:>6.1}s NOTHING RUNNING: the planned kill of {} found no process", kill.target);
+                log.missed.push(format!("{} at {now:.1}s", kill.target));
+                if let Err(e) = start_with_retries(backend, kill.target, env).await {
+                    log.errors.push(format!("starting {} (found not running): {e:#}", kill.target));
+                }
+                continue;
+            }
+            Err(e) => {
+                log.errors.push(format!("killing {}: {e:#}", kill.target));
+                continue;
+            }
         }
         *log.kills.entry(kill.target).or_default() += 1;
+        log.killed_at.push(Instant::now());
         tokio::time::sleep(kill.down_for).await;
         match start_with_retries(backend, kill.target, env).await {
             Ok(()) => *log.restarts.entry(kill.target).or_default() += 1,
@@ -250,6 +401,30 @@ async fn inject_faults(backend: &Backend<'_>, schedule: &[plan::PlannedKill], en
         }
     }
     log
+}
+
+/// Polls every future until all are done (the lanes borrow the backend, so
+/// they cannot be spawned as tasks).
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// Starts `target`, trying again (twice at most, loudly) if it dies or
@@ -275,4 +450,108 @@ async fn start_with_retries(backend: &Backend<'_>, target: &str, env: &[(String,
 /// Seconds since the epoch, for unique namespaces.
 fn chrono_free_timestamp() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that did everything it planned and found nothing wrong.
+    fn clean_report() -> ChaosReport {
+        let planned: BTreeMap<&'static str, usize> =
+            [("postgres", 1), ("rabbitmq", 1), ("kafka", 1), ("order", 2)].into();
+        ChaosReport {
+            options: ChaosOptions::default(),
+            namespace: "chaos1x1.".to_owned(),
+            sent: 10,
+            accepted: 10,
+            accepted_ids: BTreeSet::new(),
+            rejected_503: 0,
+            failed: Vec::new(),
+            responses_503: 0,
+            request_retries: 0,
+            kills: planned.clone(),
+            restarts: planned.clone(),
+            planned,
+            missed_kills: Vec::new(),
+            kills_during_load: 5,
+            fault_errors: Vec::new(),
+            load_duration: Duration::from_secs(1),
+            time_to_drain: Some(Duration::from_secs(1)),
+            invariants: invariants::Report { checks: Vec::new() },
+        }
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let report = clean_report();
+        assert!(report.passed(), "{report}");
+        assert!(report.to_string().contains("kills while orders were still being placed: 5 of 5"), "{report}");
+    }
+
+    #[test]
+    fn a_fault_that_could_not_be_injected_fails_the_run() {
+        let mut report = clean_report();
+        report.fault_errors.push("restarting order: not ready".to_owned());
+        assert!(!report.passed());
+        assert!(report.to_string().contains("run problem: fault injection: restarting order"), "{report}");
+    }
+
+    #[test]
+    fn planned_infrastructure_must_be_confirmed_killed_and_restarted() {
+        let mut report = clean_report();
+        report.kills.remove("rabbitmq");
+        report.restarts.remove("rabbitmq");
+        report.missed_kills.push("rabbitmq at 3.0s".to_owned());
+        assert_eq!(report.unconfirmed_infrastructure(), ["rabbitmq"]);
+        assert!(!report.passed());
+        let text = report.to_string();
+        assert!(text.contains("found nothing running: rabbitmq at 3.0s"), "{text}");
+
+        // Killed but never back: not confirmed either.
+        let mut report = clean_report();
+        report.restarts.remove("kafka");
+        assert_eq!(report.unconfirmed_infrastructure(), ["kafka"]);
+
+        // Infrastructure the plan did not schedule is not required, and a
+        // missed kill of a service is reported, not a failure.
+        let mut report = clean_report();
+        for target in ["postgres", "order"] {
+            report.planned.remove(target);
+            report.kills.remove(target);
+            report.restarts.remove(target);
+        }
+        report.missed_kills.push("order at 1.0s".to_owned());
+        assert!(report.passed(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn an_unsafe_mode_is_refused_on_compose_before_anything_runs() {
+        let backend = Backend::Compose {
+            file: "/nonexistent/docker-compose.yml".into(),
+            database_url_template: "postgres://127.0.0.1:1/{service}".to_owned(),
+        };
+        let options = ChaosOptions { unsafe_mode: Some(UnsafeMode::SkipInbox), ..ChaosOptions::default() };
+        let error = run(&backend, options).await.err().unwrap();
+        assert!(error.to_string().contains("needs the local backend"), "{error:#}");
+    }
+
+    #[test]
+    fn services_get_a_lane_each_and_infrastructure_shares_one() {
+        assert_eq!(lane_of("postgres"), lane_of("kafka"));
+        assert_eq!(lane_of("rabbitmq"), "infrastructure");
+        assert_eq!(lane_of("order"), "order");
+        assert_ne!(lane_of("order"), lane_of("stock"));
+    }
+
+    #[tokio::test]
+    async fn join_all_runs_futures_side_by_side_and_keeps_their_order() {
+        let started = Instant::now();
+        let sleeps = [300_u64, 100, 200].map(|ms| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            ms
+        });
+        assert_eq!(join_all(sleeps.into()).await, [300, 100, 200]);
+        assert!(started.elapsed() < Duration::from_millis(550), "{:?}", started.elapsed());
+    }
 }
