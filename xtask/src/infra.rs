@@ -182,16 +182,6 @@ impl Stack {
         )
     }
 
-    /// `dev`, `test` or `chaos`.
-    pub fn by_name(name: &str, repo_root: impl AsRef<Path>) -> Result<Stack> {
-        match name {
-            "dev" => Ok(Stack::dev(repo_root)),
-            "test" => Ok(Stack::test(repo_root)),
-            "chaos" => Ok(Stack::chaos(repo_root)),
-            other => bail!("unknown stack {other:?} (expected dev, test or chaos)"),
-        }
-    }
-
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -292,13 +282,6 @@ impl Stack {
             Component::Postgres => self.postgres().wait_ready(POSTGRES_READY_TIMEOUT).await,
             Component::RabbitMq => self.rabbitmq().wait_ready(RABBITMQ_READY_TIMEOUT).await,
             Component::Kafka => self.kafka().wait_ready(KAFKA_READY_TIMEOUT).await,
-        }
-    }
-    pub async fn stop_component(&self, component: Component) -> Result<()> {
-        match component {
-            Component::Postgres => self.postgres().stop().await,
-            Component::RabbitMq => self.rabbitmq().stop().await,
-            Component::Kafka => self.kafka().stop().await,
         }
     }
     /// SIGKILLs `component`; `Ok(false)` if nothing of it was running.
