@@ -6,19 +6,25 @@
 //!
 //! One system of all six services is shared by every case (starting six
 //! processes takes seconds); each case is checked and every failure is
-//! listed at the end, so one run shows every broken route at once.
+//! listed at the end, so one run shows every broken route at once. Only
+//! order has an `ADMIN_TOKEN`, so the admin routes are probed there and are
+//! absent (404) everywhere else.
 
 #![allow(clippy::unwrap_used)]
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use contracts::Topology;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use system_tests::{TestSystem, order_request};
+use system_tests::{TestSystem, order_request, test_stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 const JSON: &str = "application/json";
+/// The one service with admin routes here, and its token.
+const ADMIN_SERVICE: &str = "order";
+const ADMIN_TOKEN: &str = "bad-input-admin";
 
 /// What a case expects back.
 #[derive(Clone, Copy)]
@@ -533,6 +539,9 @@ async fn operational_cases(p: &mut Probe<'_>) {
             "/orders/x/y/z",
             "/admin/dead-letters",
         ] {
+            if service == ADMIN_SERVICE && path.starts_with("/admin/") {
+                continue; // admin_cases
+            }
             p.check(
                 &format!("{service} GET {path} (no such route)"),
                 p.request(Method::GET, service, path),
@@ -573,10 +582,166 @@ async fn operational_cases(p: &mut Probe<'_>) {
     p.check("order POST /stock", p.request(Method::POST, "order", "/stock"), Error(404, None)).await;
 }
 
+/// The admin routes (on order): no token or a wrong one, bad `limit`s,
+/// message ids, destination names and replay bodies, on both a RabbitMQ
+/// dead-letter queue and a Kafka dead-letter topic.
+async fn admin_cases(p: &mut Probe<'_>) {
+    use Expect::Error;
+    use Method as M;
+    let topology = p.system.topology();
+    let queue_dlq = Topology::dead_letter_queue(&topology.order_replies());
+    let topic_dlq = Topology::dead_letter_topic(&topology.shipments_topic(), &topology.consumer_group("order"));
+    let admin = |p: &Probe<'_>, method: Method, path: &str| {
+        p.request(method, ADMIN_SERVICE, path).header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+    };
+
+    // The token: missing, wrong, or not a bearer token, on every route.
+    let some_id = Uuid::now_v7();
+    let routes = [
+        (M::GET, "/admin/dead-letters".to_owned()),
+        (M::GET, format!("/admin/dead-letters/{queue_dlq}?limit=abc")),
+        (M::GET, format!("/admin/dead-letters/{topic_dlq}/{some_id}")),
+        (M::POST, format!("/admin/dead-letters/{queue_dlq}/replay")),
+        (M::POST, format!("/admin/dead-letters/{topic_dlq}/purge")),
+        (M::GET, "/admin/dead-letters/%FF%FE".to_owned()),
+    ];
+    let bad_tokens: [(&str, Option<&str>); 6] = [
+        ("no token", None),
+        ("wrong token", Some("Bearer wrong")),
+        ("token without scheme", Some(ADMIN_TOKEN)),
+        ("basic auth", Some("Basic YWRtaW46YWRtaW4=")),
+        ("empty bearer", Some("Bearer ")),
+        ("token with a suffix", Some("Bearer bad-input-admin2")),
+    ];
+    for (name, auth) in bad_tokens {
+        for (method, path) in &routes {
+            let mut request = p.request(method.clone(), ADMIN_SERVICE, path);
+            if let Some(auth) = auth {
+                request = request.header(AUTHORIZATION, auth);
+            }
+            p.check(&format!("admin {method} {path}: {name}"), request, Error(401, None)).await;
+        }
+    }
+
+    // Positive controls.
+    p.check("admin GET /admin/dead-letters", admin(p, M::GET, "/admin/dead-letters"), Expect::Ok(200)).await;
+    for dlq in [&queue_dlq, &topic_dlq] {
+        let path = format!("/admin/dead-letters/{dlq}?limit=5");
+        p.check(&format!("admin GET {path}"), admin(p, M::GET, &path), Expect::Ok(200)).await;
+    }
+
+    // ?limit=
+    for dlq in [&queue_dlq, &topic_dlq] {
+        for (name, query) in [
+            ("not a number", "?limit=abc"),
+            ("zero", "?limit=0"),
+            ("above the maximum", "?limit=1001"),
+            ("negative", "?limit=-1"),
+            ("huge", "?limit=99999999999999999999999"),
+            ("empty", "?limit="),
+            ("a fraction", "?limit=2.5"),
+            ("percent-encoded junk", "?limit=%FF%00"),
+        ] {
+            let path = format!("/admin/dead-letters/{dlq}{query}");
+            p.check(&format!("admin GET {dlq}: limit {name}"), admin(p, M::GET, &path), Error(400, Some("limit")))
+                .await;
+        }
+    }
+
+    // Message ids and destination names.
+    let long = "a".repeat(10_000);
+    for dlq in [&queue_dlq, &topic_dlq] {
+        for (name, id) in [
+            ("percent-encoded junk", "%FF%FE"),
+            ("percent-encoded NUL", "a%00b"),
+            ("control character", "a%0Ab"),
+            ("256 bytes", &long[..256]),
+            ("10 kB", long.as_str()),
+        ] {
+            let path = format!("/admin/dead-letters/{dlq}/{id}");
+            let case = format!("admin GET {dlq}/{{message_id}}: {name}");
+            p.check(&case, admin(p, M::GET, &path), Error(400, Some("message_id"))).await;
+        }
+        let path = format!("/admin/dead-letters/{dlq}/{some_id}");
+        p.check(&format!("admin GET {dlq}/{{message_id}}: unknown"), admin(p, M::GET, &path), Error(404, None)).await;
+    }
+    for (name, path, expect) in [
+        ("junk destination", "/admin/dead-letters/%FF%FE".to_owned(), Error(400, Some("dlq"))),
+        ("unknown destination", "/admin/dead-letters/nonsense.dlq".to_owned(), Error(404, None)),
+        (
+            "another service's destination",
+            format!("/admin/dead-letters/{}.dlq", topology.stock_commands()),
+            Error(404, None),
+        ),
+        ("10 kB destination", format!("/admin/dead-letters/{long}"), Error(404, None)),
+    ] {
+        p.check(&format!("admin GET {name}"), admin(p, M::GET, &path), expect).await;
+    }
+    for route in ["replay", "purge"] {
+        let path = format!("/admin/dead-letters/%FF%FE/{route}");
+        p.check(&format!("admin POST junk destination/{route}"), admin(p, M::POST, &path), Error(400, Some("dlq")))
+            .await;
+    }
+
+    // Replay bodies.
+    for dlq in [&queue_dlq, &topic_dlq] {
+        let path = format!("/admin/dead-letters/{dlq}/replay");
+        for (name, body, expect) in [
+            ("malformed JSON", r#"{"message_id": "#.to_owned(), Error(400, None)),
+            ("a JSON array", "[1]".to_owned(), Error(422, Some("body"))),
+            ("message_id a number", r#"{"message_id": 5}"#.to_owned(), Error(422, Some("message_id"))),
+            ("message_id empty", r#"{"message_id": ""}"#.to_owned(), Error(422, Some("message_id"))),
+            ("message_id of 10 kB", format!(r#"{{"message_id": "{long}"}}"#), Error(422, Some("message_id"))),
+            ("unknown field", r#"{"all": true}"#.to_owned(), Error(422, Some("all"))),
+            ("up_to a string", r#"{"up_to": "0:1"}"#.to_owned(), Error(422, Some("up_to"))),
+            ("up_to without offset", r#"{"up_to": {"partition": 0}}"#.to_owned(), Error(422, Some("up_to.offset"))),
+            (
+                "negative partition",
+                r#"{"up_to": {"partition": -1, "offset": 0}}"#.to_owned(),
+                Error(422, Some("up_to.partition")),
+            ),
+            (
+                "negative offset",
+                r#"{"up_to": {"partition": 0, "offset": -1}}"#.to_owned(),
+                Error(422, Some("up_to.offset")),
+            ),
+            (
+                "message_id and up_to",
+                format!(r#"{{"message_id": "{some_id}", "up_to": {{"partition": 0, "offset": 1}}}}"#),
+                Error(400, None),
+            ),
+            ("an unknown message", format!(r#"{{"message_id": "{some_id}"}}"#), Error(404, None)),
+        ] {
+            let request = admin(p, M::POST, &path).header(CONTENT_TYPE, JSON).body(body);
+            p.check(&format!("admin POST {dlq}/replay: {name}"), request, expect).await;
+        }
+    }
+    let path = format!("/admin/dead-letters/{queue_dlq}/replay");
+    let request =
+        admin(p, M::POST, &path).header(CONTENT_TYPE, JSON).body(r#"{"up_to": {"partition": 0, "offset": 1}}"#);
+    p.check("admin POST queue/replay: an offset on a queue", request, Error(409, None)).await;
+    // Nothing pending: replaying all and purging are fine, and do nothing.
+    for dlq in [&queue_dlq, &topic_dlq] {
+        for route in ["replay", "purge"] {
+            let path = format!("/admin/dead-letters/{dlq}/{route}");
+            p.check(&format!("admin POST {dlq}/{route}: nothing pending"), admin(p, M::POST, &path), Expect::Ok(200))
+                .await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_route_answers_5xx_to_bad_input() {
     let started = Instant::now();
-    let system = TestSystem::start("badinput", &system_tests::system::ALL_SERVICES, &[]).await.unwrap();
+    let system = TestSystem::start_on_with(
+        test_stack().await,
+        "badinput",
+        &system_tests::system::ALL_SERVICES,
+        &[],
+        &[(ADMIN_SERVICE, "ADMIN_TOKEN", ADMIN_TOKEN)],
+    )
+    .await
+    .unwrap();
     println!("six services ready in {:?}", started.elapsed());
     wait_for_catalogue(&system).await;
 
@@ -584,6 +749,7 @@ async fn no_route_answers_5xx_to_bad_input() {
     post_orders_cases(&mut probe).await;
     query_cases(&mut probe).await;
     operational_cases(&mut probe).await;
+    admin_cases(&mut probe).await;
     println!("{} cases in {:?}, {} failures", probe.cases, started.elapsed(), probe.failures.len());
 
     // No service logged a panic or an internal error along the way.

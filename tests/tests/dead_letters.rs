@@ -1,7 +1,9 @@
 //! Dead letters on the real brokers: what lands in a dead-letter queue or
 //! topic and why, the admin routes and the `dead-letters` CLI that list,
-//! replay and purge them, and that a replay has one effect however often it
-//! is done.
+//! replay and purge them, that a replay has one effect however often it
+//! is done, that a replay sends at most 1000 and says how many remain, that
+//! dead-letter topics keep their records until purged, and the consumer lag
+//! gauge.
 //!
 //! Needs the service binaries and the CLI built first:
 //! `cargo build -p order-service -p stock-service -p dead-letters`, then
@@ -21,6 +23,9 @@ use messaging::consumer::{MessageProcessor, RetryPolicy};
 use messaging::kafka::KafkaPublisher;
 use messaging::kafka_consumer::KafkaConsumer;
 use messaging::{HandlerError, IncomingMessage, MessageHandler, wire};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use std::path::PathBuf;
@@ -632,6 +637,7 @@ async fn kafka_dead_letters_are_listed_replayed_and_purged_through_the_cli() {
     let group = topology.consumer_group("shipping");
     let topic = topology.orders_topic();
     let dlq = Topology::dead_letter_topic(&topic, &group);
+    assert_eq!(retention_ms(&brokers, &dlq).await.as_deref(), Some("-1"), "{dlq} keeps its records until purged");
 
     let broken = Arc::new(AtomicBool::new(true));
     let policy = RetryPolicy::default();
@@ -756,4 +762,201 @@ async fn check_no_leftover(namespace: &str, dlq: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `retention.ms` of `topic` as the broker describes it (`None`: not set).
+async fn retention_ms(brokers: &str, topic: &str) -> Option<String> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let described = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()).await.unwrap();
+    let resource = described.into_iter().next().expect("one resource described").unwrap();
+    resource.get("retention.ms").and_then(|entry| entry.value.clone())
+}
+
+/// Polls `service`'s pending count of `dlq` until it is `expected`.
+async fn wait_for_admin_pending(
+    system: &TestSystem,
+    service: &str,
+    dlq: &str,
+    expected: u64,
+    timeout: Duration,
+) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pending = admin_pending(system, service, dlq).await;
+        if pending == expected || Instant::now() > deadline {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `kafka_consumer_lag` of `topic` in `service`'s /metrics: (labels, value) per series.
+async fn consumer_lag(system: &TestSystem, service: &str, topic: &str) -> Vec<(String, f64)> {
+    let text = system.http.get(format!("{}/metrics", system.url(service))).send().await.unwrap().text().await.unwrap();
+    let label = format!("topic=\"{topic}\"");
+    text.lines()
+        .filter(|l| l.starts_with("kafka_consumer_lag{") && l.contains(&label))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A Kafka dead-letter topic through a service's admin routes: the service
+/// created it to keep its records until purged; a poison event lands there,
+/// is listed, replayed (it comes straight back) and purged; and the
+/// consumer's lag gauge shows the partition it consumed, caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_dead_letter_topic_through_the_admin_routes_and_the_lag_gauge() {
+    let system = TestSystem::start("dlkafkaadmin", &["order"], &[("ADMIN_TOKEN", TOKEN)]).await.unwrap();
+    let topology = system.topology();
+    let brokers = system.stack().kafka_brokers();
+    let topic = topology.shipments_topic();
+    let dlq = Topology::dead_letter_topic(&topic, &topology.consumer_group("order"));
+    assert_eq!(retention_ms(&brokers, &dlq).await.as_deref(), Some("-1"), "created by order to keep its records");
+
+    // An event without an envelope: dead-lettered at once.
+    let kafka = KafkaPublisher::new(&brokers, "test-dead-letters-admin").unwrap();
+    let key = Uuid::now_v7().to_string();
+    kafka.send_raw(&topic, &key, b"{}", &[], &[]).await.unwrap().delivered().await.unwrap();
+    assert_eq!(wait_for_admin_pending(&system, "order", &dlq, 1, Duration::from_secs(30)).await, 1);
+    let (status, listed) = admin_get(&system, "order", &format!("/admin/dead-letters/{dlq}?limit=10")).await;
+    assert_eq!(status, 200, "{listed}");
+    let letter = &listed["dead_letters"][0];
+    assert!(text(&letter["reason"]).starts_with("malformed envelope"), "{listed}");
+    assert_eq!(letter["key"], key.as_str());
+    assert_eq!(letter["position"]["offset"], 0, "{listed}");
+
+    // Replayed, it is sent back, and dead-lettered again.
+    let (status, report) = admin_post(&system, "order", &format!("/admin/dead-letters/{dlq}/replay"), None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!((&report["replayed"], &report["remaining"]), (&json!(1), &json!(0)), "{report}");
+    assert_eq!(report["sent_to"], topic.as_str());
+    assert_eq!(wait_for_admin_pending(&system, "order", &dlq, 1, Duration::from_secs(30)).await, 1, "back again");
+    let (status, listed) = admin_get(&system, "order", &format!("/admin/dead-letters/{dlq}")).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["dead_letters"][0]["position"]["offset"], 1, "the second copy: {listed}");
+
+    // Both records of the partition handled and committed: lag 0.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lag = loop {
+        let lag = consumer_lag(&system, "order", &topic).await;
+        if !lag.is_empty() && lag.iter().all(|(_, v)| *v == 0.0) || Instant::now() > deadline {
+            break lag;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("consumer lag of {topic}: {lag:?}");
+    assert_eq!(lag.len(), 1, "one partition consumed (the others have no committed offset yet): {lag:?}");
+    assert!(lag[0].0.contains(&format!("group=\"{}\"", topology.consumer_group("order"))), "{lag:?}");
+    assert_eq!(lag[0].1, 0.0, "{lag:?}");
+
+    let (status, purged) = admin_post(&system, "order", &format!("/admin/dead-letters/{dlq}/purge"), None).await;
+    assert_eq!((status, &purged["purged"]), (200, &json!(1)), "{purged}");
+    assert_eq!(admin_pending(&system, "order", &dlq).await, 0);
+
+    // More than one replay's worth, and a broker (Tansu) that may take
+    // longer than the request to read them: either way an answer well
+    // before the 10 s request timeout, a report of what was sent or a 503
+    // with Retry-After, never a 408. (The events are of a type order
+    // ignores, so nothing comes back.)
+    let total = MAX_REPLAY_PER_CALL as u64 + 5;
+    fill_dead_letter_topic(&kafka, &dlq, &topic, "order", total as usize).await;
+    assert_eq!(admin_pending(&system, "order", &dlq).await, total);
+    let started = Instant::now();
+    let response = system
+        .http
+        .post(format!("{}/admin/dead-letters/{dlq}/replay", system.url("order")))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let report: Value = response.json().await.unwrap();
+    println!(
+        "admin replay of {total}: {status} in {elapsed:?}: {}",
+        report.to_string().chars().take(300).collect::<String>()
+    );
+    assert!(elapsed < Duration::from_secs(8), "the request timeout is 10 s: {elapsed:?}");
+    match status {
+        200 => {
+            let sent = report["replayed"].as_u64().unwrap();
+            assert!(sent > 0 && sent <= MAX_REPLAY_PER_CALL as u64, "{sent}");
+            assert_eq!(report["remaining"], total - sent);
+        }
+        503 => {
+            assert_eq!(retry_after.as_deref(), Some("5"));
+            assert_eq!(report["error"]["code"], "unavailable", "{report}");
+        }
+        other => panic!("{other}: {report}"),
+    }
+    // Tansu goes on serving the read the replay gave up on: until it is
+    // done, other admin requests may get a 503 too. As a client would, retry.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pending = loop {
+        let (status, body) = admin_get(&system, "order", "/admin/dead-letters").await;
+        if status == 200 {
+            let entry = body["dead_letter_destinations"].as_array().unwrap().iter().find(|d| d["name"] == dlq);
+            break entry.unwrap()["pending"].as_u64().unwrap();
+        }
+        assert!(status == 503 && Instant::now() < deadline, "{status}: {body}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let (status, purged) = admin_post(&system, "order", &format!("/admin/dead-letters/{dlq}/purge"), None).await;
+    assert_eq!((status, &purged["purged"]), (200, &json!(pending)), "{purged}");
+    assert_eq!(admin_pending(&system, "order", &dlq).await, 0);
+    system.shutdown().await;
+}
+
+/// Puts `n` dead letters (`orders.OrderPaid` events, as if dead-lettered
+/// by `consumer` from `topic`) straight into `dlq`, on one partition.
+async fn fill_dead_letter_topic(kafka: &KafkaPublisher, dlq: &str, topic: &str, consumer: &str, n: usize) {
+    let extra = messaging::dead_letter::headers("poison", 1, topic, consumer);
+    let mut deliveries = Vec::with_capacity(n);
+    for i in 0..n {
+        let envelope = Envelope::new(OrderPaid::MESSAGE_TYPE, format!("k-{i}"), "test");
+        let headers: Vec<(String, String)> =
+            envelope.to_headers().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        deliveries.push(kafka.send_raw(dlq, "k", b"{}", &headers, &extra).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.delivered().await.unwrap();
+    }
+}
+
+/// `dead_letters::MAX_REPLAY_PER_CALL` (this crate does not depend on that one).
+const MAX_REPLAY_PER_CALL: usize = 1000;
+
+/// One replay sends at most 1000 letters and says how many remain; the next
+/// one sends the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_replay_sends_at_most_1000_and_says_how_many_remain() {
+    let stack = test_stack().await;
+    let namespace = format!("{}.", unique_namespace("dlcap"));
+    let topology = Topology::new(namespace.clone());
+    let brokers = stack.kafka_brokers();
+    messaging::kafka::ensure_topics(&brokers, &topology.all_topics(), 1).await.unwrap();
+    // Nobody consumes the topic here: what is replayed stays replayed.
+    let topic = topology.orders_topic();
+    let dlq = Topology::dead_letter_topic(&topic, &topology.consumer_group("loyalty"));
+    let kafka = KafkaPublisher::new(&brokers, "test-dead-letters-cap").unwrap();
+    let total = MAX_REPLAY_PER_CALL + 5;
+    fill_dead_letter_topic(&kafka, &dlq, &topic, "loyalty", total).await;
+    assert_eq!(cli_pending(&namespace, &dlq).await, total as u64);
+
+    let started = Instant::now();
+    // Tansu can take well over the default 30 s to read a thousand records on a busy machine.
+    let report = cli_ok(&namespace, &["replay", &dlq, "--all", "--timeout-secs", "60"]).await;
+    println!("replayed {} in {:?}, {} remaining", report["replayed"], started.elapsed(), report["remaining"]);
+    assert_eq!(report["replayed"], MAX_REPLAY_PER_CALL, "{}", report["remaining"]);
+    assert_eq!(report["remaining"], 5);
+    assert_eq!(report["messages"][999]["position"]["offset"], 999, "the oldest first");
+    assert_eq!(cli_pending(&namespace, &dlq).await, 5);
+    let report = cli_ok(&namespace, &["replay", &dlq, "--all"]).await;
+    assert_eq!((&report["replayed"], &report["remaining"]), (&json!(5), &json!(0)), "{report}");
+    assert_eq!(cli_pending(&namespace, &dlq).await, 0);
 }

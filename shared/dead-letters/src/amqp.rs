@@ -14,7 +14,8 @@
 
 use crate::values::{table_json, timestamp_json};
 use crate::{
-    DeadLetter, DeadLetterError, Destination, ReplayReport, ReplaySelection, Replayed, Result, is_dead_letter_header,
+    DeadLetter, DeadLetterError, Destination, Limits, MAX_REPLAY_PER_CALL, ReplayReport, ReplaySelection, Replayed,
+    Result, is_dead_letter_header,
 };
 use lapin::message::Delivery;
 use lapin::options::{
@@ -26,32 +27,32 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
 
 /// Bounds a broker call: a broker that accepts the connection but never
 /// answers must not hang an admin request.
-async fn within<T>(timeout: Duration, doing: &str, call: impl Future<Output = Result<T, lapin::Error>>) -> Result<T> {
-    match tokio::time::timeout(timeout, call).await {
+async fn within<T>(limits: Limits, doing: &str, call: impl Future<Output = Result<T, lapin::Error>>) -> Result<T> {
+    let wait = limits.wait(doing)?;
+    match tokio::time::timeout(wait, call).await {
         Ok(result) => Ok(result?),
-        Err(_) => Err(DeadLetterError::Timeout { after: timeout, doing: doing.to_owned() }),
+        Err(_) => Err(DeadLetterError::Timeout { after: wait, doing: doing.to_owned() }),
     }
 }
 
 /// One connection for one operation, closed when dropped at the end of it.
 struct Session {
     connection: Connection,
-    timeout: Duration,
+    limits: Limits,
 }
 
 impl Session {
-    async fn open(url: &str, timeout: Duration) -> Result<Self> {
+    async fn open(url: &str, limits: Limits) -> Result<Self> {
         let props = ConnectionProperties::default().with_connection_name("dead-letters".into());
-        let connection = within(timeout, "connecting to RabbitMQ", Connection::connect(url, props)).await?;
-        Ok(Self { connection, timeout })
+        let connection = within(limits, "connecting to RabbitMQ", Connection::connect(url, props)).await?;
+        Ok(Self { connection, limits })
     }
 
     async fn channel(&self) -> Result<Channel> {
-        within(self.timeout, "opening a channel", self.connection.create_channel()).await
+        within(self.limits, "opening a channel", self.connection.create_channel()).await
     }
 
     /// Messages in `queue` by a passive declare; `None` if it was never
@@ -60,10 +61,11 @@ impl Session {
         // A failed passive declare closes its channel: a channel of its own.
         let channel = self.channel().await?;
         let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let declared =
-            tokio::time::timeout(self.timeout, channel.queue_declare(queue.into(), options, FieldTable::default()))
-                .await
-                .map_err(|_| DeadLetterError::Timeout { after: self.timeout, doing: format!("declaring {queue}") })?;
+        let doing = format!("declaring {queue}");
+        let wait = self.limits.wait(&doing)?;
+        let declared = tokio::time::timeout(wait, channel.queue_declare(queue.into(), options, FieldTable::default()))
+            .await
+            .map_err(|_| DeadLetterError::Timeout { after: wait, doing })?;
         match declared {
             Ok(q) => {
                 let _ = channel.close(200, "counted".into()).await;
@@ -76,7 +78,7 @@ impl Session {
 
     async fn get(&self, channel: &Channel, queue: &str) -> Result<Option<Delivery>> {
         let got =
-            within(self.timeout, "reading a dead letter", channel.basic_get(queue.into(), BasicGetOptions::default()))
+            within(self.limits, "reading a dead letter", channel.basic_get(queue.into(), BasicGetOptions::default()))
                 .await?;
         Ok(got.map(|m| m.delivery))
     }
@@ -92,8 +94,8 @@ fn is_not_found(e: &lapin::Error) -> bool {
 }
 
 /// Pending letters of each queue, in the order given; a queue never declared holds none.
-pub async fn counts(url: &str, queues: &[String], timeout: Duration) -> Result<Vec<u64>> {
-    let session = Session::open(url, timeout).await?;
+pub async fn counts(url: &str, queues: &[String], limits: Limits) -> Result<Vec<u64>> {
+    let session = Session::open(url, limits).await?;
     let mut counts = Vec::with_capacity(queues.len());
     for queue in queues {
         match session.message_count(queue).await {
@@ -108,8 +110,8 @@ pub async fn counts(url: &str, queues: &[String], timeout: Duration) -> Result<V
     Ok(counts)
 }
 
-pub async fn list(url: &str, dlq: &Destination, limit: usize, timeout: Duration) -> Result<Vec<DeadLetter>> {
-    let session = Session::open(url, timeout).await?;
+pub async fn list(url: &str, dlq: &Destination, limit: usize, limits: Limits) -> Result<Vec<DeadLetter>> {
+    let session = Session::open(url, limits).await?;
     let result = async {
         if session.message_count(&dlq.name).await?.is_none() {
             return Ok(Vec::new());
@@ -129,8 +131,8 @@ pub async fn list(url: &str, dlq: &Destination, limit: usize, timeout: Duration)
     result
 }
 
-pub async fn show(url: &str, dlq: &Destination, message_id: &str, timeout: Duration) -> Result<DeadLetter> {
-    let session = Session::open(url, timeout).await?;
+pub async fn show(url: &str, dlq: &Destination, message_id: &str, limits: Limits) -> Result<DeadLetter> {
+    let session = Session::open(url, limits).await?;
     let result = async {
         let waiting = session.message_count(&dlq.name).await?.unwrap_or(0);
         let channel = session.channel().await?;
@@ -155,12 +157,7 @@ fn not_found(dlq: &Destination, message_id: &str) -> DeadLetterError {
     DeadLetterError::MessageNotFound { destination: dlq.name.clone(), message_id: message_id.to_owned() }
 }
 
-pub async fn replay(
-    url: &str,
-    dlq: &Destination,
-    selection: &ReplaySelection,
-    timeout: Duration,
-) -> Result<ReplayReport> {
+pub async fn replay(url: &str, dlq: &Destination, selection: &ReplaySelection, limits: Limits) -> Result<ReplayReport> {
     let wanted = match selection {
         ReplaySelection::All => None,
         ReplaySelection::Message(id) => Some(id.as_str()),
@@ -171,33 +168,36 @@ pub async fn replay(
             )));
         }
     };
-    let session = Session::open(url, timeout).await?;
-    let mut report = ReplayReport {
-        dead_letter_destination: dlq.name.clone(),
-        sent_to: dlq.source.clone(),
-        replayed: 0,
-        messages: Vec::new(),
-    };
+    let session = Session::open(url, limits).await?;
+    let mut report = ReplayReport::new(dlq);
     let result = async {
-        let waiting = session.message_count(&dlq.name).await?.unwrap_or(0);
+        let waiting = u64::from(session.message_count(&dlq.name).await?.unwrap_or(0));
         let channel = session.channel().await?;
-        within(timeout, "enabling publisher confirms", channel.confirm_select(ConfirmSelectOptions::default())).await?;
+        within(limits, "enabling publisher confirms", channel.confirm_select(ConfirmSelectOptions::default())).await?;
         // Bounded by what was there at the start, so letters that arrive
         // meanwhile (or come straight back) cannot keep this going.
-        for _ in 0..waiting {
+        let mut taken: u64 = 0;
+        while taken < waiting {
+            let at_most = u64::try_from(MAX_REPLAY_PER_CALL).unwrap_or(u64::MAX);
+            if wanted.is_none() && (report.replayed >= at_most || !limits.has_round_trip_left()) {
+                // Stopped between letters, so the report is exact.
+                report.remaining = waiting - taken;
+                return Ok(());
+            }
             let Some(delivery) = session.get(&channel, &dlq.name).await? else { break };
+            taken += 1;
             let message_id = message_id_of(&delivery.properties);
             if wanted.is_some_and(|id| message_id.as_deref() != Some(id)) {
                 // Not this one: held unacknowledged, returned on close.
                 continue;
             }
-            send_back(&channel, dlq, &delivery, timeout).await.map_err(|reason| DeadLetterError::ReplayFailed {
+            send_back(&channel, dlq, &delivery, limits).await.map_err(|reason| DeadLetterError::ReplayFailed {
                 destination: dlq.source.clone(),
                 message_id: message_id.clone(),
                 replayed: report.replayed,
                 reason,
             })?;
-            within(timeout, "acknowledging a replayed letter", delivery.acker.ack(BasicAckOptions::default())).await?;
+            within(limits, "acknowledging a replayed letter", delivery.acker.ack(BasicAckOptions::default())).await?;
             report.replayed += 1;
             report.messages.push(Replayed { message_id, position: None });
             if wanted.is_some() {
@@ -211,11 +211,22 @@ pub async fn replay(
     }
     .await;
     session.close().await;
-    result.map(|()| report)
+    match result {
+        // Whatever broke, say how many letters had already gone back.
+        Err(e) if report.replayed > 0 && !matches!(e, DeadLetterError::ReplayFailed { .. }) => {
+            Err(DeadLetterError::ReplayFailed {
+                destination: dlq.source.clone(),
+                message_id: None,
+                replayed: report.replayed,
+                reason: e.to_string(),
+            })
+        }
+        result => result.map(|()| report),
+    }
 }
 
 /// Publishes the letter's copy to its source queue and waits for the confirm.
-async fn send_back(channel: &Channel, dlq: &Destination, delivery: &Delivery, timeout: Duration) -> Result<(), String> {
+async fn send_back(channel: &Channel, dlq: &Destination, delivery: &Delivery, limits: Limits) -> Result<(), String> {
     // mandatory: a missing queue comes back as a return, not as silence.
     let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
     let confirm = channel
@@ -228,6 +239,7 @@ async fn send_back(channel: &Channel, dlq: &Destination, delivery: &Delivery, ti
         )
         .await
         .map_err(|e| e.to_string())?;
+    let timeout = limits.wait("waiting for a publisher confirm").map_err(|e| e.to_string())?;
     match tokio::time::timeout(timeout, confirm).await {
         Ok(Ok(Confirmation::Ack(None))) => Ok(()),
         Ok(Ok(Confirmation::Ack(Some(_)))) => Err(format!("no queue {} (the message was returned)", dlq.source)),
@@ -255,15 +267,15 @@ pub fn replay_properties(props: &BasicProperties) -> BasicProperties {
     props.clone().with_headers(FieldTable::from(headers))
 }
 
-pub async fn purge(url: &str, dlq: &Destination, timeout: Duration) -> Result<u64> {
-    let session = Session::open(url, timeout).await?;
+pub async fn purge(url: &str, dlq: &Destination, limits: Limits) -> Result<u64> {
+    let session = Session::open(url, limits).await?;
     let result = async {
         if session.message_count(&dlq.name).await?.is_none() {
             return Ok(0);
         }
         let channel = session.channel().await?;
         let purged =
-            within(timeout, "purging", channel.queue_purge(dlq.name.as_str().into(), QueuePurgeOptions::default()))
+            within(limits, "purging", channel.queue_purge(dlq.name.as_str().into(), QueuePurgeOptions::default()))
                 .await?;
         Ok(u64::from(purged))
     }

@@ -10,8 +10,8 @@
 //! a duplicate, which the inbox absorbs.
 
 use crate::{
-    DeadLetter, DeadLetterError, Destination, KafkaPosition, ReplayReport, ReplaySelection, Replayed, Result,
-    is_dead_letter_header,
+    DeadLetter, DeadLetterError, Destination, KafkaPosition, Limits, MAX_REPLAY_PER_CALL, ReplayReport,
+    ReplaySelection, Replayed, Result, is_dead_letter_header,
 };
 use contracts::envelope::header;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -96,6 +96,10 @@ impl Range {
     }
 }
 
+fn total(ranges: &[Range]) -> u64 {
+    ranges.iter().map(Range::pending).sum()
+}
+
 /// A consumer in the admin group that never joins it: partitions are
 /// assigned by hand and offsets committed explicitly.
 fn admin_consumer(brokers: &str, dlq: &Destination) -> Result<BaseConsumer> {
@@ -112,8 +116,8 @@ fn admin_consumer(brokers: &str, dlq: &Destination) -> Result<BaseConsumer> {
 
 /// Per partition, from the admin group's committed offset (or the low
 /// watermark) to the high watermark. A topic that does not exist has none.
-fn pending_ranges(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<Range>> {
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+fn pending_ranges(consumer: &BaseConsumer, topic: &str, limits: Limits) -> Result<Vec<Range>> {
+    let metadata = consumer.fetch_metadata(Some(topic), limits.wait("reading topic metadata")?)?;
     let Some(described) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {
         return Ok(Vec::new());
     };
@@ -126,10 +130,10 @@ fn pending_ranges(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Re
     for p in &partitions {
         wanted.add_partition(topic, *p);
     }
-    let committed = consumer.committed_offsets(wanted, timeout)?;
+    let committed = consumer.committed_offsets(wanted, limits.wait("reading the admin group's offsets")?)?;
     let mut ranges = Vec::with_capacity(partitions.len());
     for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        let (low, high) = consumer.fetch_watermarks(topic, partition, limits.wait("reading watermarks")?)?;
         let start = match committed.find_partition(topic, partition).map(|e| e.offset()) {
             // Below the low watermark: those records are gone (retention).
             Some(Offset::Offset(o)) => o.clamp(low, high.max(low)),
@@ -140,18 +144,21 @@ fn pending_ranges(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Re
     Ok(ranges)
 }
 
-/// Reads the pending records of `ranges` (up to `limit`), in partition and
-/// offset order, without committing anything.
+/// Hands the pending records of `ranges` to `visit`, partition by partition
+/// in offset order (partitions interleaved), until every partition is read
+/// or `visit` returns false; a timeout once `reserve` is all that is left of
+/// the budget. Commits nothing.
 fn read(
     consumer: &BaseConsumer,
     topic: &str,
     ranges: &[Range],
-    limit: usize,
-    timeout: Duration,
-) -> Result<Vec<Record>> {
+    limits: Limits,
+    reserve: Duration,
+    mut visit: impl FnMut(Record) -> bool,
+) -> Result<()> {
     let ends: HashMap<i32, i64> = ranges.iter().filter(|r| r.pending() > 0).map(|r| (r.partition, r.end)).collect();
-    if ends.is_empty() || limit == 0 {
-        return Ok(Vec::new());
+    if ends.is_empty() {
+        return Ok(());
     }
     let mut assignment = TopicPartitionList::new();
     for r in ranges.iter().filter(|r| r.pending() > 0) {
@@ -159,13 +166,15 @@ fn read(
     }
     consumer.assign(&assignment)?;
     let mut done: HashMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
-    let mut records = Vec::new();
-    let deadline = Instant::now() + timeout;
+    // Reading to the end takes longer than one round trip.
+    let started = Instant::now();
+    let deadline = limits.until(limits.round_trip() * 2, reserve);
     let mut last_error: Option<KafkaError> = None;
-    while done.values().any(|d| !d) && records.len() < limit {
+    while done.values().any(|d| !d) {
         if Instant::now() > deadline {
             let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
-            return Err(DeadLetterError::Timeout { after: timeout, doing: format!("reading {topic} to its end{why}") });
+            let doing = format!("reading {topic} to its end{why}");
+            return Err(DeadLetterError::Timeout { after: started.elapsed(), doing });
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
@@ -178,7 +187,7 @@ fn read(
             Some(Ok(m)) => {
                 let partition = m.partition();
                 let Some(end) = ends.get(&partition).copied() else { continue };
-                if m.offset() >= end {
+                if done.get(&partition).copied().unwrap_or(true) || m.offset() >= end {
                     done.insert(partition, true);
                     continue;
                 }
@@ -189,19 +198,64 @@ fn read(
                     .headers()
                     .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
                     .unwrap_or_default();
-                records.push(Record {
+                let record = Record {
                     partition,
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().unwrap_or_default().to_vec(),
                     headers,
-                });
+                };
+                if !visit(record) {
+                    return Ok(());
+                }
             }
         }
     }
+    Ok(())
+}
+
+/// Up to `limit` pending records of `ranges`, in partition and offset order;
+/// each partition's share starts at its first pending record, so committing
+/// past the last one skips nothing that was not read.
+fn collect(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ranges: &[Range],
+    limit: usize,
+    limits: Limits,
+) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    if limit > 0 {
+        read(consumer, topic, ranges, limits, Duration::ZERO, |record| {
+            records.push(record);
+            records.len() < limit
+        })?;
+    }
     records.sort_by_key(|r| (r.partition, r.offset));
-    records.truncate(limit);
     Ok(records)
+}
+
+/// Like [`collect`], for a replay: stops reading in time to send what it
+/// read (each partition's share is still a prefix), and is a timeout only
+/// if it read nothing.
+fn collect_to_replay(consumer: &BaseConsumer, topic: &str, ranges: &[Range], limits: Limits) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    let reserve = sending_reserve(limits);
+    let read = read(consumer, topic, ranges, limits, reserve, |record| {
+        records.push(record);
+        records.len() < MAX_REPLAY_PER_CALL
+    });
+    match read {
+        Err(DeadLetterError::Timeout { .. }) if !records.is_empty() => {}
+        other => other?,
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
+/// Left of the budget, after a replay's reading, for sending and committing.
+fn sending_reserve(limits: Limits) -> Duration {
+    limits.round_trip() * 2
 }
 
 /// Runs blocking librdkafka calls off the async workers.
@@ -209,118 +263,229 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + '
     tokio::task::spawn_blocking(work).await.map_err(|e| DeadLetterError::Task(e.to_string()))?
 }
 
-/// Up to `limit` pending records of `dlq`.
-async fn pending(brokers: &str, dlq: &Destination, limit: usize, timeout: Duration) -> Result<Vec<Record>> {
+pub async fn count(brokers: &str, dlq: &Destination, limits: Limits) -> Result<u64> {
     let (brokers, dlq) = (brokers.to_owned(), dlq.clone());
     blocking(move || {
         let consumer = admin_consumer(&brokers, &dlq)?;
-        let ranges = pending_ranges(&consumer, &dlq.name, timeout)?;
-        // Reading to the end takes longer than one round trip.
-        read(&consumer, &dlq.name, &ranges, limit, timeout * 2)
+        Ok(total(&pending_ranges(&consumer, &dlq.name, limits)?))
     })
     .await
 }
 
-pub async fn count(brokers: &str, dlq: &Destination, timeout: Duration) -> Result<u64> {
+pub async fn list(brokers: &str, dlq: &Destination, limit: usize, limits: Limits) -> Result<Vec<DeadLetter>> {
     let (brokers, dlq) = (brokers.to_owned(), dlq.clone());
-    blocking(move || {
+    let records = blocking(move || {
         let consumer = admin_consumer(&brokers, &dlq)?;
-        Ok(pending_ranges(&consumer, &dlq.name, timeout)?.iter().map(Range::pending).sum())
+        let ranges = pending_ranges(&consumer, &dlq.name, limits)?;
+        collect(&consumer, &dlq.name, &ranges, limit, limits)
     })
-    .await
-}
-
-pub async fn list(brokers: &str, dlq: &Destination, limit: usize, timeout: Duration) -> Result<Vec<DeadLetter>> {
-    let records = pending(brokers, dlq, limit, timeout).await?;
+    .await?;
     Ok(records.iter().map(Record::letter).collect())
 }
 
-pub async fn show(brokers: &str, dlq: &Destination, message_id: &str, timeout: Duration) -> Result<DeadLetter> {
-    let records = pending(brokers, dlq, usize::MAX, timeout).await?;
-    records.iter().find(|r| r.message_id().as_deref() == Some(message_id)).map(Record::letter).ok_or_else(|| {
-        DeadLetterError::MessageNotFound { destination: dlq.name.clone(), message_id: message_id.to_owned() }
+pub async fn show(brokers: &str, dlq: &Destination, message_id: &str, limits: Limits) -> Result<DeadLetter> {
+    let (brokers, dlq, id) = (brokers.to_owned(), dlq.clone(), message_id.to_owned());
+    blocking(move || {
+        let consumer = admin_consumer(&brokers, &dlq)?;
+        let ranges = pending_ranges(&consumer, &dlq.name, limits)?;
+        // One record kept at a time, however large the topic.
+        let mut found = None;
+        read(&consumer, &dlq.name, &ranges, limits, Duration::ZERO, |record| {
+            if record.message_id().as_deref() == Some(id.as_str()) {
+                found = Some(record.letter());
+            }
+            found.is_none()
+        })?;
+        found.ok_or(DeadLetterError::MessageNotFound { destination: dlq.name.clone(), message_id: id })
     })
+    .await
 }
 
-/// The records `selection` names, in partition and offset order; each
-/// partition's share starts at its first pending record, so committing past
-/// the last one skips nothing that was not sent.
-fn select(dlq: &Destination, records: Vec<Record>, selection: &ReplaySelection) -> Result<Vec<Record>> {
-    match selection {
-        ReplaySelection::All => Ok(records),
-        ReplaySelection::UpTo(position) => Ok(records
-            .into_iter()
-            .filter(|r| r.partition == position.partition && r.offset <= position.offset)
-            .collect()),
-        ReplaySelection::Message(id) => {
-            let Some(found) = records.iter().find(|r| r.message_id().as_deref() == Some(id.as_str())) else {
-                return Err(DeadLetterError::MessageNotFound { destination: dlq.name.clone(), message_id: id.clone() });
-            };
-            let older = records.iter().filter(|r| r.partition == found.partition && r.offset < found.offset).count();
-            if older > 0 {
-                return Err(DeadLetterError::Unsupported(format!(
-                    "message {id} is at partition {} offset {}, behind {older} older pending record(s): a Kafka \
-                     dead-letter topic keeps one position per partition, so replay them all, or up to {}:{}",
-                    found.partition, found.offset, found.partition, found.offset
-                )));
-            }
-            Ok(vec![found.clone()])
+/// Looks for one message id among the pending records as they are read,
+/// counting those ahead of it in its partition: a Kafka dead-letter topic
+/// keeps one position per partition, so only the oldest pending record of a
+/// partition can be replayed alone.
+struct Finder {
+    id: String,
+    seen: HashMap<i32, u64>,
+    found: Option<(Record, u64)>,
+}
+
+impl Finder {
+    fn new(id: &str) -> Self {
+        Self { id: id.to_owned(), seen: HashMap::new(), found: None }
+    }
+
+    /// Takes the next record; false once the message is found.
+    fn visit(&mut self, record: Record) -> bool {
+        let older = self.seen.entry(record.partition).or_default();
+        if record.message_id().as_deref() == Some(self.id.as_str()) {
+            self.found = Some((record, *older));
+            return false;
+        }
+        *older += 1;
+        true
+    }
+
+    fn result(self, dlq: &Destination) -> Result<Record> {
+        let id = self.id;
+        match self.found {
+            None => Err(DeadLetterError::MessageNotFound { destination: dlq.name.clone(), message_id: id }),
+            Some((record, 0)) => Ok(record),
+            Some((found, older)) => Err(DeadLetterError::Unsupported(format!(
+                "message {id} is at partition {} offset {}, behind {older} older pending record(s): a Kafka \
+                 dead-letter topic keeps one position per partition, so replay them all, or up to {}:{}",
+                found.partition, found.offset, found.partition, found.offset
+            ))),
         }
     }
+}
+
+/// The records `selection` names (at most [`MAX_REPLAY_PER_CALL`]), in
+/// partition and offset order, each partition's share starting at its first
+/// pending record; and how many the selection holds in all.
+fn select(
+    consumer: &BaseConsumer,
+    dlq: &Destination,
+    selection: &ReplaySelection,
+    limits: Limits,
+) -> Result<(Vec<Record>, u64)> {
+    let ranges = pending_ranges(consumer, &dlq.name, limits)?;
+    match selection {
+        ReplaySelection::All => Ok((collect_to_replay(consumer, &dlq.name, &ranges, limits)?, total(&ranges))),
+        ReplaySelection::UpTo(position) => {
+            let ranges = up_to(&ranges, *position);
+            Ok((collect_to_replay(consumer, &dlq.name, &ranges, limits)?, total(&ranges)))
+        }
+        ReplaySelection::Message(id) => {
+            let mut finder = Finder::new(id);
+            read(consumer, &dlq.name, &ranges, limits, sending_reserve(limits), |record| finder.visit(record))?;
+            Ok((vec![finder.result(dlq)?], 1))
+        }
+    }
+}
+
+/// The pending records of one partition up to `position`, inclusive.
+fn up_to(ranges: &[Range], position: KafkaPosition) -> Vec<Range> {
+    ranges
+        .iter()
+        .filter(|r| r.partition == position.partition)
+        .map(|r| Range { end: r.end.min(position.offset.saturating_add(1)).max(r.start), ..*r })
+        .collect()
+}
+
+/// Left for the admin group's commit after the deliveries.
+fn commit_reserve(limits: Limits) -> Duration {
+    limits.round_trip()
 }
 
 pub async fn replay(
     brokers: &str,
     dlq: &Destination,
     selection: &ReplaySelection,
-    timeout: Duration,
+    limits: Limits,
 ) -> Result<ReplayReport> {
-    let records = pending(brokers, dlq, usize::MAX, timeout).await?;
-    let selected = select(dlq, records, selection)?;
-    let mut report = ReplayReport {
-        dead_letter_destination: dlq.name.clone(),
-        sent_to: dlq.source.clone(),
-        replayed: 0,
-        messages: Vec::new(),
-    };
+    let started = Instant::now();
+    let (owned_brokers, owned_dlq, owned_selection) = (brokers.to_owned(), dlq.clone(), selection.clone());
+    let (selected, in_selection) = blocking(move || {
+        let consumer = admin_consumer(&owned_brokers, &owned_dlq)?;
+        select(&consumer, &owned_dlq, &owned_selection, limits)
+    })
+    .await?;
+    let mut report = ReplayReport::new(dlq);
+    report.remaining = in_selection;
     if selected.is_empty() {
         return Ok(report);
     }
-    let producer: FutureProducer = messaging::kafka::producer_config(brokers, "dead-letters-replay").create()?;
-    let mut deliveries = Vec::with_capacity(selected.len());
-    for record in &selected {
-        deliveries.push(enqueue(&producer, &dlq.source, record).await?);
+    // Every delivery settled by then, with the commit's time still left: the
+    // producer gives up on a record itself a little earlier, so that each
+    // outcome is known rather than cut off.
+    let deliver_by = limits.until(limits.round_trip() * 2, commit_reserve(limits));
+    let settle = deliver_by.saturating_duration_since(Instant::now());
+    if settle < MIN_DELIVERY_TIME {
+        return Err(DeadLetterError::Timeout {
+            after: started.elapsed(),
+            doing: format!("reading {}, with no time left to send the letters back", dlq.name),
+        });
     }
+    let message_timeout = settle - DELIVERY_GRACE;
+    let producer: FutureProducer = messaging::kafka::producer_config(brokers, "dead-letters-replay")
+        .set("message.timeout.ms", message_timeout.as_millis().to_string())
+        .create()?;
     // Per partition, the offset just past the last record whose copy is
     // delivered with every record before it.
     let mut commit_to: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut delivered: Vec<&Record> = Vec::new();
     let mut failed: Option<(Option<String>, String)> = None;
     let mut broken_partitions = Vec::new();
-    for (record, delivery) in selected.iter().zip(deliveries) {
-        let outcome = match tokio::time::timeout(timeout * 2, delivery).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err((e, _)))) => Err(e.to_string()),
-            Ok(Err(_)) => Err("the producer closed before delivery".to_owned()),
-            Err(_) => Err(format!("not delivered within {:?}", timeout * 2)),
-        };
-        match outcome {
-            Ok(()) if !broken_partitions.contains(&record.partition) => {
-                commit_to.insert(record.partition, record.offset + 1);
-                report.replayed += 1;
-                report.messages.push(Replayed { message_id: record.message_id(), position: Some(record.position()) });
-            }
-            // Delivered, but behind a failure: it will be sent again next time.
-            Ok(()) => {}
-            Err(reason) => {
-                broken_partitions.push(record.partition);
-                failed.get_or_insert((record.message_id(), reason));
+    // Chunk by chunk, so that a replay running out of time stops between
+    // chunks, with an exact report, rather than sees its last copies time out.
+    let mut last_chunk = Duration::ZERO;
+    for chunk in selected.chunks(REPLAY_CHUNK) {
+        let left = deliver_by.saturating_duration_since(Instant::now());
+        if failed.is_some() || left < (last_chunk * 2).max(MIN_DELIVERY_TIME) {
+            break;
+        }
+        let chunk_started = Instant::now();
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        let mut not_enqueued = None;
+        for record in chunk {
+            match enqueue(&producer, &dlq.source, record, deliver_by).await {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(e) => {
+                    // What was handed over before it still counts.
+                    not_enqueued = Some((record, e.to_string()));
+                    break;
+                }
             }
         }
+        for (record, delivery) in chunk.iter().zip(deliveries) {
+            let outcome = match tokio::time::timeout_at(deliver_by.into(), delivery).await {
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err((e, _)))) => Err(e.to_string()),
+                Ok(Err(_)) => Err("the producer closed before delivery".to_owned()),
+                Err(_) => Err(format!("not delivered within {settle:?}")),
+            };
+            match outcome {
+                Ok(()) if !broken_partitions.contains(&record.partition) => {
+                    commit_to.insert(record.partition, record.offset + 1);
+                    delivered.push(record);
+                }
+                // Delivered, but behind a failure: it will be sent again next time.
+                Ok(()) => {}
+                Err(reason) => {
+                    broken_partitions.push(record.partition);
+                    failed.get_or_insert((record.message_id(), reason));
+                }
+            }
+        }
+        if let Some((record, reason)) = not_enqueued {
+            failed.get_or_insert((record.message_id(), reason));
+        }
+        last_chunk = chunk_started.elapsed();
     }
     if !commit_to.is_empty() {
-        let (brokers, dlq, offsets) = (brokers.to_owned(), dlq.clone(), commit_to);
-        blocking(move || commit(&brokers, &dlq, &offsets)).await?;
+        let sent = delivered.len();
+        if let Err(e) = commit_within(brokers, dlq, commit_to, limits).await {
+            // Sent but still pending: a later replay sends them again, and
+            // their consumer's inbox drops the copies it already has.
+            return Err(DeadLetterError::ReplayFailed {
+                destination: dlq.source.clone(),
+                message_id: None,
+                replayed: 0,
+                reason: format!(
+                    "{sent} message(s) were sent, but marking them replayed in {} failed ({e}): they are still \
+                     pending, and a later replay sends them again (their consumer drops the duplicates)",
+                    dlq.name
+                ),
+            });
+        }
     }
+    for record in delivered {
+        report.replayed += 1;
+        report.messages.push(Replayed { message_id: record.message_id(), position: Some(record.position()) });
+    }
+    report.remaining = in_selection.saturating_sub(report.replayed);
     match failed {
         None => Ok(report),
         Some((message_id, reason)) => Err(DeadLetterError::ReplayFailed {
@@ -332,9 +497,22 @@ pub async fn replay(
     }
 }
 
+/// Copies handed to the producer at a time (see [`replay`]).
+const REPLAY_CHUNK: usize = 100;
+/// The least time worth starting deliveries with.
+const MIN_DELIVERY_TIME: Duration = Duration::from_millis(500);
+/// How much earlier than our own wait the producer gives up on a record
+/// (librdkafka checks its message timeouts periodically, not to the millisecond).
+const DELIVERY_GRACE: Duration = Duration::from_millis(250);
+
 /// Hands one copy to the producer: same key (or none), same payload, the
 /// headers minus the dead-letter ones, in their order.
-async fn enqueue(producer: &FutureProducer, topic: &str, record: &Record) -> Result<DeliveryFuture> {
+async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    record: &Record,
+    deliver_by: Instant,
+) -> Result<DeliveryFuture> {
     let headers = record
         .headers
         .iter()
@@ -347,7 +525,9 @@ async fn enqueue(producer: &FutureProducer, topic: &str, record: &Record) -> Res
     loop {
         match producer.send_result(copy) {
             Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                if Instant::now() < deliver_by =>
+            {
                 // Local queue full: wait for deliveries to drain it.
                 copy = returned;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -368,19 +548,29 @@ fn commit(brokers: &str, dlq: &Destination, offsets: &BTreeMap<i32, i64>) -> Res
     Ok(())
 }
 
-pub async fn purge(brokers: &str, dlq: &Destination, timeout: Duration) -> Result<u64> {
+/// [`commit`], waited for at most a round trip (or what is left of the
+/// budget): a synchronous commit has no timeout of its own. One not
+/// confirmed in time may still land; either way the caller reports it as
+/// not done, which at worst sends a letter twice.
+async fn commit_within(brokers: &str, dlq: &Destination, offsets: BTreeMap<i32, i64>, limits: Limits) -> Result<()> {
+    let doing = format!("committing the admin group's offsets in {}", dlq.name);
+    let wait = limits.wait(&doing)?;
     let (brokers, dlq) = (brokers.to_owned(), dlq.clone());
-    blocking(move || {
-        let consumer = admin_consumer(&brokers, &dlq)?;
-        let ranges = pending_ranges(&consumer, &dlq.name, timeout)?;
-        let to_skip: BTreeMap<i32, i64> =
-            ranges.iter().filter(|r| r.pending() > 0).map(|r| (r.partition, r.end)).collect();
-        if !to_skip.is_empty() {
-            commit(&brokers, &dlq, &to_skip)?;
-        }
-        Ok(ranges.iter().map(Range::pending).sum())
-    })
-    .await
+    match tokio::time::timeout(wait, blocking(move || commit(&brokers, &dlq, &offsets))).await {
+        Ok(result) => result,
+        Err(_) => Err(DeadLetterError::Timeout { after: wait, doing }),
+    }
+}
+
+pub async fn purge(brokers: &str, dlq: &Destination, limits: Limits) -> Result<u64> {
+    let (owned_brokers, owned_dlq) = (brokers.to_owned(), dlq.clone());
+    let ranges =
+        blocking(move || pending_ranges(&admin_consumer(&owned_brokers, &owned_dlq)?, &owned_dlq.name, limits)).await?;
+    let to_skip: BTreeMap<i32, i64> = ranges.iter().filter(|r| r.pending() > 0).map(|r| (r.partition, r.end)).collect();
+    if !to_skip.is_empty() {
+        commit_within(brokers, dlq, to_skip, limits).await?;
+    }
+    Ok(total(&ranges))
 }
 
 #[cfg(test)]
@@ -411,17 +601,39 @@ mod tests {
         }
     }
 
+    fn find(records: &[Record], id: &str) -> Result<Record> {
+        let mut finder = Finder::new(id);
+        for record in records {
+            if !finder.visit(record.clone()) {
+                break;
+            }
+        }
+        finder.result(&dlq())
+    }
+
     #[test]
     fn a_single_record_is_replayed_only_from_the_head_of_its_partition() {
-        let records = vec![record(0, 3, "a"), record(0, 4, "b"), record(1, 7, "c")];
-        let one = select(&dlq(), records.clone(), &ReplaySelection::Message("c".into())).unwrap();
-        assert_eq!(one[0].position(), KafkaPosition { partition: 1, offset: 7 });
-        let behind = select(&dlq(), records.clone(), &ReplaySelection::Message("b".into()));
-        assert!(matches!(behind, Err(DeadLetterError::Unsupported(_))), "{behind:?}");
-        let missing = select(&dlq(), records.clone(), &ReplaySelection::Message("z".into()));
+        // Partitions interleaved, as they arrive.
+        let records = vec![record(0, 3, "a"), record(1, 7, "c"), record(0, 4, "b")];
+        let one = find(&records, "c").unwrap();
+        assert_eq!(one.position(), KafkaPosition { partition: 1, offset: 7 });
+        let behind = find(&records, "b");
+        assert!(matches!(&behind, Err(DeadLetterError::Unsupported(m)) if m.contains("behind 1 older")), "{behind:?}");
+        let missing = find(&records, "z");
         assert!(matches!(missing, Err(DeadLetterError::MessageNotFound { .. })));
-        let up_to = select(&dlq(), records, &ReplaySelection::UpTo(KafkaPosition { partition: 0, offset: 3 })).unwrap();
-        assert_eq!(up_to.len(), 1);
+    }
+
+    #[test]
+    fn up_to_keeps_one_partition_up_to_the_offset() {
+        let ranges = [Range { partition: 0, start: 3, end: 10 }, Range { partition: 1, start: 0, end: 5 }];
+        let kept = up_to(&ranges, KafkaPosition { partition: 0, offset: 3 });
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].start, kept[0].end, kept[0].pending()), (3, 4, 1));
+        let before_start = up_to(&ranges, KafkaPosition { partition: 0, offset: 1 });
+        assert_eq!(before_start[0].pending(), 0);
+        let past_end = up_to(&ranges, KafkaPosition { partition: 1, offset: i64::MAX });
+        assert_eq!(past_end[0].pending(), 5);
+        assert!(up_to(&ranges, KafkaPosition { partition: 7, offset: 1 }).is_empty());
     }
 
     #[test]

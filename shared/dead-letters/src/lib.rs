@@ -16,7 +16,15 @@
 //! destination belongs to (`x-original-destination` is only shown: a forged
 //! header cannot route a message anywhere else), with the same message id,
 //! properties, key and headers minus the dead-letter ones, so the consumer's
-//! inbox still drops a message that had in fact been handled.
+//! inbox still drops a message that had in fact been handled. One replay
+//! sends at most [`MAX_REPLAY_PER_CALL`] letters and says how many remain.
+//!
+//! Time: every broker call waits at most one round trip
+//! ([`DeadLetters::with_timeout`]); with [`DeadLetters::with_budget`] a whole
+//! operation also ends within that budget (the admin routes use one well
+//! below the HTTP request timeout): a read that does not finish in time is
+//! an error, and a replay stops reading and sending in time to confirm and
+//! report what it sent (a timeout only if it had read nothing).
 
 pub mod amqp;
 pub mod kafka;
@@ -25,7 +33,12 @@ mod values;
 use contracts::Topology;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Most letters one replay sends back. A larger selection is replayed in
+/// several calls, each report saying how many remain: a Kafka replay holds
+/// the records it sends in memory, and every call must end in bounded time.
+pub const MAX_REPLAY_PER_CALL: usize = 1000;
 
 /// Headers that describe the dead-lettering rather than the message: ours
 /// (`messaging::dead_letter`) and RabbitMQ's own. A replay removes them.
@@ -182,7 +195,22 @@ pub struct ReplayReport {
     /// Where the letters were sent.
     pub sent_to: String,
     pub replayed: u64,
+    /// Letters of the selection, as it was when the replay started, still
+    /// pending: past [`MAX_REPLAY_PER_CALL`] or the time budget. Replay again.
+    pub remaining: u64,
     pub messages: Vec<Replayed>,
+}
+
+impl ReplayReport {
+    fn new(dlq: &Destination) -> Self {
+        Self {
+            dead_letter_destination: dlq.name.clone(),
+            sent_to: dlq.source.clone(),
+            replayed: 0,
+            remaining: 0,
+            messages: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,6 +255,57 @@ impl DeadLetterError {
 
 pub type Result<T, E = DeadLetterError> = std::result::Result<T, E>;
 
+/// How long the broker calls of one operation may wait: each at most a round
+/// trip, and all of them together at most the budget, if there is one.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    round_trip: Duration,
+    /// When the budget is spent, and the budget.
+    deadline: Option<(Instant, Duration)>,
+}
+
+impl Limits {
+    pub fn new(round_trip: Duration, budget: Option<Duration>) -> Self {
+        Self { round_trip, deadline: budget.map(|b| (Instant::now() + b, b)) }
+    }
+
+    pub(crate) fn round_trip(&self) -> Duration {
+        self.round_trip
+    }
+
+    /// Time left in the budget (`None`: no budget).
+    pub(crate) fn left(&self) -> Option<Duration> {
+        self.deadline.map(|(at, _)| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// How long the next call may wait: a round trip, or what is left of the
+    /// budget; an error once the budget is spent.
+    pub(crate) fn wait(&self, doing: &str) -> Result<Duration> {
+        match (self.left(), self.deadline) {
+            (Some(left), Some((_, budget))) if left.is_zero() => {
+                Err(DeadLetterError::Timeout { after: budget, doing: format!("{doing} (the operation's time is up)") })
+            }
+            (Some(left), _) => Ok(left.min(self.round_trip)),
+            _ => Ok(self.round_trip),
+        }
+    }
+
+    /// Whether there is still a full round trip's time left: a replay starts
+    /// another letter only then, so that it can finish it.
+    pub(crate) fn has_round_trip_left(&self) -> bool {
+        self.left().is_none_or(|left| left >= self.round_trip)
+    }
+
+    /// The earliest of `span` from now and the end of the budget less `reserve`.
+    pub(crate) fn until(&self, span: Duration, reserve: Duration) -> Instant {
+        let by_span = Instant::now() + span;
+        match self.deadline {
+            Some((at, _)) => by_span.min(at.checked_sub(reserve).unwrap_or(at)),
+            None => by_span,
+        }
+    }
+}
+
 /// Where the brokers are and how the names are prefixed. Each operation opens
 /// its own connections: administration is rare, and nothing stays open.
 #[derive(Debug, Clone)]
@@ -235,6 +314,7 @@ pub struct DeadLetters {
     kafka_brokers: String,
     topology: Topology,
     timeout: Duration,
+    budget: Option<Duration>,
 }
 
 impl DeadLetters {
@@ -244,13 +324,27 @@ impl DeadLetters {
             kafka_brokers: kafka_brokers.into(),
             topology,
             timeout: Duration::from_secs(15),
+            budget: None,
         }
     }
 
-    /// How long one broker round trip (or reading a topic to its end) may take.
+    /// How long one broker round trip may take (reading a Kafka topic to its
+    /// end, or waiting for a replay's deliveries: twice that).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// How long one whole operation may take: broker waits are cut to fit,
+    /// and a replay stops starting letters in time to report what it did.
+    /// Without one (the default) only [`Self::with_timeout`] bounds the calls.
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::new(self.timeout, self.budget)
     }
 
     pub fn topology(&self) -> &Topology {
@@ -305,16 +399,17 @@ impl DeadLetters {
     }
 
     async fn pending_of(&self, dlqs: &[Destination]) -> Result<Vec<PendingCount>> {
+        let limits = self.limits();
         let queues: Vec<String> =
             dlqs.iter().filter(|d| d.broker == Broker::Rabbitmq).map(|d| d.name.clone()).collect();
         let mut queue_counts =
-            if queues.is_empty() { Vec::new() } else { amqp::counts(&self.amqp_url, &queues, self.timeout).await? }
+            if queues.is_empty() { Vec::new() } else { amqp::counts(&self.amqp_url, &queues, limits).await? }
                 .into_iter();
         let mut counts = Vec::with_capacity(dlqs.len());
         for d in dlqs {
             let pending = match d.broker {
                 Broker::Rabbitmq => queue_counts.next().unwrap_or_default(),
-                Broker::Kafka => kafka::count(&self.kafka_brokers, d, self.timeout).await?,
+                Broker::Kafka => kafka::count(&self.kafka_brokers, d, limits).await?,
             };
             counts.push(PendingCount { destination: d.clone(), pending });
         }
@@ -324,33 +419,34 @@ impl DeadLetters {
     /// Up to `limit` pending letters, left where they are.
     pub async fn list(&self, dlq: &Destination, limit: usize) -> Result<Vec<DeadLetter>> {
         match dlq.broker {
-            Broker::Rabbitmq => amqp::list(&self.amqp_url, dlq, limit, self.timeout).await,
-            Broker::Kafka => kafka::list(&self.kafka_brokers, dlq, limit, self.timeout).await,
+            Broker::Rabbitmq => amqp::list(&self.amqp_url, dlq, limit, self.limits()).await,
+            Broker::Kafka => kafka::list(&self.kafka_brokers, dlq, limit, self.limits()).await,
         }
     }
 
     /// One pending letter by message id, left where it is.
     pub async fn show(&self, dlq: &Destination, message_id: &str) -> Result<DeadLetter> {
         match dlq.broker {
-            Broker::Rabbitmq => amqp::show(&self.amqp_url, dlq, message_id, self.timeout).await,
-            Broker::Kafka => kafka::show(&self.kafka_brokers, dlq, message_id, self.timeout).await,
+            Broker::Rabbitmq => amqp::show(&self.amqp_url, dlq, message_id, self.limits()).await,
+            Broker::Kafka => kafka::show(&self.kafka_brokers, dlq, message_id, self.limits()).await,
         }
     }
 
-    /// Sends the selected letters back to where they came from; each leaves the
-    /// dead-letter destination only once the broker has its copy.
+    /// Sends the selected letters back to where they came from, at most
+    /// [`MAX_REPLAY_PER_CALL`]; each leaves the dead-letter destination only
+    /// once the broker has its copy.
     pub async fn replay(&self, dlq: &Destination, selection: &ReplaySelection) -> Result<ReplayReport> {
         match dlq.broker {
-            Broker::Rabbitmq => amqp::replay(&self.amqp_url, dlq, selection, self.timeout).await,
-            Broker::Kafka => kafka::replay(&self.kafka_brokers, dlq, selection, self.timeout).await,
+            Broker::Rabbitmq => amqp::replay(&self.amqp_url, dlq, selection, self.limits()).await,
+            Broker::Kafka => kafka::replay(&self.kafka_brokers, dlq, selection, self.limits()).await,
         }
     }
 
     /// Drops every pending letter; returns how many.
     pub async fn purge(&self, dlq: &Destination) -> Result<PurgeReport> {
         let purged = match dlq.broker {
-            Broker::Rabbitmq => amqp::purge(&self.amqp_url, dlq, self.timeout).await?,
-            Broker::Kafka => kafka::purge(&self.kafka_brokers, dlq, self.timeout).await?,
+            Broker::Rabbitmq => amqp::purge(&self.amqp_url, dlq, self.limits()).await?,
+            Broker::Kafka => kafka::purge(&self.kafka_brokers, dlq, self.limits()).await?,
         };
         Ok(PurgeReport { dead_letter_destination: dlq.name.clone(), purged })
     }
@@ -382,6 +478,26 @@ mod tests {
         let err = dl.resolve("stock.commands").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("stock.commands.dlq") && text.contains("orders.email.dlq"), "{text}");
+    }
+
+    #[test]
+    fn a_budget_caps_every_wait_and_ends_the_operation() {
+        let unbounded = Limits::new(Duration::from_secs(2), None);
+        assert_eq!(unbounded.wait("x").unwrap(), Duration::from_secs(2));
+        assert!(unbounded.has_round_trip_left());
+
+        let budget = Limits::new(Duration::from_secs(2), Some(Duration::from_millis(300)));
+        assert!(budget.wait("x").unwrap() <= Duration::from_millis(300));
+        assert!(!budget.has_round_trip_left(), "less than a round trip left");
+        assert!(
+            budget.until(Duration::from_secs(4), Duration::from_millis(100))
+                <= Instant::now() + Duration::from_millis(200)
+        );
+
+        let spent = Limits::new(Duration::from_secs(2), Some(Duration::ZERO));
+        let err = spent.wait("reading a dead letter").unwrap_err();
+        assert!(err.is_broker_error(), "a 503, not a 500");
+        assert!(err.to_string().contains("reading a dead letter"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use contracts::Topology;
 use dead_letters::{DeadLetter, DeadLetters, KafkaPosition, PendingCount, ReplayReport, ReplaySelection};
 use serde::Serialize;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(name = "dead-letters", about = "List, inspect, replay and purge dead letters")]
@@ -30,6 +31,10 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Longest wait for one broker round trip (twice that to read a Kafka
+    /// topic to its end, or for a replay's deliveries).
+    #[arg(long, default_value_t = 15, global = true)]
+    timeout_secs: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,7 +58,7 @@ enum Command {
         /// One letter. On Kafka only the oldest pending one of its partition.
         #[arg(long, conflicts_with_all = ["all", "up_to"])]
         message_id: Option<String>,
-        /// Every pending letter.
+        /// Every pending letter, at most 1000 per run (the report says how many remain).
         #[arg(long, conflicts_with = "up_to")]
         all: bool,
         /// Kafka: the pending records of one partition up to an offset, as PARTITION:OFFSET.
@@ -91,7 +96,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let dl = DeadLetters::new(&cli.amqp_url, &cli.kafka_brokers, Topology::new(cli.namespace.clone()));
+    let dl = DeadLetters::new(&cli.amqp_url, &cli.kafka_brokers, Topology::new(cli.namespace.clone()))
+        .with_timeout(Duration::from_secs(cli.timeout_secs));
     match cli.command {
         Command::Summary => {
             let counts = dl.summary().await.context("counting dead letters")?;
@@ -239,5 +245,12 @@ fn print_replay(report: &ReplayReport) {
         let position =
             m.position.map(|p| format!(" (partition {} offset {})", p.partition, p.offset)).unwrap_or_default();
         println!("  {}{position}", dash(&m.message_id));
+    }
+    if report.remaining > 0 {
+        println!(
+            "{} more still pending (at most {} per replay): run the replay again",
+            report.remaining,
+            dead_letters::MAX_REPLAY_PER_CALL
+        );
     }
 }

@@ -173,21 +173,88 @@ where
     }
 }
 
-/// Creates `topics` with `partitions` each; an existing topic is fine.
+/// How dead-letter topics (`<topic>.<group>.dlq`) are created: their records
+/// are kept until replayed or purged (the admin group's offsets say which),
+/// not for the broker's default retention (7 days on Apache Kafka), so
+/// triage may take as long as it takes.
+pub const DEAD_LETTER_TOPIC_CONFIG: &[(&str, &str)] = &[("retention.ms", "-1")];
+
+/// Whether `topic` is a dead-letter topic (see `contracts::Topology::dead_letter_topic`).
+pub fn is_dead_letter_topic(topic: &str) -> bool {
+    topic.ends_with(".dlq")
+}
+
+/// What CreateTopics is asked for `topic`: dead-letter topics with
+/// [`DEAD_LETTER_TOPIC_CONFIG`] unless `plain`.
+fn new_topic(topic: &str, partitions: i32, plain: bool) -> NewTopic<'_> {
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    if plain || !is_dead_letter_topic(topic) {
+        return new;
+    }
+    DEAD_LETTER_TOPIC_CONFIG.iter().fold(new, |new, (key, value)| new.set(key, value))
+}
+
+/// Errors by which a broker refuses a topic's configuration rather than the topic.
+fn refuses_config(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::InvalidConfig
+            | ErrorCode::PolicyViolation
+            | ErrorCode::InvalidRequest
+            | ErrorCode::UnsupportedVersion
+    )
+}
+
+/// Creates `topics` with `partitions` each; an existing topic is fine (and
+/// left as it is). Dead-letter topics get [`DEAD_LETTER_TOPIC_CONFIG`]; a
+/// broker that refuses it gets them with its defaults, and a warning.
 pub async fn ensure_topics(brokers: &str, topics: &[String], partitions: i32) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let new_topics: Vec<NewTopic<'_>> =
-        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let new_topics: Vec<NewTopic<'_>> = topics.iter().map(|t| new_topic(t, partitions, false)).collect();
+    let mut refused = Vec::new();
     for result in admin.create_topics(&new_topics, &options).await? {
         match result {
             Ok(_) | Err((_, ErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                    tracing::error!(topic, ?code, "creating Kafka topic failed");
-                });
-            }
+            Err((topic, code)) if is_dead_letter_topic(&topic) && refuses_config(code) => refused.push((topic, code)),
+            Err((topic, code)) => return Err(creation_failed(&topic, code)),
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        topics = ?refused,
+        config = ?DEAD_LETTER_TOPIC_CONFIG,
+        "the broker refused the dead-letter topic configuration: creating them with its default retention, \
+         past which unhandled dead letters are deleted; set retention.ms=-1 on them by hand"
+    );
+    let plain: Vec<NewTopic<'_>> = refused.iter().map(|(t, _)| new_topic(t, partitions, true)).collect();
+    for result in admin.create_topics(&plain, &options).await? {
+        match result {
+            Ok(_) | Err((_, ErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(creation_failed(&topic, code)),
         }
     }
     Ok(())
+}
+
+fn creation_failed(topic: &str, code: ErrorCode) -> KafkaError {
+    tracing::error!(topic, ?code, "creating Kafka topic failed");
+    KafkaError::AdminOp(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_topics_are_kept_until_purged() {
+        let dlq = new_topic("t1.orders.t1.shipping.dlq", 4, false);
+        assert_eq!(dlq.config, [("retention.ms", "-1")]);
+        assert!(new_topic("t1.orders.t1.shipping.dlq", 4, true).config.is_empty(), "the fallback");
+        assert!(new_topic("t1.orders", 4, false).config.is_empty(), "event topics keep the broker's default");
+        assert!(refuses_config(ErrorCode::InvalidConfig));
+        assert!(!refuses_config(ErrorCode::RequestTimedOut), "a passing error is retried as a whole");
+    }
 }

@@ -7,6 +7,12 @@
 //! record would cost a broker round trip each and only narrow that window.
 //! A record that can never be handled is copied to `<topic>.<group>.dlq`
 //! (delivery confirmed) before its offset may be committed.
+//!
+//! `kafka_consumer_lag{topic,partition,group}`: records of each assigned
+//! partition past the group's committed offset, from librdkafka's statistics
+//! every [`STATISTICS_INTERVAL`] (read off the consumer's own polling, no
+//! extra broker calls). A partition whose lag librdkafka does not know yet
+//! (nothing committed) is not reported.
 
 use crate::consumer::{Disposition, IncomingMessage, MessageHandler, MessageProcessor, MessageSource};
 use crate::dead_letter;
@@ -16,12 +22,12 @@ use crate::safety;
 use crate::wire;
 use contracts::Topology;
 use health::Readiness;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +35,12 @@ pub const CONSUMER_COMPONENT: &str = "kafka-consumer";
 
 /// Longest a handled record's offset waits to be committed.
 pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often librdkafka reports the statistics the lag gauge is set from.
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The consumer, with the context that turns its statistics into the lag gauge.
+type LagConsumer = StreamConsumer<LagContext>;
 
 /// How a consumer gets its partitions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,7 +133,8 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .set("reconnect.backoff.max.ms", "2000");
+            .set("reconnect.backoff.max.ms", "2000")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
         if let Some(id) = &self.group_instance_id {
             config.set("group.instance.id", id);
         }
@@ -134,7 +147,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
     /// Consumes until `shutdown`; the record in progress is finished and its
     /// offset committed first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let consumer: StreamConsumer = match self.consumer_config().create() {
+        let consumer: LagConsumer = match self.consumer_config().create_with_context(LagContext::new(&self.group)) {
             Ok(c) => c,
             Err(e) => {
                 // Only a configuration error gets here; the process cannot work.
@@ -193,7 +206,11 @@ impl<H: MessageHandler> KafkaConsumer<H> {
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(error = %e, "Kafka receive error");
-                    tokio::time::sleep(backoff.delay(failures.min(6))).await;
+                    // A broker down for good must not hold up shutdown by a backoff.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.delay(failures.min(6))) => {}
+                    }
                 }
             }
         }
@@ -204,7 +221,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
 
     /// Takes every partition of the topics, starting at the group's committed
     /// offsets, retrying until the brokers answer. Returns false on shutdown.
-    async fn assign_all_partitions(&self, consumer: &Arc<StreamConsumer>, shutdown: &CancellationToken) -> bool {
+    async fn assign_all_partitions(&self, consumer: &Arc<LagConsumer>, shutdown: &CancellationToken) -> bool {
         let mut failures = 0;
         loop {
             let (client, topics) = (consumer.clone(), self.topics.clone());
@@ -240,7 +257,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
 
     async fn handle(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &LagConsumer,
         record: &BorrowedMessage<'_>,
         shutdown: &CancellationToken,
     ) -> Handled {
@@ -347,7 +364,7 @@ impl HandledOffsets {
         Some(offsets)
     }
 
-    fn commit(&mut self, consumer: &StreamConsumer) {
+    fn commit(&mut self, consumer: &LagConsumer) {
         if let Some(offsets) = self.take()
             && let Err(e) = consumer.commit(&offsets, CommitMode::Async)
         {
@@ -357,7 +374,7 @@ impl HandledOffsets {
 
     /// The last commit, waited for (bounded: the broker may be down, and
     /// shutdown has a deadline).
-    async fn commit_and_wait(&mut self, consumer: &Arc<StreamConsumer>) {
+    async fn commit_and_wait(&mut self, consumer: &Arc<LagConsumer>) {
         let Some(offsets) = self.take() else { return };
         let consumer = consumer.clone();
         let commit = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync));
@@ -371,8 +388,150 @@ impl HandledOffsets {
 }
 
 /// The unsafe early commit of one record.
-fn commit(consumer: &StreamConsumer, record: &BorrowedMessage<'_>) {
+fn commit(consumer: &LagConsumer, record: &BorrowedMessage<'_>) {
     if let Err(e) = consumer.commit_message(record, CommitMode::Async) {
         tracing::warn!(error = %e, "offset commit failed; the record may be redelivered");
+    }
+}
+
+/// Sets `kafka_consumer_lag` from librdkafka's statistics (see the module
+/// docs); everything else as librdkafka's default context does.
+struct LagContext {
+    group: String,
+    /// The partitions whose lag was set, to zero the gauge of one no longer assigned.
+    reported: Mutex<BTreeSet<(String, i32)>>,
+}
+
+impl LagContext {
+    fn new(group: &str) -> Self {
+        Self { group: group.to_owned(), reported: Mutex::new(BTreeSet::new()) }
+    }
+
+    fn report(&self, lags: Vec<PartitionLag>) {
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        let assigned: BTreeSet<(String, i32)> = lags.iter().map(|l| (l.topic.clone(), l.partition)).collect();
+        // Another member reports it now: this one owes nothing there, and
+        // sums over the group stay right.
+        for (topic, partition) in reported.iter().filter(|key| !assigned.contains(*key)) {
+            self.gauge(topic, *partition).set(0.0);
+        }
+        reported.retain(|key| assigned.contains(key));
+        for lag in lags {
+            if let Some(records) = lag.records {
+                self.gauge(&lag.topic, lag.partition).set(records as f64);
+                reported.insert((lag.topic, lag.partition));
+            }
+        }
+    }
+
+    fn gauge(&self, topic: &str, partition: i32) -> metrics::Gauge {
+        metrics::gauge!(
+            "kafka_consumer_lag",
+            "topic" => topic.to_owned(),
+            "partition" => partition.to_string(),
+            "group" => self.group.clone(),
+        )
+    }
+}
+
+impl ClientContext for LagContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        match partition_lags(statistics) {
+            Ok(lags) => self.report(lags),
+            Err(e) => tracing::debug!(error = %e, "unreadable librdkafka statistics"),
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// The lag of one partition this consumer is assigned.
+#[derive(Debug, PartialEq, Eq)]
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    /// `None` while librdkafka does not know it (it says -1).
+    records: Option<u64>,
+}
+
+/// The parts of librdkafka's statistics JSON read here; the rest is skipped
+/// (parsing it all into `rdkafka::Statistics` would break on any field a
+/// librdkafka version adds or drops).
+#[derive(Deserialize)]
+struct Statistics {
+    #[serde(default)]
+    topics: HashMap<String, TopicStatistics>,
+}
+
+#[derive(Deserialize)]
+struct TopicStatistics {
+    #[serde(default)]
+    partitions: HashMap<String, PartitionStatistics>,
+}
+
+#[derive(Deserialize)]
+struct PartitionStatistics {
+    partition: i32,
+    /// Assigned to this consumer (the others are only known from metadata).
+    #[serde(default)]
+    desired: bool,
+    #[serde(default = "unknown_lag")]
+    consumer_lag: i64,
+}
+
+fn unknown_lag() -> i64 {
+    -1
+}
+
+/// The assigned partitions of `statistics`, with their lag where known. The
+/// internal partition -1 (messages not yet given a partition) is left out.
+fn partition_lags(statistics: &[u8]) -> Result<Vec<PartitionLag>, serde_json::Error> {
+    let statistics: Statistics = serde_json::from_slice(statistics)?;
+    let mut lags: Vec<PartitionLag> = statistics
+        .topics
+        .into_iter()
+        .flat_map(|(topic, t)| {
+            t.partitions.into_values().filter(|p| p.desired && p.partition >= 0).map(move |p| PartitionLag {
+                topic: topic.clone(),
+                partition: p.partition,
+                records: u64::try_from(p.consumer_lag).ok(),
+            })
+        })
+        .collect();
+    lags.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(lags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_read_for_assigned_partitions_and_unknown_when_librdkafka_says_minus_one() {
+        let statistics = br#"{
+            "name": "g-consumer#consumer-1", "type": "consumer", "ts": 1,
+            "brokers": {},
+            "topics": {
+                "orders": {
+                    "topic": "orders", "age": 1, "metadata_age": 1,
+                    "partitions": {
+                        "0": {"partition": 0, "desired": true, "committed_offset": 40, "hi_offset": 42, "consumer_lag": 2},
+                        "1": {"partition": 1, "desired": true, "committed_offset": -1001, "consumer_lag": -1},
+                        "2": {"partition": 2, "desired": false, "consumer_lag": 7},
+                        "-1": {"partition": -1, "desired": false, "consumer_lag": -1}
+                    }
+                }
+            }
+        }"#;
+        let lags = partition_lags(statistics).unwrap();
+        assert_eq!(
+            lags,
+            [
+                PartitionLag { topic: "orders".into(), partition: 0, records: Some(2) },
+                PartitionLag { topic: "orders".into(), partition: 1, records: None },
+            ]
+        );
+        assert!(partition_lags(br#"{"name": "producer", "type": "producer"}"#).unwrap().is_empty());
+        assert!(partition_lags(b"not json").is_err());
     }
 }

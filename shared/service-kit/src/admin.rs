@@ -2,18 +2,23 @@
 //! when `ADMIN_TOKEN` is set, each behind `Authorization: Bearer <token>`:
 //!
 //! - `GET  /admin/dead-letters`: this service's dead-letter destinations and their pending counts
-//! - `GET  /admin/dead-letters/{dlq}?limit=N`: pending letters, left in place
+//! - `GET  /admin/dead-letters/{dlq}?limit=N`: pending letters (N from 1 to 1000, default 100), left in place
 //! - `GET  /admin/dead-letters/{dlq}/{message_id}`: one letter in full
 //! - `POST /admin/dead-letters/{dlq}/replay`: body `{"message_id": "…"}` for one, or empty for all
-//!   (Kafka also `{"up_to": {"partition": 0, "offset": 12}}`)
+//!   (Kafka also `{"up_to": {"partition": 0, "offset": 12}}`); at most
+//!   [`dead_letters::MAX_REPLAY_PER_CALL`] letters per call, the report's `remaining` says how many are left
 //! - `POST /admin/dead-letters/{dlq}/purge`
 //!
 //! A destination this service does not consume from is 404, like a missing one.
+//! The broker work of a request gets a budget well inside the HTTP request
+//! timeout, so a slow or silent broker is answered 503 with `Retry-After`
+//! (and a replay reports what it sent) rather than cut off by the timeout.
 
 use crate::config::Secret;
 use crate::error::ApiError;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
@@ -22,10 +27,16 @@ use axum::routing::{get, post};
 use dead_letters::{DeadLetterError, DeadLetters, Destination, KafkaPosition, ReplaySelection};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+/// AMQP's limit for a message id (a short string); Kafka's are ours, UUIDs.
+const MAX_MESSAGE_ID_LEN: usize = 255;
+/// Retry-After of a 503 from a broker.
+const BROKER_RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Clone)]
 struct AdminState {
@@ -44,8 +55,17 @@ impl AdminState {
     }
 }
 
-/// The admin routes for `destinations`, the ones this service's consumers write to.
-pub fn routes(token: Secret, dead_letters: DeadLetters, destinations: Vec<Destination>) -> Router {
+/// The admin routes for `destinations`, the ones this service's consumers
+/// write to, on a server whose requests time out after `request_timeout`
+/// (broker calls get a share of it, so a slow broker is a 503, not a 408).
+pub fn routes(
+    token: Secret,
+    dead_letters: DeadLetters,
+    destinations: Vec<Destination>,
+    request_timeout: Duration,
+) -> Router {
+    let (round_trip, budget) = broker_limits(request_timeout);
+    let dead_letters = dead_letters.with_timeout(round_trip).with_budget(budget);
     let state = AdminState { token, dead_letters: Arc::new(dead_letters), destinations: Arc::new(destinations) };
     Router::new()
         .route("/admin/dead-letters", get(summary))
@@ -56,6 +76,14 @@ pub fn routes(token: Secret, dead_letters: DeadLetters, destinations: Vec<Destin
         // route_layer: only matched routes ask for the token; others stay 404.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// The broker work of one request: 60 % of the request timeout in all, a
+/// third of that per broker round trip. The rest leaves time to answer (and
+/// for a replay's last confirm) before the server's 408.
+fn broker_limits(request_timeout: Duration) -> (Duration, Duration) {
+    let budget = request_timeout.mul_f64(0.6);
+    (budget / 3, budget)
 }
 
 async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
@@ -88,10 +116,19 @@ fn api_error(e: DeadLetterError) -> ApiError {
             ApiError::NotFound(e.to_string())
         }
         DeadLetterError::Unsupported(reason) => ApiError::Conflict(reason),
-        // The broker is down or refused: the operator should retry later.
+        // The broker is down, slow or refused: the operator should retry later.
         e if e.is_broker_error() => {
             tracing::warn!(error = %e, "dead-letter administration failed");
-            ApiError::Unavailable { reason: e.to_string(), retry_after_secs: 5 }
+            ApiError::Unavailable { reason: e.to_string(), retry_after_secs: BROKER_RETRY_AFTER_SECS }
+        }
+        // A blocking broker call's task did not finish (shutting down):
+        // nothing was decided, so the request can simply be retried.
+        DeadLetterError::Task(_) => {
+            tracing::warn!(error = %e, "dead-letter administration interrupted");
+            ApiError::Unavailable {
+                reason: "the dead-letter operation was interrupted".into(),
+                retry_after_secs: BROKER_RETRY_AFTER_SECS,
+            }
         }
         e => ApiError::internal(e),
     }
@@ -102,21 +139,36 @@ async fn summary(State(state): State<AdminState>) -> Result<Response, ApiError> 
     Ok(axum::Json(json!({ "dead_letter_destinations": counts })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    limit: Option<usize>,
+/// `?limit=`, parsed here rather than by a typed `Query` so that a bad
+/// value is a 400 naming the parameter like every other.
+fn parse_limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match params.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(limit) => {
+            limit.parse::<usize>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
+                ApiError::invalid_parameter("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+            })
+        }
+    }
+}
+
+/// What is wrong with `id` as a message id: any text a broker could carry,
+/// but not empty, not longer than AMQP allows, no control characters.
+fn message_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN {
+        return Some(format!("must be 1 to {MAX_MESSAGE_ID_LEN} bytes"));
+    }
+    id.chars().any(char::is_control).then(|| "may not contain control characters".to_owned())
 }
 
 async fn list(
     State(state): State<AdminState>,
-    Path(dlq): Path<String>,
-    Query(query): Query<ListQuery>,
+    path: Result<Path<String>, PathRejection>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let Path(dlq) = path?;
+    let limit = parse_limit(&params)?;
     let destination = state.own(&dlq)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid_parameter("limit", format!("must be between 1 and {MAX_LIMIT}")));
-    }
     let letters = state.dead_letters.list(destination, limit).await.map_err(api_error)?;
     Ok(axum::Json(json!({ "dead_letter_destination": dlq, "count": letters.len(), "dead_letters": letters }))
         .into_response())
@@ -124,8 +176,12 @@ async fn list(
 
 async fn show(
     State(state): State<AdminState>,
-    Path((dlq, message_id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((dlq, message_id)) = path?;
+    if let Some(problem) = message_id_problem(&message_id) {
+        return Err(ApiError::invalid_parameter("message_id", problem));
+    }
     let destination = state.own(&dlq)?;
     let letter = state.dead_letters.show(destination, &message_id).await.map_err(api_error)?;
     Ok(axum::Json(letter).into_response())
@@ -138,7 +194,12 @@ struct ReplayRequest {
     up_to: Option<KafkaPosition>,
 }
 
-async fn replay(State(state): State<AdminState>, Path(dlq): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+async fn replay(
+    State(state): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Path(dlq) = path?;
     let destination = state.own(&dlq)?;
     // No body means all; a body must be JSON.
     let request: ReplayRequest =
@@ -147,15 +208,30 @@ async fn replay(State(state): State<AdminState>, Path(dlq): Path<String>, body: 
         ReplayRequest { message_id: Some(_), up_to: Some(_) } => {
             return Err(ApiError::BadRequest("give either message_id or up_to, not both".into()));
         }
-        ReplayRequest { message_id: Some(id), .. } => ReplaySelection::Message(id),
-        ReplayRequest { up_to: Some(position), .. } => ReplaySelection::UpTo(position),
+        ReplayRequest { message_id: Some(id), .. } => match message_id_problem(&id) {
+            Some(problem) => return Err(ApiError::validation("message_id", problem)),
+            None => ReplaySelection::Message(id),
+        },
+        ReplayRequest { up_to: Some(position), .. } => {
+            if position.partition < 0 {
+                return Err(ApiError::validation("up_to.partition", "must not be negative"));
+            }
+            if position.offset < 0 {
+                return Err(ApiError::validation("up_to.offset", "must not be negative"));
+            }
+            ReplaySelection::UpTo(position)
+        }
         ReplayRequest { .. } => ReplaySelection::All,
     };
     let report = state.dead_letters.replay(destination, &selection).await.map_err(api_error)?;
     Ok(axum::Json(report).into_response())
 }
 
-async fn purge(State(state): State<AdminState>, Path(dlq): Path<String>) -> Result<Response, ApiError> {
+async fn purge(
+    State(state): State<AdminState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(dlq) = path?;
     let destination = state.own(&dlq)?;
     let report = state.dead_letters.purge(destination).await.map_err(api_error)?;
     Ok(axum::Json(report).into_response())
@@ -172,7 +248,7 @@ mod tests {
     fn app() -> Router {
         // Brokers nowhere: these requests must be decided before any broker call.
         let dl = DeadLetters::new("amqp://guest:guest@127.0.0.1:1/%2f", "127.0.0.1:1", Topology::default());
-        routes(Secret::new("s3cret"), dl, vec![Destination::rabbitmq("stock.commands")])
+        routes(Secret::new("s3cret"), dl, vec![Destination::rabbitmq("stock.commands")], Duration::from_secs(10))
     }
 
     async fn status(request: axum::http::Request<Body>) -> StatusCode {
@@ -202,6 +278,89 @@ mod tests {
         assert_eq!(status(request).await, StatusCode::NOT_FOUND);
         let request = get("/admin/dead-letters/stock.commands.dlq?limit=0", Some("Bearer s3cret"));
         assert_eq!(status(request).await, StatusCode::BAD_REQUEST);
+    }
+
+    /// Status and `error.field` of the answer.
+    async fn answer(app: Router, request: axum::http::Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_400s_that_name_the_parameter() {
+        let auth = Some("Bearer s3cret");
+        for (path, field) in [
+            ("/admin/dead-letters/stock.commands.dlq?limit=abc", "limit"),
+            ("/admin/dead-letters/stock.commands.dlq?limit=-1", "limit"),
+            ("/admin/dead-letters/stock.commands.dlq?limit=1001", "limit"),
+            ("/admin/dead-letters/stock.commands.dlq?limit=99999999999999999999999", "limit"),
+            ("/admin/dead-letters/%FF%FE", "dlq"),
+            ("/admin/dead-letters/stock.commands.dlq/%FF%FE", "message_id"),
+            ("/admin/dead-letters/stock.commands.dlq/a%0Ab", "message_id"),
+        ] {
+            let (status, body) = answer(app(), get(path, auth)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert_eq!(body["error"]["field"], field, "{path}: {body}");
+        }
+        let long = format!("/admin/dead-letters/stock.commands.dlq/{}", "a".repeat(256));
+        let (status, body) = answer(app(), get(&long, auth)).await;
+        assert_eq!((status, &body["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("message_id")), "{body}");
+        let replay = |body: &str| {
+            axum::http::Request::post("/admin/dead-letters/stock.commands.dlq/replay")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .body(Body::from(body.to_owned()))
+                .unwrap()
+        };
+        for (body, field) in [
+            (r#"{"message_id": 5}"#, "message_id"),
+            (r#"{"message_id": ""}"#, "message_id"),
+            (r#"{"up_to": {"partition": -1, "offset": 0}}"#, "up_to.partition"),
+            (r#"{"up_to": {"partition": 0, "offset": -5}}"#, "up_to.offset"),
+            (r#"{"up_to": {"partition": "x", "offset": 0}}"#, "up_to.partition"),
+            (r#"{"all": true}"#, "all"),
+        ] {
+            let (status, answer) = answer(app(), replay(body)).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+            assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+        }
+    }
+
+    /// A broker that accepts connections and never says a word.
+    async fn silent_broker() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        address
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_broker_is_a_503_well_within_the_request_timeout() {
+        let broker = silent_broker().await;
+        let dl = DeadLetters::new(format!("amqp://guest:guest@{broker}/%2f"), broker.clone(), Topology::default());
+        let destinations = vec![Destination::rabbitmq("stock.commands"), Destination::kafka("orders", "shipping")];
+        let request_timeout = Duration::from_secs(2);
+        for path in [
+            "/admin/dead-letters/stock.commands.dlq?limit=10",
+            "/admin/dead-letters/orders.shipping.dlq?limit=10",
+            "/admin/dead-letters/orders.shipping.dlq/some-id",
+        ] {
+            let app = routes(Secret::new("s3cret"), dl.clone(), destinations.clone(), request_timeout);
+            let started = std::time::Instant::now();
+            let response = app.oneshot(get(path, Some("Bearer s3cret"))).await.unwrap();
+            let elapsed = started.elapsed();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(response.headers()[header::RETRY_AFTER], "5", "{path}");
+            assert!(elapsed < request_timeout.mul_f64(0.8), "{path}: answered after {elapsed:?}");
+        }
+        let (round_trip, budget) = broker_limits(Duration::from_secs(10));
+        assert_eq!((round_trip, budget), (Duration::from_secs(2), Duration::from_secs(6)));
     }
 
     #[test]

@@ -260,7 +260,8 @@ impl ServiceHost {
         if let Some(token) = &self.config.admin_token {
             let dead_letters =
                 DeadLetters::new(self.config.amqp_url.expose(), &self.config.kafka_brokers, self.config.topology());
-            app = app.merge(admin::routes(token.clone(), dead_letters, self.dead_letter_destinations.clone()));
+            let destinations = self.dead_letter_destinations.clone();
+            app = app.merge(admin::routes(token.clone(), dead_letters, destinations, self.request_timeout));
         }
         self.app.install(with_standard_layers(app, self.body_limit, self.request_timeout));
         self.readiness.ready(STARTUP_COMPONENT);
