@@ -67,6 +67,35 @@ impl Backend<'_> {
         }
     }
 
+    /// How far the Kafka broker's log has grown (local Tansu; 0 otherwise).
+    pub fn broker_log_len(&self) -> u64 {
+        match self {
+            Backend::Local(stack) => std::fs::metadata(stack.log_path("kafka")).map_or(0, |m| m.len()),
+            Backend::Compose { .. } => 0,
+        }
+    }
+
+    /// Panics the broker logged after `offset` (see [`Self::broker_log_len`]):
+    /// Tansu 0.6 can panic in its storage task, which leaves the process
+    /// listening but unable to answer anything.
+    pub fn broker_panics_since(&self, offset: u64) -> Vec<String> {
+        let Backend::Local(stack) = self else { return Vec::new() };
+        let Ok(log) = std::fs::read(stack.log_path("kafka")) else { return Vec::new() };
+        let tail =
+            String::from_utf8_lossy(log.get(usize::try_from(offset).unwrap_or(0)..).unwrap_or_default()).into_owned();
+        let lines: Vec<&str> = tail.lines().collect();
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| line.contains("panicked at"))
+            .map(|(i, line)| {
+                let location = line.split("panicked at").nth(1).unwrap_or_default().trim().trim_end_matches(':');
+                let message = lines.get(i + 1).copied().unwrap_or_default().trim();
+                format!("{message} ({location})")
+            })
+            .collect()
+    }
+
     /// SIGKILLs `target`; `Ok(false)` if nothing of it was running, so
     /// nothing was killed.
     pub async fn kill(&self, target: &str) -> Result<bool> {
@@ -278,5 +307,30 @@ async fn wait_http_ready(base: &str, timeout: Duration) -> Result<()> {
             bail!("{base} not ready after {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_panics_after_the_offset_are_found_with_their_message() {
+        let root = std::env::temp_dir().join(format!("ordermesh-backend-test-{}", Uuid::now_v7()));
+        let stack = Stack::chaos(&root);
+        let log = stack.log_path("kafka");
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let before = "thread 'x' panicked at old.rs:1:1:\nold panic\n";
+        std::fs::write(&log, before).unwrap();
+        let backend = Backend::Local(&stack);
+        let offset = backend.broker_log_len();
+        let after = "ready in 27ms\nthread 'tokio-rt-worker' (15318) panicked at /r/tansu-storage-0.6.0/src/lite.rs:503:13:\nmore or less than one row\nstack backtrace:\n";
+        std::fs::write(&log, format!("{before}{after}")).unwrap();
+        assert_eq!(
+            backend.broker_panics_since(offset),
+            ["more or less than one row (/r/tansu-storage-0.6.0/src/lite.rs:503:13)"]
+        );
+        assert_eq!(backend.broker_panics_since(0).len(), 2);
+        let _ = std::fs::remove_dir_all(root);
     }
 }

@@ -102,6 +102,9 @@ pub struct ChaosReport {
     /// From the end of the faults until every order was final and every
     /// outbox empty; `None` if that never happened within the bound.
     pub time_to_drain: Option<Duration>,
+    /// Panics of the Kafka broker itself during the run (local Tansu): a
+    /// broker defect, named so a failed run is not blamed on the system.
+    pub broker_panics: Vec<String>,
     pub invariants: invariants::Report,
 }
 
@@ -130,6 +133,9 @@ impl ChaosReport {
         if self.time_to_drain.is_none() {
             problems.push(format!("did not drain within {:?}", self.options.drain_timeout));
         }
+        problems.extend(self.broker_panics.iter().map(|p| {
+            format!("the Kafka broker (Tansu) panicked: {p}; a broker defect, see README, Notes on the design")
+        }));
         problems
     }
 
@@ -245,6 +251,7 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
         .await;
         (result, Instant::now())
     };
+    let broker_log_start = backend.broker_log_len();
     let faults = inject_faults(backend, &schedule, &env);
     let ((load, load_done), faults) = tokio::join!(load, faults);
     let faults_done = Instant::now();
@@ -274,6 +281,7 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    let broker_panics = backend.broker_panics_since(broker_log_start);
     let mut planned: BTreeMap<&'static str, usize> = BTreeMap::new();
     for kill in &schedule {
         *planned.entry(kill.target).or_default() += 1;
@@ -302,6 +310,7 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
         fault_errors: faults.errors,
         load_duration: load.elapsed,
         time_to_drain,
+        broker_panics,
         invariants,
         options,
     })
@@ -478,6 +487,7 @@ mod tests {
             fault_errors: Vec::new(),
             load_duration: Duration::from_secs(1),
             time_to_drain: Some(Duration::from_secs(1)),
+            broker_panics: Vec::new(),
             invariants: invariants::Report { checks: Vec::new() },
         }
     }
@@ -495,6 +505,17 @@ mod tests {
         report.fault_errors.push("restarting order: not ready".to_owned());
         assert!(!report.passed());
         assert!(report.to_string().contains("run problem: fault injection: restarting order"), "{report}");
+    }
+
+    #[test]
+    fn a_broker_panic_is_named_and_fails_the_run() {
+        let mut report = clean_report();
+        report.broker_panics.push("more or less than one row (tansu-storage-0.6.0/src/lite.rs:503:13)".to_owned());
+        assert!(!report.passed());
+        assert!(
+            report.to_string().contains("the Kafka broker (Tansu) panicked: more or less than one row"),
+            "{report}"
+        );
     }
 
     #[test]
