@@ -86,13 +86,7 @@ impl OrderSaga {
                     amount_cents: reserved.total_cents,
                     payment_method: order.payment_method.clone(),
                 };
-                let command = self.factory.command(
-                    &self.topology.payment_commands(),
-                    &order.id.to_string(),
-                    &self.topology.order_replies(),
-                    Some(cause),
-                    &charge,
-                )?;
+                let command = self.command(&self.topology.payment_commands(), order, cause, &charge)?;
                 let fields = TransitionFields {
                     total_cents: Some(reserved.total_cents),
                     awaiting_message_id: Some(command.envelope.message_id),
@@ -129,13 +123,7 @@ impl OrderSaga {
             // 5. Declined: give the stock back, then cancel.
             (StockReserved, SagaInput::PaymentDeclined(declined)) if answers_awaited => {
                 let release = ReleaseStock { order_id: order.id, reason: declined.reason.clone() };
-                let command = self.factory.command(
-                    &self.topology.stock_commands(),
-                    &order.id.to_string(),
-                    &self.topology.order_replies(),
-                    Some(cause),
-                    &release,
-                )?;
+                let command = self.command(&self.topology.stock_commands(), order, cause, &release)?;
                 Outbox::add(conn, &command).await?;
                 self.cancel(conn, order, cause, format!("payment declined: {}", declined.reason)).await?;
             }
@@ -155,13 +143,7 @@ impl OrderSaga {
             // reservation retried and answered late) must not stay held.
             (Cancelled, SagaInput::StockReserved(_)) => {
                 let release = ReleaseStock { order_id: order.id, reason: "order already cancelled".into() };
-                let command = self.factory.command(
-                    &self.topology.stock_commands(),
-                    &order.id.to_string(),
-                    &self.topology.order_replies(),
-                    Some(cause),
-                    &release,
-                )?;
+                let command = self.command(&self.topology.stock_commands(), order, cause, &release)?;
                 Outbox::add(conn, &command).await?;
                 let note = "stock reserved after cancellation: release requested";
                 store::record_history(conn, order.id, Some(Cancelled), Cancelled, Some(cause), Some(note)).await?;
@@ -170,13 +152,7 @@ impl OrderSaga {
             // A charge for an order that is already cancelled must not stand.
             (Cancelled, SagaInput::PaymentSucceeded(paid)) => {
                 let refund = RefundPayment { order_id: order.id, reason: "order already cancelled".into() };
-                let command = self.factory.command(
-                    &self.topology.payment_commands(),
-                    &order.id.to_string(),
-                    &self.topology.order_replies(),
-                    Some(cause),
-                    &refund,
-                )?;
+                let command = self.command(&self.topology.payment_commands(), order, cause, &refund)?;
                 Outbox::add(conn, &command).await?;
                 let note = format!("payment {} arrived after cancellation: refund requested", paid.payment_id);
                 store::record_history(conn, order.id, Some(Cancelled), Cancelled, Some(cause), Some(&note)).await?;
@@ -225,6 +201,18 @@ impl OrderSaga {
         store::transition(conn, order, OrderStatus::Cancelled, &fields, cause).await?;
         Outbox::add(conn, &message).await?;
         Ok(())
+    }
+
+    /// A command about `order` to `queue`, answered on the saga's reply queue.
+    fn command<M: MessageContract>(
+        &self,
+        queue: &str,
+        order: &LockedOrder,
+        cause: &Envelope,
+        command: &M,
+    ) -> Result<messaging::OutboxMessage, HandlerError> {
+        let reply_to = self.topology.order_replies();
+        Ok(self.factory.command(queue, &order.id.to_string(), &reply_to, Some(cause), command)?)
     }
 
     fn event<M: MessageContract>(
