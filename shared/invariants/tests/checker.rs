@@ -111,6 +111,19 @@ impl World {
         .await;
     }
 
+    /// An order stuck in `PAID`, never to become final.
+    async fn paid_order(&self) -> Uuid {
+        let id = Uuid::now_v7();
+        run(
+            &self.db.order,
+            &format!(
+                "INSERT INTO orders (id, customer_id, payment_method, status) VALUES ('{id}', 'c-3', 'card', 'PAID')"
+            ),
+        )
+        .await;
+        id
+    }
+
     async fn outbox_row(&self, pool: &PgPool, message_type: &str, order_id: Uuid, sent: bool) {
         let sent_at = if sent { "now()" } else { "NULL" };
         run(pool, &format!(
@@ -258,14 +271,7 @@ async fn an_order_no_request_created_fails_orders() {
 #[tokio::test]
 async fn an_order_still_in_progress_fails_orders() {
     let world = World::new().await;
-    let stuck = Uuid::now_v7();
-    run(
-        &world.db.order,
-        &format!(
-            "INSERT INTO orders (id, customer_id, payment_method, status) VALUES ('{stuck}', 'c-3', 'card', 'PAID')"
-        ),
-    )
-    .await;
+    let stuck = world.paid_order().await;
     assert_fails_only(&world.check().await, Invariant::OrdersFinal, &stuck.to_string());
 }
 
@@ -378,14 +384,7 @@ async fn pending_work_names_orders_in_flight_missing_ones_and_unsent_messages() 
     assert!(pending.is_drained(), "{pending:?}");
     assert_eq!(pending.unsent.len(), 6);
 
-    let stuck = Uuid::now_v7();
-    run(
-        &world.db.order,
-        &format!(
-            "INSERT INTO orders (id, customer_id, payment_method, status) VALUES ('{stuck}', 'c-3', 'card', 'PAID')"
-        ),
-    )
-    .await;
+    let stuck = world.paid_order().await;
     world.outbox_row(&world.db.shipping, "shipments.ShipmentScheduled", stuck, false).await;
     let accepted: BTreeSet<Uuid> = [world.completed, world.cancelled, stuck, lost].into_iter().collect();
     let pending = invariants::pending_work(&world.db, &accepted).await.unwrap();
