@@ -11,8 +11,6 @@ use anyhow::{Context, Result, bail};
 use backend::Backend;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -360,7 +358,9 @@ async fn inject_faults(backend: &Backend<'_>, schedule: &[plan::PlannedKill], en
     }
     let lanes = lanes.into_values().map(|kills| run_lane(backend, kills, env, started));
     let mut log = FaultLog::default();
-    for lane in join_all(lanes.collect()).await {
+    // Side by side in this task: the lanes borrow the backend, so they
+    // cannot be spawned.
+    for lane in futures::future::join_all(lanes).await {
         log.merge(lane);
     }
     log
@@ -410,30 +410,6 @@ async fn run_lane(
         }
     }
     log
-}
-
-/// Polls every future until all are done (the lanes borrow the backend, so
-/// they cannot be spawned as tasks).
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Option<Pin<Box<F>>>> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => {
-                        *output = Some(value);
-                        *slot = None;
-                    }
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending { Poll::Pending } else { Poll::Ready(()) }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 /// Starts `target`, trying again (twice at most, loudly) if it dies or
@@ -563,16 +539,5 @@ mod tests {
         assert_eq!(lane_of("rabbitmq"), "infrastructure");
         assert_eq!(lane_of("order"), "order");
         assert_ne!(lane_of("order"), lane_of("stock"));
-    }
-
-    #[tokio::test]
-    async fn join_all_runs_futures_side_by_side_and_keeps_their_order() {
-        let started = Instant::now();
-        let sleeps = [300_u64, 100, 200].map(|ms| async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            ms
-        });
-        assert_eq!(join_all(sleeps.into()).await, [300, 100, 200]);
-        assert!(started.elapsed() < Duration::from_millis(550), "{:?}", started.elapsed());
     }
 }
