@@ -515,6 +515,7 @@ impl Postgres<'_> {
         self.init_cluster(&tools, &owner, &data_dir).await?;
         self.write_config(&owner, &area, &data_dir)?;
         self.reap_orphans(&area, &data_dir).await?;
+        process::wait_port_free(self.stack.ports.postgres, PORT_RELEASE_TIMEOUT, "PostgreSQL").await?;
 
         let mut command = std::process::Command::new(tools.postgres());
         command
@@ -910,11 +911,7 @@ impl RabbitMq<'_> {
             return Ok(StartOutcome::AlreadyRunning { pid });
         }
         let tools = tools::ensure_rabbitmq().await?;
-        // The node gives up at once if its listener port is taken, e.g. by
-        // a killed predecessor's socket not yet released.
-        if !process::wait_port_free(self.stack.ports.amqp, PORT_RELEASE_TIMEOUT).await {
-            bail!("port {} is still taken; cannot start RabbitMQ", self.stack.ports.amqp);
-        }
+        process::wait_port_free(self.stack.ports.amqp, PORT_RELEASE_TIMEOUT, "RabbitMQ").await?;
         self.stack.prepare_dirs()?;
         self.write_config()?;
         let mut command = self.command(&tools.server()).into_std();
@@ -1096,9 +1093,7 @@ impl Kafka<'_> {
             return Ok(StartOutcome::AlreadyRunning { pid });
         }
         let tansu = tools::ensure_tansu().await?;
-        if !process::wait_port_free(self.stack.ports.kafka, PORT_RELEASE_TIMEOUT).await {
-            bail!("port {} is still taken; cannot start Kafka", self.stack.ports.kafka);
-        }
+        process::wait_port_free(self.stack.ports.kafka, PORT_RELEASE_TIMEOUT, "Kafka").await?;
         self.stack.prepare_dirs()?;
         fs::create_dir_all(self.dir()).with_context(|| format!("creating {}", self.dir().display()))?;
         let url = self.broker_url();

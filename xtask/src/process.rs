@@ -161,16 +161,21 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     live_processes(|pid| stat_fields(pid).and_then(|fields| fields.get(2)?.parse::<u32>().ok()) == Some(pgid))
 }
 
-/// Waits until nothing listens on 127.0.0.1:`port` (a bind succeeds), for
-/// at most `timeout`; false if it is still taken.
-pub async fn wait_port_free(port: u16, timeout: Duration) -> bool {
+/// Waits until 127.0.0.1:`port` can be bound, for at most `timeout`, before
+/// `server` is started on it: every server here gives up at once on a taken
+/// port. It is taken for a while by a killed predecessor's socket not yet
+/// released, and now and then by another program's connection, since the
+/// stacks' ports lie in Linux's ephemeral range.
+pub async fn wait_port_free(port: u16, timeout: Duration, server: &str) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return true;
+            return Ok(());
         }
         if Instant::now() >= deadline {
-            return false;
+            bail!(
+                "port {port} is still taken after {timeout:?}; cannot start {server} (see `ss -tanp | grep :{port}`)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
