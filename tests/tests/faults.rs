@@ -735,3 +735,113 @@ async fn negative_control_skip_inbox_is_caught() {
 async fn negative_control_skip_inbox_safe_twin_passes() {
     control_run(UnsafeMode::SkipInbox, false).await;
 }
+
+// ---------------------------------------------------------------------------
+// 5. A Kafka producer after a failed delivery. librdkafka's idempotent
+//    producer bumps its epoch by itself once a record times out; Tansu 0.6
+//    never handed that epoch out and its storage task panics on it
+//    (`more or less than one row`), leaving the broker listening but deaf.
+//    The long chaos run met this; `KafkaPublisher` replaces its producer
+//    after such a failure, so the bumped epoch is never sent.
+// ---------------------------------------------------------------------------
+
+/// Long enough for a record to time out while the broker is frozen, short
+/// enough for a test.
+const FROZEN_MESSAGE_TIMEOUT_MS: &str = "3000";
+
+fn short_timeout_producer_config(brokers: &str, client_id: &str) -> rdkafka::ClientConfig {
+    let mut config = messaging::kafka::producer_config(brokers, client_id);
+    config.set("message.timeout.ms", FROZEN_MESSAGE_TIMEOUT_MS).set("request.timeout.ms", "2000");
+    config
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Freezes the broker (SIGSTOP) for longer than a record may wait, around
+/// one send, then thaws it (SIGCONT): `send` is called before the freeze
+/// (must succeed), during it (must fail) and after it; returns what the
+/// broker logged as panics after the freeze and the result of that last
+/// send.
+async fn freeze_broker_around<F, Fut>(stack: &Stack, topic: &str, send: F) -> (Vec<String>, Result<(), String>)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let brokers = stack.kafka_brokers();
+    messaging::kafka::ensure_topics(&brokers, &[topic.to_owned()], 1).await.unwrap();
+    send("before".into()).await.unwrap_or_else(|e| panic!("the broker did not take a record before the freeze: {e}"));
+
+    let backend = Backend::Local(stack);
+    let log_offset = backend.broker_log_len();
+    let pid = stack.component_pid(Component::Kafka).unwrap();
+    signal(pid, "STOP");
+    let during = tokio::time::timeout(Duration::from_secs(20), send("during".into())).await;
+    signal(pid, "CONT");
+    assert!(matches!(during, Ok(Err(_))), "a record sent to a frozen broker did not fail in time: {during:?}");
+
+    let after = tokio::time::timeout(Duration::from_secs(20), send("after".into()))
+        .await
+        .unwrap_or_else(|_| Err("no answer in 20 s".into()));
+    // A panic is logged by the broker's storage task as it handles the send.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (backend.broker_panics_since(log_offset), after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_publisher_replaces_its_producer_after_a_timeout_and_the_broker_keeps_serving() {
+    on_chaos_stack(|stack| async move {
+        let topic = format!("producer-timeout-{}", Uuid::now_v7().simple());
+        let config = short_timeout_producer_config(&stack.kafka_brokers(), "test-producer-timeout");
+        let publisher = messaging::kafka::KafkaPublisher::with_config(config).unwrap();
+        let envelope = contracts::Envelope::new("test.Probe", "producer-timeout", "test");
+        let (panics, after) = freeze_broker_around(stack, &topic, |step| {
+            let (publisher, topic, envelope) = (&publisher, &topic, &envelope);
+            async move {
+                let pending =
+                    publisher.send(topic, "k", envelope, step.as_bytes(), &[]).await.map_err(|e| e.to_string())?;
+                pending.delivered().await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        assert!(panics.is_empty(), "the broker panicked: {panics:?}");
+        after.unwrap_or_else(|e| panic!("the broker did not take a record after the freeze: {e}"));
+        assert_eq!(publisher.replacements(), 1, "one failed generation, one replacement");
+        println!("PRODUCER: timed out while the broker was frozen, replaced once, next record delivered");
+    })
+    .await;
+}
+
+/// The negative control: a producer kept after its timeout (as
+/// `KafkaPublisher` did before) sends the epoch it bumped, and Tansu
+/// panics on it. If this stops failing, Tansu was fixed and the test above
+/// proves less than it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_a_producer_kept_after_its_timeout_crashes_tansu() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    on_chaos_stack(|stack| async move {
+        let topic = format!("producer-kept-{}", Uuid::now_v7().simple());
+        let producer: FutureProducer =
+            short_timeout_producer_config(&stack.kafka_brokers(), "test-producer-kept").create().unwrap();
+        let (panics, after) = freeze_broker_around(stack, &topic, |step| {
+            let (producer, topic) = (&producer, &topic);
+            async move {
+                let record = FutureRecord::to(topic).key("k").payload(step.as_bytes());
+                producer.send(record, Duration::from_secs(10)).await.map(|_| ()).map_err(|(e, _)| e.to_string())
+            }
+        })
+        .await;
+        drop(producer);
+        // A deaf broker is restarted for the tests that follow.
+        stack.restart_component(Component::Kafka).await.unwrap();
+        start_component_with_retries(stack, Component::Kafka).await;
+        assert!(
+            panics.iter().any(|p| p.contains("more or less than one row")),
+            "the kept producer did not crash Tansu (panics: {panics:?}, last send: {after:?})"
+        );
+        println!("PRODUCER KEPT: Tansu panicked: {panics:?}");
+    })
+    .await;
+}

@@ -9,8 +9,9 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode as ErrorCode;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -45,27 +46,117 @@ pub fn producer_config(brokers: &str, client_id: &str) -> ClientConfig {
     config
 }
 
+/// Publishes to Kafka through one idempotent producer at a time.
+///
+/// A delivery that fails for any reason but the record itself leaves the
+/// producer's idempotence state in doubt: librdkafka may have bumped its
+/// epoch on its own (after a timeout) or raised a fatal error, and some
+/// brokers (Tansu 0.6) crash on a bumped epoch they never handed out. So the
+/// producer is then replaced by a new one (a new producer id, sequences from
+/// zero); what the old one still held is purged and fails, and the outbox
+/// sends it again. Duplicates that this may cause are the inbox's job.
 pub struct KafkaPublisher {
+    slot: Arc<ProducerSlot>,
+}
+
+struct ProducerSlot {
+    config: ClientConfig,
+    current: RwLock<Generation>,
+}
+
+/// The producer in use and how many were replaced before it.
+#[derive(Clone)]
+struct Generation {
+    number: u64,
     producer: FutureProducer,
 }
 
+impl ProducerSlot {
+    fn current(&self) -> Generation {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces generation `number` unless that happened already (every
+    /// record it held fails at once, and only the first failure counts).
+    fn replace(&self, number: u64, reason: &KafkaError) {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current.number != number {
+            return;
+        }
+        let producer = match self.config.create::<FutureProducer>() {
+            Ok(producer) => producer,
+            Err(e) => {
+                tracing::error!(error = %e, "could not create a Kafka producer to replace the failed one; keeping it");
+                return;
+            }
+        };
+        let retired = std::mem::replace(&mut *current, Generation { number: number + 1, producer });
+        drop(current);
+        metrics::counter!("kafka_producer_replacements_total").increment(1);
+        tracing::warn!(error = %reason, generation = number + 1, "a Kafka delivery failed: producer replaced");
+        // Purging and destroying a producer block (up to half a second).
+        tokio::task::spawn_blocking(move || {
+            retired.producer.purge(PurgeConfig::default().queue().inflight());
+            drop(retired);
+        });
+    }
+}
+
 /// A record handed to the producer, not yet acknowledged by the brokers.
-pub struct PendingDelivery(DeliveryFuture);
+pub struct PendingDelivery {
+    future: DeliveryFuture,
+    generation: u64,
+    slot: Arc<ProducerSlot>,
+}
 
 impl PendingDelivery {
     /// Waits until all in-sync replicas have the record: `(partition, offset)`.
     pub async fn delivered(self) -> Result<(i32, i64), KafkaPublishError> {
-        match self.0.await {
+        match self.future.await {
             Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
-            Ok(Err((e, _))) => Err(e.into()),
+            Ok(Err((e, _))) => {
+                if !is_record_refused(&e) {
+                    self.slot.replace(self.generation, &e);
+                }
+                Err(e.into())
+            }
             Err(_) => Err(KafkaPublishError::Canceled),
         }
     }
 }
 
+/// Errors by which the brokers refuse the record itself (too large, no such
+/// topic, not allowed): sending it again, by any producer, fails again.
+pub fn is_record_refused(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        )
+    )
+}
+
 impl KafkaPublisher {
     pub fn new(brokers: &str, client_id: &str) -> Result<Self, KafkaPublishError> {
-        Ok(Self { producer: producer_config(brokers, client_id).create()? })
+        Self::with_config(producer_config(brokers, client_id))
+    }
+
+    /// A publisher with settings of the caller's (tests shorten timeouts).
+    pub fn with_config(config: ClientConfig) -> Result<Self, KafkaPublishError> {
+        let producer = config.create()?;
+        let current = RwLock::new(Generation { number: 0, producer });
+        Ok(Self { slot: Arc::new(ProducerSlot { config, current }) })
+    }
+
+    /// How many times the producer was replaced after a failed delivery.
+    pub fn replacements(&self) -> u64 {
+        self.slot.current().number
     }
 
     /// Enqueues one record; records sent one after another to the same
@@ -123,14 +214,23 @@ impl KafkaPublisher {
         mut record: FutureRecord<'_, K, [u8]>,
     ) -> Result<PendingDelivery, KafkaPublishError> {
         loop {
-            match self.producer.send_result(record) {
-                Ok(future) => return Ok(PendingDelivery(future)),
+            let generation = self.slot.current();
+            match generation.producer.send_result(record) {
+                Ok(future) => {
+                    return Ok(PendingDelivery { future, generation: generation.number, slot: self.slot.clone() });
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // Local queue full: wait for deliveries to drain it.
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err((e, _)) => return Err(e.into()),
+                Err((e, _)) => {
+                    if is_fatal(&e) {
+                        // A fatal producer refuses everything from now on.
+                        self.slot.replace(generation.number, &e);
+                    }
+                    return Err(e.into());
+                }
             }
         }
     }
@@ -139,10 +239,10 @@ impl KafkaPublisher {
     /// metadata every few seconds, until `shutdown`.
     pub fn spawn_readiness_probe(&self, readiness: Readiness, shutdown: CancellationToken) {
         readiness.register(PRODUCER_COMPONENT);
-        let producer = self.producer.clone();
+        let slot = self.slot.clone();
         tokio::spawn(async move {
             probe_loop(readiness, PRODUCER_COMPONENT, shutdown, move || {
-                producer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ())
+                slot.current().producer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ())
             })
             .await
         });
@@ -150,8 +250,12 @@ impl KafkaPublisher {
 
     /// Waits for queued records to be delivered, up to `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaPublishError> {
-        Ok(self.producer.flush(timeout)?)
+        Ok(self.slot.current().producer.flush(timeout)?)
     }
+}
+
+fn is_fatal(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::Fatal))
 }
 
 /// Runs `probe` (a blocking librdkafka call) every 2 s and reports readiness.

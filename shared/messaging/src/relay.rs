@@ -27,7 +27,6 @@ use crate::safety;
 use chrono::{DateTime, Utc};
 use contracts::Envelope;
 use futures::StreamExt;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use sqlx::types::Json;
@@ -93,17 +92,8 @@ impl PublishError {
         match self {
             PublishError::Amqp(AmqpError::Unroutable(_)) => true,
             PublishError::Amqp(_) => false,
-            PublishError::Kafka(KafkaPublishError::Kafka(KafkaError::MessageProduction(code))) => matches!(
-                code,
-                RDKafkaErrorCode::MessageSizeTooLarge
-                    | RDKafkaErrorCode::InvalidMessage
-                    | RDKafkaErrorCode::InvalidMessageSize
-                    | RDKafkaErrorCode::InvalidRecord
-                    | RDKafkaErrorCode::MessageBatchTooLarge
-                    | RDKafkaErrorCode::InvalidTopic
-                    | RDKafkaErrorCode::TopicAuthorizationFailed
-            ),
-            PublishError::Kafka(_) => false,
+            PublishError::Kafka(KafkaPublishError::Kafka(e)) => crate::kafka::is_record_refused(e),
+            PublishError::Kafka(KafkaPublishError::Canceled) => false,
             PublishError::NoPublisher(_) | PublishError::Corrupt(..) => true,
         }
     }
@@ -503,6 +493,7 @@ async fn listen_for_commits(pool: PgPool, wake: Arc<Notify>, shutdown: Cancellat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
     #[test]
     fn only_a_broker_that_says_no_counts_as_a_refusal() {
