@@ -152,6 +152,9 @@ async fn run(cli: Cli) -> Result<()> {
                     database_url_template: "postgres://postgres:postgres@127.0.0.1:5432/{service}".to_owned(),
                 }
             } else {
+                // The runner starts the services from their binaries: build
+                // them first, as `up` does, so the run uses today's code.
+                xtask::services::build_services(&repo_root).await?;
                 xtask::chaos::backend::Backend::Local(&chaos_stack)
             };
             let report = xtask::chaos::run(&backend, options).await?;

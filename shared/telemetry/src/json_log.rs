@@ -6,9 +6,21 @@ use serde_json::{Map, Value};
 use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+/// The JSON log layer writing to `writer`. Span fields are rendered by the
+/// default field formatter, which colours them unless told not to: never
+/// inside JSON strings.
+pub fn layer<S, W>(service: &str, writer: W) -> tracing_subscriber::fmt::Layer<S, DefaultFields, JsonWithTraceIds, W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer().with_ansi(false).event_format(JsonWithTraceIds::new(service)).with_writer(writer)
+}
 
 pub struct JsonWithTraceIds {
     service: String,
@@ -137,5 +149,46 @@ where
             write!(writer, "[{trace_id}] ")?;
         }
         self.inner.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_carries_span_fields_as_plain_text() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(layer("stock", move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("process", order_id = "o-1", attempt = 2);
+            let _entered = span.enter();
+            tracing::info!(sku = "sku-1", "reserved");
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains('\u{1b}'), "terminal colour codes in a JSON log line: {text}");
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["service"], "stock");
+        assert_eq!(line["message"], "reserved");
+        assert_eq!(line["span"], "process");
+        assert_eq!(line["spans"], "process{order_id=\"o-1\" attempt=2}");
+        assert_eq!(line["fields"]["sku"], "sku-1");
     }
 }

@@ -12,6 +12,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::IsTerminal;
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -105,10 +106,14 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = match config.log_format {
-        LogFormat::Json => {
-            tracing_subscriber::fmt::layer().event_format(json_log::JsonWithTraceIds::new(&config.service_name)).boxed()
-        }
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().event_format(json_log::CompactWithTraceId::new()).boxed(),
+        // Span fields are rendered by the default field formatter, which
+        // colours them unless told not to: only on a terminal (not in the
+        // runner's log files).
+        LogFormat::Json => json_log::layer(&config.service_name, std::io::stdout).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .event_format(json_log::CompactWithTraceId::new())
+            .boxed(),
     };
     tracing_subscriber::registry()
         .with(filter)
