@@ -960,3 +960,68 @@ async fn a_kafka_replay_sends_at_most_1000_and_says_how_many_remain() {
     assert_eq!((&report["replayed"], &report["remaining"]), (&json!(5), &json!(0)), "{report}");
     assert_eq!(cli_pending(&namespace, &dlq).await, 0);
 }
+
+/// A dead-letter copy the broker refuses (here: over the dead-letter
+/// publisher's size limit) must not stall the consumer: the copy goes with
+/// its headers only, saying where the original still is, and the records
+/// behind it are handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_copy_the_broker_refuses_leaves_its_headers_and_the_consumer_goes_on() {
+    let stack = test_stack().await;
+    let namespace = format!("{}.", unique_namespace("dlrefused"));
+    let pool = fresh_database(stack, &format!("{}_db", namespace.trim_end_matches('.'))).await;
+    messaging::migrations::run_messaging(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let topology = Topology::new(namespace.clone());
+    let brokers = stack.kafka_brokers();
+    messaging::kafka::ensure_topics(&brokers, &topology.all_topics(), 1).await.unwrap();
+    let group = topology.consumer_group("shipping");
+    let topic = topology.orders_topic();
+    let dlq = Topology::dead_letter_topic(&topic, &group);
+
+    let processor = MessageProcessor::new(
+        pool.clone(),
+        "test-shipping",
+        PaidHandler { broken: Arc::new(AtomicBool::new(false)) },
+        RetryPolicy::default(),
+    );
+    let mut small = messaging::kafka::producer_config(&brokers, "test-small-dead-letters");
+    small.set("message.max.bytes", "2000");
+    let dead_letters = Arc::new(KafkaPublisher::with_config(small).unwrap());
+    let shutdown = CancellationToken::new();
+    let consumer = KafkaConsumer::new(&brokers, &group, vec![topic.clone()], processor, dead_letters, Readiness::new());
+    let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+
+    let kafka = KafkaPublisher::new(&brokers, "test-big-records").unwrap();
+    let key = Uuid::now_v7().to_string();
+    let unknown = Envelope::new("orders.OrderFrobnicated", key.clone(), "test");
+    let big = serde_json::to_vec(&serde_json::json!({ "padding": "x".repeat(5000) })).unwrap();
+    send_record(&kafka, &topic, &key, Some(unknown.clone()), big).await;
+    let body =
+        OrderPaid { order_id: Uuid::now_v7(), customer_id: "c-r".into(), amount_cents: 1, payment_id: Uuid::now_v7() };
+    send_record(
+        &kafka,
+        &topic,
+        &key,
+        Some(Envelope::new(OrderPaid::MESSAGE_TYPE, key.clone(), "test")),
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+
+    assert_eq!(wait_for_effects(&pool, 1, Duration::from_secs(60)).await, 1, "the consumer went on");
+    assert_eq!(wait_for_cli_pending(&namespace, &dlq, 1, Duration::from_secs(30)).await, 1);
+    let listed = cli_ok(&namespace, &["list", &dlq]).await;
+    let letter = &listed[0];
+    assert_eq!(letter["message_id"], unknown.message_id.to_string().as_str(), "{listed}");
+    assert_eq!(letter["payload_bytes"], 0, "{listed}");
+    let left_at = text(&letter["headers"][messaging::dead_letter::PAYLOAD_LEFT_AT]);
+    assert!(left_at.starts_with("0:0 ") && left_at.contains("too large"), "{left_at}");
+    assert!(text(&letter["reason"]).starts_with("unknown message type"), "{listed}");
+
+    cli_ok(&namespace, &["purge", &dlq, "--yes"]).await;
+    shutdown.cancel();
+    consumer_task.await.unwrap();
+}

@@ -137,6 +137,47 @@ async fn a_row_the_broker_keeps_refusing_is_parked_and_the_rest_of_its_lane_move
     assert_eq!(distinct.into_iter().collect::<Vec<_>>(), [behind[0].envelope.message_id]);
 }
 
+/// A row whose stored envelope no longer decodes (edited by hand, or left by
+/// an older version) is refused by the relay itself: parked like any
+/// refusal, while the rest of its lane, and every other lane, goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_envelope_does_not_decode_is_parked_and_its_lane_moves_on() {
+    let s = setup("undecodable").await;
+    let aggregate = "agg-undecodable";
+    let [broken, behind] = s.messages(aggregate, 1);
+    let other_lane = s.messages("agg-elsewhere", 1);
+    let lane_of = messaging::outbox::lane_of;
+    assert_ne!(lane_of(aggregate), lane_of("agg-elsewhere"), "the test needs two lanes");
+    let mut tx = s.pool.begin().await.unwrap();
+    Outbox::add(&mut tx, &broken).await.unwrap();
+    Outbox::add(&mut tx, &behind).await.unwrap();
+    for m in &other_lane {
+        Outbox::add(&mut tx, m).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE outbox SET envelope = jsonb_build_object('message_id', 'not a uuid') WHERE message_id = $1")
+        .bind(broken.envelope.message_id)
+        .execute(&s.pool)
+        .await
+        .unwrap();
+
+    let relay = s.relay_with(RelayConfig { park_after_refusals: 2, ..RelayConfig::default() });
+    let first = relay.relay_pending().await.expect("one bad row must not fail the pass");
+    assert_eq!((first.sent, first.failed_lanes, first.parked), (2, 1, 0), "the other lane went out");
+    let second = relay.relay_pending().await.unwrap();
+    assert_eq!((second.failed_lanes, second.parked), (1, 1), "parked at the second refusal");
+    let third = relay.relay_pending().await.unwrap();
+    assert_eq!((third.sent, third.failed_lanes), (1, 0), "then the row behind it goes out");
+
+    let (parked, error): (bool, Option<String>) =
+        sqlx::query_as("SELECT parked_at IS NOT NULL, last_error FROM outbox WHERE id = (SELECT min(id) FROM outbox)")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+    assert!(parked);
+    assert!(error.unwrap_or_default().contains("envelope does not decode"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolled_back_messages_are_never_published_and_committed_ones_are_published_as_committed() {
     let s = setup("rollback").await;

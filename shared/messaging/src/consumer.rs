@@ -203,8 +203,7 @@ impl<H: MessageHandler> MessageProcessor<H> {
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            let labels =
-                [("consumer", self.consumer().to_owned()), ("message_type", message.envelope.message_type.clone())];
+            let labels = self.labels(&message.envelope.message_type);
             span.in_scope(|| self.dead_letter(&labels, format!("handler panicked: {what}"), 1))
         });
         if matches!(disposition, Disposition::DeadLetter { .. }) {
@@ -215,7 +214,7 @@ impl<H: MessageHandler> MessageProcessor<H> {
 
     async fn process_in_span(&self, message: &IncomingMessage, shutdown: &CancellationToken) -> Disposition {
         let message_type = message.envelope.message_type.clone();
-        let labels = [("consumer", self.consumer().to_owned()), ("message_type", message_type.clone())];
+        let labels = self.labels(&message_type);
         if !self.handler.message_types().contains(&message_type.as_str()) {
             if contracts::catalogue::ALL_MESSAGE_TYPES.contains(&message_type.as_str()) {
                 metrics::counter!("messages_consumed_total", &with_outcome(&labels, "ignored")).increment(1);
@@ -267,6 +266,15 @@ impl<H: MessageHandler> MessageProcessor<H> {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Metric labels of a message: a type outside the catalogue counts as
+    /// `unknown`, so poison messages cannot grow the series without bound
+    /// (the real type is in the log and the dead letter).
+    fn labels(&self, message_type: &str) -> [(&'static str, String); 2] {
+        let known = contracts::catalogue::ALL_MESSAGE_TYPES.contains(&message_type);
+        let message_type = if known { message_type } else { "unknown" };
+        [("consumer", self.consumer().to_owned()), ("message_type", message_type.to_owned())]
     }
 
     fn dead_letter(&self, labels: &[(&'static str, String); 2], reason: String, attempts: u32) -> Disposition {

@@ -16,8 +16,13 @@ pub const CONSUMER: &str = "x-dead-lettered-by";
 /// When (RFC 3339).
 pub const DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
 
+/// Set on a Kafka dead letter whose copy the broker refused (too large, not
+/// allowed): it carries the headers only, and this says where the original
+/// still is (`<partition>:<offset>` of the original topic) and why.
+pub const PAYLOAD_LEFT_AT: &str = "x-payload-left-at";
+
 /// Every header this module adds.
-pub const ALL: &[&str] = &[REASON, ATTEMPTS, ORIGINAL_DESTINATION, CONSUMER, DEAD_LETTERED_AT];
+pub const ALL: &[&str] = &[REASON, ATTEMPTS, ORIGINAL_DESTINATION, CONSUMER, DEAD_LETTERED_AT, PAYLOAD_LEFT_AT];
 
 /// The headers added to a dead letter.
 pub fn headers(reason: &str, attempts: u32, original_destination: &str, consumer: &str) -> Vec<(&'static str, String)> {

@@ -16,13 +16,15 @@
 
 use crate::consumer::{Disposition, IncomingMessage, MessageHandler, MessageProcessor, MessageSource};
 use crate::dead_letter;
-use crate::kafka::{KafkaPublisher, probe_loop};
+use crate::kafka::{KafkaPublishError, KafkaPublisher, is_record_refused, probe_loop};
 use crate::retry::Backoff;
 use crate::safety;
 use crate::wire;
 use contracts::Topology;
 use health::Readiness;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -173,8 +175,17 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             }
         }
         let probe_consumer = consumer.clone();
+        let last_record = LastRecord::default();
+        let probe_last_record = last_record.clone();
         tokio::spawn(probe_loop(self.readiness.clone(), CONSUMER_COMPONENT, shutdown.clone(), move || {
-            probe_consumer.client().fetch_metadata(None, Duration::from_secs(2)).map(|_| ())
+            match probe_consumer.client().fetch_metadata(None, Duration::from_secs(2)) {
+                Ok(_) => Ok(()),
+                // The consumer's requests queue behind its fetches: a busy,
+                // slow broker (Tansu under load) can time the metadata out
+                // while records keep arriving, which is being ready.
+                Err(_) if probe_last_record.within(RECORDS_COUNT_AS_READY) => Ok(()),
+                Err(e) => Err(e),
+            }
         }));
         tracing::info!(group = %self.group, topics = ?self.topics, "consuming");
         let backoff = Backoff::default();
@@ -196,6 +207,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             match record {
                 Ok(record) => {
                     failures = 0;
+                    last_record.mark();
                     match self.handle(&consumer, &record, &shutdown).await {
                         Handled::Done => handled.record(&record),
                         // Its offset was committed before handling.
@@ -315,15 +327,60 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         for (key, value) in dead_letter::headers(reason, attempts, record.topic(), self.processor.consumer()) {
             headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
         }
-        self.dead_letters
-            .send_copy(&topic, record.key(), record.payload().unwrap_or_default(), headers)
-            .await
-            .map_err(|e| e.to_string())?
-            .delivered()
-            .await
-            .map_err(|e| e.to_string())?;
+        let payload = record.payload().unwrap_or_default();
+        match self.send_dead_letter(&topic, record.key(), payload, headers.clone()).await {
+            Err(e) if is_record_refused(&e) => {
+                // Retrying the same copy would stall every partition of this
+                // consumer for good: keep the headers, and where the
+                // original still is, instead.
+                let left_at = format!("{}:{} ({e})", record.partition(), record.offset());
+                tracing::error!(error = %e, %topic, left_at, "dead-letter topic refused the copy; sending its headers only");
+                let headers =
+                    headers.insert(Header { key: dead_letter::PAYLOAD_LEFT_AT, value: Some(left_at.as_bytes()) });
+                self.send_dead_letter(&topic, record.key(), &[], headers).await.map_err(|e| e.to_string())?;
+            }
+            result => result.map_err(|e| e.to_string())?,
+        }
         metrics::counter!("dead_letters_total", "destination" => topic).increment(1);
         Ok(())
+    }
+
+    async fn send_dead_letter(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), KafkaError> {
+        let delivery = self.dead_letters.send_copy(topic, key, payload, headers).await.map_err(publish_error)?;
+        delivery.delivered().await.map(|_| ()).map_err(publish_error)
+    }
+}
+
+/// The librdkafka error behind a failed publish (a dropped delivery future
+/// counts as a lost connection: retried).
+fn publish_error(e: KafkaPublishError) -> KafkaError {
+    match e {
+        KafkaPublishError::Kafka(e) => e,
+        KafkaPublishError::Canceled => KafkaError::Canceled,
+    }
+}
+
+/// How recent a received record must be to prove the broker serves this
+/// consumer when a metadata request does not come back in time.
+const RECORDS_COUNT_AS_READY: Duration = Duration::from_secs(10);
+
+/// When this consumer last received a record.
+#[derive(Clone, Default)]
+struct LastRecord(Arc<Mutex<Option<std::time::Instant>>>);
+
+impl LastRecord {
+    fn mark(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    fn within(&self, window: Duration) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).is_some_and(|at| at.elapsed() <= window)
     }
 }
 
@@ -343,6 +400,8 @@ enum Handled {
 #[derive(Default)]
 struct HandledOffsets {
     next: BTreeMap<(String, i32), i64>,
+    /// The last offset a commit was asked for, per partition.
+    requested: BTreeMap<(String, i32), i64>,
 }
 
 impl HandledOffsets {
@@ -351,7 +410,12 @@ impl HandledOffsets {
     }
 
     /// The offsets to commit, emptying the set; `None` if there are none.
-    fn take(&mut self) -> Option<TopicPartitionList> {
+    /// Offsets whose asynchronous commit the broker refused are committed
+    /// again, unless a later one was asked for since (it covers them):
+    /// otherwise a partition that went quiet would keep an old offset and
+    /// redeliver, after a restart, records handled long ago.
+    fn take(&mut self, consumer: &LagConsumer) -> Option<TopicPartitionList> {
+        self.retry_refused(consumer.context().take_failed_commits());
         if self.next.is_empty() {
             return None;
         }
@@ -360,12 +424,21 @@ impl HandledOffsets {
             if let Err(e) = offsets.add_partition_offset(&topic, partition, Offset::Offset(next)) {
                 tracing::warn!(error = %e, %topic, partition, "cannot add offset to commit");
             }
+            self.requested.insert((topic, partition), next);
         }
         Some(offsets)
     }
 
+    fn retry_refused(&mut self, refused: Vec<((String, i32), i64)>) {
+        for (partition, offset) in refused {
+            if self.requested.get(&partition) == Some(&offset) {
+                self.next.entry(partition).or_insert(offset);
+            }
+        }
+    }
+
     fn commit(&mut self, consumer: &LagConsumer) {
-        if let Some(offsets) = self.take()
+        if let Some(offsets) = self.take(consumer)
             && let Err(e) = consumer.commit(&offsets, CommitMode::Async)
         {
             tracing::warn!(error = %e, "offset commit failed; the records may be redelivered");
@@ -375,7 +448,7 @@ impl HandledOffsets {
     /// The last commit, waited for (bounded: the broker may be down, and
     /// shutdown has a deadline).
     async fn commit_and_wait(&mut self, consumer: &Arc<LagConsumer>) {
-        let Some(offsets) = self.take() else { return };
+        let Some(offsets) = self.take(consumer) else { return };
         let consumer = consumer.clone();
         let commit = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync));
         match tokio::time::timeout(Duration::from_secs(3), commit).await {
@@ -400,11 +473,17 @@ struct LagContext {
     group: String,
     /// The partitions whose lag was set, to zero the gauge of one no longer assigned.
     reported: Mutex<BTreeSet<(String, i32)>>,
+    /// Offsets of asynchronous commits the broker did not take.
+    failed_commits: Mutex<Vec<((String, i32), i64)>>,
 }
 
 impl LagContext {
     fn new(group: &str) -> Self {
-        Self { group: group.to_owned(), reported: Mutex::new(BTreeSet::new()) }
+        Self { group: group.to_owned(), reported: Mutex::new(BTreeSet::new()), failed_commits: Mutex::new(Vec::new()) }
+    }
+
+    fn take_failed_commits(&self) -> Vec<((String, i32), i64)> {
+        std::mem::take(&mut *self.failed_commits.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn report(&self, lags: Vec<PartitionLag>) {
@@ -443,7 +522,23 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let failed: Vec<((String, i32), i64)> = offsets
+            .elements()
+            .iter()
+            .filter(|element| result.is_err() || element.error().is_err())
+            .filter_map(|element| match element.offset() {
+                Offset::Offset(offset) => Some(((element.topic().to_owned(), element.partition()), offset)),
+                _ => None,
+            })
+            .collect();
+        if !failed.is_empty() {
+            tracing::warn!(?result, partitions = failed.len(), "offset commit refused; it will be committed again");
+            self.failed_commits.lock().unwrap_or_else(PoisonError::into_inner).extend(failed);
+        }
+    }
+}
 
 /// The lag of one partition this consumer is assigned.
 #[derive(Debug, PartialEq, Eq)]
@@ -505,6 +600,23 @@ fn partition_lags(statistics: &[u8]) -> Result<Vec<PartitionLag>, serde_json::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_commit_is_retried_unless_a_later_one_was_asked_for() {
+        let p0 = ("orders".to_owned(), 0);
+        let p1 = ("orders".to_owned(), 1);
+        let mut handled = HandledOffsets::default();
+        handled.requested.insert(p0.clone(), 10);
+        handled.requested.insert(p1.clone(), 25);
+        // p0's commit of 10 was refused and nothing newer asked for: again.
+        // p1's refused 20 is covered by the 25 asked for since.
+        handled.retry_refused(vec![(p0.clone(), 10), (p1.clone(), 20)]);
+        assert_eq!(handled.next, BTreeMap::from([(p0.clone(), 10)]));
+        // A record handled meanwhile wins over the refused offset.
+        handled.next.insert(p0.clone(), 12);
+        handled.retry_refused(vec![(p0.clone(), 10)]);
+        assert_eq!(handled.next, BTreeMap::from([(p0, 12)]));
+    }
 
     #[test]
     fn lag_is_read_for_assigned_partitions_and_unknown_when_librdkafka_says_minus_one() {

@@ -29,7 +29,6 @@ use contracts::Envelope;
 use futures::StreamExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::types::Json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -130,11 +129,20 @@ struct PendingRow {
     transport: String,
     destination: String,
     partition_key: String,
-    envelope: Json<Envelope>,
+    /// Decoded per row (see [`PendingRow::envelope`]), so one row that no
+    /// longer decodes is parked instead of failing its whole lane.
+    envelope: serde_json::Value,
     payload: serde_json::Value,
     created_at: DateTime<Utc>,
     /// Earlier passes in which the broker refused this row.
     refusals: i32,
+}
+
+impl PendingRow {
+    fn envelope(&self) -> Result<Envelope, PublishError> {
+        serde_json::from_value(self.envelope.clone())
+            .map_err(|e| PublishError::Corrupt(self.id, format!("envelope does not decode: {e}")))
+    }
 }
 
 enum InFlight {
@@ -316,8 +324,13 @@ impl OutboxRelay {
             if i == middle && i > 0 {
                 crash::crash_point(crash::RELAY_MID_BATCH);
             }
-            let span = publish_span(&row.envelope, &row.transport, &row.destination);
-            let sent = self.send(row).instrument(span.clone()).await;
+            let (sent, span) = match row.envelope() {
+                Ok(envelope) => {
+                    let span = publish_span(&envelope, &row.transport, &row.destination);
+                    (self.send(row, envelope).instrument(span.clone()).await, span)
+                }
+                Err(corrupt) => (Err(corrupt), tracing::Span::none()),
+            };
             let failed = sent.is_err();
             in_flight.push((sent, span, row));
             // Nothing after a failed send can be marked sent this pass (only
@@ -327,7 +340,8 @@ impl OutboxRelay {
             }
         }
         let mut results = Vec::with_capacity(rows.len());
-        for (sent, span, row) in in_flight {
+        let mut in_flight = in_flight.into_iter();
+        for (sent, span, row) in in_flight.by_ref() {
             let result = match sent {
                 Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
                 Ok(InFlight::Kafka(p)) => p
@@ -367,12 +381,26 @@ impl OutboxRelay {
                 break;
             }
         }
+        // Still, lapin keeps every confirm dropped unawaited until its
+        // channel closes, and the channel lives on: consume them aside.
+        let unawaited: Vec<_> = in_flight
+            .filter_map(|(sent, _, _)| match sent {
+                Ok(InFlight::Amqp(pending)) => Some(pending),
+                _ => None,
+            })
+            .collect();
+        if !unawaited.is_empty() {
+            tokio::spawn(async move {
+                for pending in unawaited {
+                    let _ = pending.confirmed().await;
+                }
+            });
+        }
         results
     }
 
-    async fn send(&self, row: &PendingRow) -> Result<InFlight, PublishError> {
+    async fn send(&self, row: &PendingRow, mut envelope: Envelope) -> Result<InFlight, PublishError> {
         // The consumer's span will be a child of this publish span.
-        let mut envelope = row.envelope.0.clone();
         let trace = telemetry::current_trace_headers();
         envelope.traceparent = trace.traceparent.or(envelope.traceparent);
         envelope.tracestate = trace.tracestate.or(envelope.tracestate);
@@ -404,12 +432,12 @@ impl OutboxRelay {
                 transport: message.destination.transport().to_owned(),
                 destination: message.destination.name().to_owned(),
                 partition_key: message.partition_key.clone(),
-                envelope: Json(message.envelope.clone()),
+                envelope: serde_json::Value::Null,
                 payload: message.payload.clone(),
                 created_at: Utc::now(),
                 refusals: 0,
             };
-            let result = match self.send(&row).await {
+            let result = match self.send(&row, message.envelope.clone()).await {
                 Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
                 Ok(InFlight::Kafka(p)) => p.delivered().await.map(|_| ()).map_err(PublishError::from),
                 Err(e) => Err(e),
