@@ -46,15 +46,18 @@ impl LoyaltyEvents {
         message: &IncomingMessage,
         cancelled: OrderCancelled,
     ) -> Result<(), HandlerError> {
-        let Some((customer_id, held)) = store::net_points_of_order(conn, cancelled.order_id).await? else {
+        let Some((customer_id, _)) = store::net_points_of_order(conn, cancelled.order_id).await? else {
             tracing::debug!(order_id = %cancelled.order_id, "cancelled order was never credited");
             return Ok(());
         };
+        // Read what is held again under the account lock: two reversals of
+        // one order at once must not both see it unreversed.
+        store::lock_account(conn, &customer_id).await?;
+        let held = store::net_points_of_order(conn, cancelled.order_id).await?.map_or(0, |(_, held)| held);
         if held <= 0 {
             tracing::info!(order_id = %cancelled.order_id, "nothing left to reverse");
             return Ok(());
         }
-        store::lock_account(conn, &customer_id).await?;
         let reversal = NewEntry {
             customer_id: customer_id.clone(),
             order_id: cancelled.order_id,

@@ -29,16 +29,18 @@ struct Product {
     sku: String,
 }
 
-struct Loaded {
-    skus: HashSet<String>,
-    at: Instant,
-}
-
 pub struct Catalogue {
     client: reqwest::Client,
     url: String,
-    loaded: RwLock<Option<Loaded>>,
+    loaded: RwLock<Option<HashSet<String>>>,
+    /// When a request last re-read the catalogue for an unknown SKU, whether
+    /// that worked or not: with stock down, requests must not each wait for
+    /// their own failing read.
+    last_reread: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How often an unknown SKU may trigger a re-read.
+const REREAD_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Catalogue {
     pub fn new(stock_url: &str) -> Result<Self, reqwest::Error> {
@@ -46,6 +48,7 @@ impl Catalogue {
             client: reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?,
             url: format!("{}/stock", stock_url.trim_end_matches('/')),
             loaded: RwLock::new(None),
+            last_reread: std::sync::Mutex::new(None),
         })
     }
 
@@ -76,25 +79,35 @@ impl Catalogue {
         let response = request.instrument(span).await?;
         let skus: HashSet<String> = response.products.into_iter().map(|p| p.sku).collect();
         let count = skus.len();
-        *self.loaded.write().await = Some(Loaded { skus, at: Instant::now() });
+        *self.loaded.write().await = Some(skus);
         Ok(count)
     }
 
-    /// Whether `sku` is in the catalogue. An unknown SKU triggers one re-read
-    /// (at most every 5 s) in case it was added since.
+    /// Whether `sku` is in the catalogue. An unknown SKU triggers a re-read
+    /// in case it was added since, by one request every [`REREAD_INTERVAL`]
+    /// at most.
     pub async fn check(&self, sku: &str) -> SkuCheck {
-        let stale = match self.loaded.read().await.as_ref() {
+        match self.loaded.read().await.as_ref() {
             None => return SkuCheck::NotLoaded,
-            Some(l) if l.skus.contains(sku) => return SkuCheck::Known,
-            Some(l) => l.at.elapsed() > Duration::from_secs(5),
-        };
-        if stale {
+            Some(skus) if skus.contains(sku) => return SkuCheck::Known,
+            Some(_) => {}
+        }
+        if self.claim_reread() {
             let _ = self.refresh().await;
         }
         match self.loaded.read().await.as_ref() {
-            Some(l) if l.skus.contains(sku) => SkuCheck::Known,
+            Some(skus) if skus.contains(sku) => SkuCheck::Known,
             _ => SkuCheck::Unknown,
         }
+    }
+
+    fn claim_reread(&self) -> bool {
+        let mut last = self.last_reread.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < REREAD_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// Re-reads the catalogue every 30 s (every 2 s until the first success).
@@ -115,5 +128,24 @@ impl Catalogue {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// With stock down, one request in each interval tries the re-read; the
+    /// others answer from what is loaded without waiting.
+    #[tokio::test]
+    async fn an_unknown_sku_rereads_the_catalogue_once_per_interval() {
+        // Nothing listens on port 9 here: every read fails at once.
+        let catalogue = Catalogue::new("http://127.0.0.1:9").unwrap();
+        *catalogue.loaded.write().await = Some(HashSet::from(["SKU-001".to_owned()]));
+        assert_eq!(catalogue.check("SKU-001").await, SkuCheck::Known);
+        assert_eq!(catalogue.check("SKU-NEW").await, SkuCheck::Unknown);
+        assert!(catalogue.last_reread.lock().unwrap().is_some(), "the first unknown SKU tried a re-read");
+        assert!(!catalogue.claim_reread(), "a failed re-read still counts for the interval");
     }
 }

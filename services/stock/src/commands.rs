@@ -32,6 +32,7 @@ impl StockCommands {
         if skus.len() != cmd.lines.len() || cmd.lines.iter().any(|l| l.quantity <= 0) {
             return Err(HandlerError::Poison("ReserveStock with a repeated SKU or a non-positive quantity".into()));
         }
+        store::lock_order(conn, cmd.order_id).await?;
         let products: HashMap<String, store::LockedProduct> =
             store::lock_products(conn, &skus).await?.into_iter().map(|p| (p.sku.clone(), p)).collect();
         // Read under the product locks: a second command for the same order
@@ -105,7 +106,9 @@ impl StockCommands {
         message: &IncomingMessage,
         cmd: ReleaseStock,
     ) -> Result<(), HandlerError> {
-        // Lock in the same order as reservations do (products by SKU).
+        // Lock in the same order as reservations do (the order, then its
+        // products by SKU).
+        store::lock_order(conn, cmd.order_id).await?;
         let reserved = store::reservations_of(conn, cmd.order_id).await?;
         let skus: Vec<String> = reserved.iter().map(|r| r.sku.clone()).collect();
         store::lock_products(conn, &skus).await?;

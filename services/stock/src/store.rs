@@ -37,6 +37,15 @@ pub struct LockedProduct {
 
 /// Locks the products of `skus`, in SKU order so that two reservations
 /// sharing products never deadlock.
+/// Serialises the commands of one order (until the transaction ends), taken
+/// before any product lock: a release reads the order's reservations before
+/// it knows which products to lock, and a reservation of the same order must
+/// not slip in between.
+pub async fn lock_order(conn: &mut PgConnection, order_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))").bind(order_id).execute(conn).await?;
+    Ok(())
+}
+
 pub async fn lock_products(conn: &mut PgConnection, skus: &[String]) -> Result<Vec<LockedProduct>, sqlx::Error> {
     sqlx::query_as("SELECT sku, price_cents, on_hand FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
         .bind(skus)

@@ -95,7 +95,7 @@ pub fn payment(s: &Snapshot, max: usize) -> CheckResult {
 }
 
 /// Invariant 3: Per SKU, initial − on hand = quantities of the non-cancelled orders'
-/// lines, and on hand is not negative; a COMPLETED order holds a
+/// lines = quantities of its reserved rows, and on hand is not negative; a COMPLETED order holds a
 /// reservation of each of its lines; a CANCELLED one holds none.
 pub fn stock(s: &Snapshot, max: usize) -> CheckResult {
     let mut r = ResultBuilder::new(Invariant::Stock, max);
@@ -109,9 +109,26 @@ pub fn stock(s: &Snapshot, max: usize) -> CheckResult {
         .count("reserved", s.reservations.iter().filter(|res| res.status == "reserved").count())
         .count("released", s.reservations.iter().filter(|res| res.status == "released").count())
         .count("units_held_by_orders", ordered.values().sum::<i64>());
+    let mut in_reservations: BTreeMap<&str, i64> = BTreeMap::new();
+    for res in s.reservations.iter().filter(|res| res.status == "reserved") {
+        *in_reservations.entry(res.sku.as_str()).or_default() += i64::from(res.quantity);
+    }
     for product in &s.products {
         let taken = i64::from(product.initial_on_hand) - i64::from(product.on_hand);
         let held = ordered.get(product.sku.as_str()).copied().unwrap_or(0);
+        // Stock's own books must agree too: two faults that cancel out
+        // against the orders (a release that forgot on hand, a reservation
+        // that forgot it the other way) still show here.
+        let reserved = in_reservations.get(product.sku.as_str()).copied().unwrap_or(0);
+        if taken != reserved {
+            r.offend(
+                &product.sku,
+                format!(
+                    "initial {} − on hand {} = {taken}, but its reservation rows hold {reserved}",
+                    product.initial_on_hand, product.on_hand
+                ),
+            );
+        }
         if product.on_hand < 0 {
             r.offend(&product.sku, format!("on hand is negative ({})", product.on_hand));
         }

@@ -317,6 +317,22 @@ async fn a_reservation_left_by_a_cancelled_order_fails_stock() {
     assert!(report.get(Invariant::Stock).unwrap().names("SKU-002"), "{report}");
 }
 
+/// Stock's books disagree with themselves though every order looks right:
+/// a reservation row of a SKU the order never had, on hand untouched.
+#[tokio::test]
+async fn a_reservation_row_that_on_hand_does_not_show_fails_stock() {
+    let world = World::new().await;
+    run(
+        &world.db.stock,
+        &format!(
+            "INSERT INTO reservations (order_id, sku, quantity, status) VALUES ('{}', 'SKU-003', 1, 'reserved')",
+            world.completed
+        ),
+    )
+    .await;
+    assert_fails_only(&world.check().await, Invariant::Stock, "SKU-003");
+}
+
 #[tokio::test]
 async fn a_lost_credit_fails_loyalty() {
     let world = World::new().await;
