@@ -1020,6 +1020,10 @@ async fn a_dead_letter_copy_the_broker_refuses_leaves_its_headers_and_the_consum
     let left_at = text(&letter["headers"][messaging::dead_letter::PAYLOAD_LEFT_AT]);
     assert!(left_at.starts_with("0:0 ") && left_at.contains("too large"), "{left_at}");
     assert!(text(&letter["reason"]).starts_with("unknown message type"), "{listed}");
+    // Replaying it would send an empty body: refused, saying where the original is.
+    let replay = cli(&namespace, &["replay", &dlq, "--all"]).await.unwrap();
+    assert!(!replay.success && replay.stderr.contains("carries no payload"), "{}", replay.stderr);
+    assert_eq!(cli_pending(&namespace, &dlq).await, 1, "still pending");
 
     cli_ok(&namespace, &["purge", &dlq, "--yes"]).await;
     shutdown.cancel();

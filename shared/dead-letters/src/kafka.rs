@@ -430,6 +430,16 @@ pub async fn replay(
         let mut deliveries = Vec::with_capacity(chunk.len());
         let mut not_enqueued = None;
         for record in chunk {
+            if let Some(left_at) = record.header_text(messaging::dead_letter::PAYLOAD_LEFT_AT) {
+                // Headers only: sending it back would deliver an empty body.
+                let reason = format!(
+                    "this dead letter carries no payload (its copy was refused: {left_at}); the original is still \
+                     in {} at that partition:offset; replay it from there or purge this letter",
+                    dlq.source
+                );
+                not_enqueued = Some((record, reason));
+                break;
+            }
             match enqueue(&producer, &dlq.source, record, deliver_by).await {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(e) => {
