@@ -676,6 +676,13 @@ async fn control_run(control: UnsafeMode, unsafe_on: bool) {
             threatened.title(),
             failed_invariants(report)
         );
+        if threatened == Invariant::Loyalty {
+            // Credited twice, not merely behind: the run drained, and some
+            // order holds more points than it earned.
+            assert!(report.time_to_drain.is_some(), "{name}: did not drain, loyalty may only be behind:\n{report}");
+            let over = report.invariants.get(Invariant::Loyalty).map_or(0, |c| c.counts["orders_over_credited"]);
+            assert!(over > 0, "{name}: no order credited more than it earned:\n{report}");
+        }
         if threatened == Invariant::OrdersFinal {
             // Lost, not slow: past the drain bound, accepted orders are
             // stuck with nothing left to publish, and stay so.

@@ -276,8 +276,14 @@ pub fn loyalty(s: &Snapshot, max: usize) -> CheckResult {
             r.offend(customer, format!("customer balance {balance}, but the ledger adds up to {ledger}"));
         }
     }
+    let mut over_credited = 0;
     for order in s.orders.values().filter(|o| o.is_final()) {
         let (_, net) = ledger_by_order.get(&order.id).copied().unwrap_or_default();
+        // Too many points is a credit applied twice; too few may be a
+        // consumer still behind. Counted apart so a test can tell.
+        if net > points_of(order) {
+            over_credited += 1;
+        }
         if net != points_of(order) {
             r.offend(
                 order.id,
@@ -291,6 +297,7 @@ pub fn loyalty(s: &Snapshot, max: usize) -> CheckResult {
             format!("{entries} ledger entries ({net} net points) for an order the order database does not know"),
         );
     }
+    r.count("orders_over_credited", over_credited);
     let mut customers: BTreeSet<&str> = s.loyalty_balances.keys().map(String::as_str).collect();
     customers.extend(ledger_by_customer.keys().copied());
     for customer in customers.into_iter().filter(|c| !expected.contains_key(c)) {

@@ -340,6 +340,27 @@ async fn a_lost_credit_fails_loyalty() {
     let report = world.check().await;
     assert_fails_only(&report, Invariant::Loyalty, &world.completed.to_string());
     assert!(report.get(Invariant::Loyalty).unwrap().names("c-1"), "{report}");
+    assert_eq!(report.get(Invariant::Loyalty).unwrap().counts["orders_over_credited"], 0, "too few, not too many");
+}
+
+/// What skipping the inbox does: the same credit applied a second time.
+#[tokio::test]
+async fn a_credit_applied_twice_fails_loyalty_as_over_credited() {
+    let world = World::new().await;
+    run(
+        &world.db.loyalty,
+        &format!(
+            "INSERT INTO loyalty_ledger (customer_id, order_id, kind, points, cause_message_id)
+             VALUES ('c-1', '{}', 'credit', 17, '{}');
+             UPDATE loyalty_accounts SET balance = 34 WHERE customer_id = 'c-1';",
+            world.completed,
+            Uuid::now_v7()
+        ),
+    )
+    .await;
+    let report = world.check().await;
+    assert_fails_only(&report, Invariant::Loyalty, &world.completed.to_string());
+    assert_eq!(report.get(Invariant::Loyalty).unwrap().counts["orders_over_credited"], 1, "{report}");
 }
 
 #[tokio::test]

@@ -71,12 +71,23 @@ impl Default for ChaosOptions {
     }
 }
 
+/// The share of orders that may end rejected with 503 (after their
+/// retries) before the run counts as proving too little.
+pub const MAX_REJECTED_PERCENT: usize = 10;
+
+/// How long a passing check must stay passing, with the same counts, to be
+/// believed: a consumer restarted last may still be re-reading what it
+/// handled since its last offset commit, and a second effect shows only then.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct ChaosReport {
     pub options: ChaosOptions,
     /// The prefix of the run's queues, topics and groups (empty on compose).
     pub namespace: String,
     pub sent: usize,
+    /// Orders the load generator came back with an outcome for.
+    pub answered: usize,
     pub accepted: usize,
     /// The ids the API answered 202 with.
     pub accepted_ids: BTreeSet<Uuid>,
@@ -118,6 +129,31 @@ impl ChaosReport {
     /// plan meant to kill that was never confirmed killed and restarted.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.answered != self.sent {
+            problems.push(format!(
+                "{} of {} orders came back with no outcome at all",
+                self.sent - self.answered,
+                self.sent
+            ));
+        }
+        if self.accepted == 0 {
+            problems.push("no order was accepted: there was nothing to check".to_owned());
+        }
+        // A 503 is a definitive answer, but its order is never checked: a
+        // system that stops accepting must not pass by checking little.
+        if self.rejected_503 * 100 > self.sent * MAX_REJECTED_PERCENT {
+            problems.push(format!(
+                "{} of {} orders rejected with 503 (over {MAX_REJECTED_PERCENT}%): the system did not recover, \
+                 or the run checked too little",
+                self.rejected_503, self.sent
+            ));
+        }
+        if self.accepted_ids.len() != self.accepted {
+            problems.push(format!(
+                "{} accepted answers named an order another request had already been given",
+                self.accepted - self.accepted_ids.len()
+            ));
+        }
         if !self.failed.is_empty() {
             problems.push(format!("{} orders got no definitive answer", self.failed.len()));
         }
@@ -274,8 +310,18 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
     let deadline = faults_done + options.drain_timeout;
     let invariants = loop {
         let report = backend.check_invariants(&accepted_ids, &namespace).await?;
-        if report.passed() || Instant::now() >= deadline || !drained {
+        if !drained || Instant::now() >= deadline {
             break report;
+        }
+        if report.passed() {
+            tokio::time::sleep(CONFIRM_AFTER).await;
+            let again = backend.check_invariants(&accepted_ids, &namespace).await?;
+            // Effects never go away: failing after a pass means one
+            // happened twice, and that is the verdict.
+            if !again.passed() || same_counts(&report, &again) {
+                break again;
+            }
+            continue;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
@@ -287,6 +333,7 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
     Ok(ChaosReport {
         namespace,
         sent: options.orders,
+        answered: load.outcomes.len(),
         accepted: accepted.len(),
         accepted_ids,
         rejected_503: load.count(|o| *o == load::Outcome::Rejected),
@@ -312,6 +359,11 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
         invariants,
         options,
     })
+}
+
+/// Whether two checks counted the same (orders, charges, e-mails, …).
+fn same_counts(a: &invariants::Report, b: &invariants::Report) -> bool {
+    invariants::Invariant::ALL.iter().all(|i| a.get(*i).map(|r| &r.counts) == b.get(*i).map(|r| &r.counts))
 }
 
 #[derive(Default)]
@@ -449,8 +501,9 @@ mod tests {
             options: ChaosOptions::default(),
             namespace: "chaos1x1.".to_owned(),
             sent: 10,
+            answered: 10,
             accepted: 10,
-            accepted_ids: BTreeSet::new(),
+            accepted_ids: (0..10).map(|_| Uuid::now_v7()).collect(),
             rejected_503: 0,
             failed: Vec::new(),
             responses_503: 0,
@@ -473,6 +526,35 @@ mod tests {
         let report = clean_report();
         assert!(report.passed(), "{report}");
         assert!(report.to_string().contains("kills while orders were still being placed: 5 of 5"), "{report}");
+    }
+
+    #[test]
+    fn a_run_that_checked_too_little_fails() {
+        // Most orders turned away with 503: their orders were never checked.
+        let mut report = clean_report();
+        report.rejected_503 = 2;
+        report.accepted = 8;
+        report.accepted_ids = report.accepted_ids.iter().take(8).copied().collect();
+        assert!(!report.passed());
+        assert!(report.to_string().contains("2 of 10 orders rejected with 503"), "{report}");
+        let mut report = clean_report();
+        report.rejected_503 = 1;
+        report.accepted = 9;
+        report.accepted_ids = report.accepted_ids.iter().take(9).copied().collect();
+        assert!(report.passed(), "one in ten is within the bound: {report}");
+
+        let mut report = clean_report();
+        report.answered = 9;
+        assert!(report.to_string().contains("1 of 10 orders came back with no outcome"), "{report}");
+
+        // Two requests given the same order: one of them created nothing.
+        let mut report = clean_report();
+        report.accepted_ids = report.accepted_ids.iter().take(9).copied().collect();
+        assert!(report.to_string().contains("1 accepted answers named an order another request"), "{report}");
+
+        let mut report = clean_report();
+        (report.accepted, report.accepted_ids) = (0, BTreeSet::new());
+        assert!(report.to_string().contains("no order was accepted"), "{report}");
     }
 
     #[test]
