@@ -615,6 +615,39 @@ async fn wait_for_effects(pool: &PgPool, n: i64, timeout: Duration) -> i64 {
     }
 }
 
+/// A namespace with a database holding the inbox, outbox and an `effects`
+/// table, its topics created with `partitions` each, and the orders topic as
+/// the shipping group reads it: a subscriber the topology knows, so its
+/// dead-letter topic is one the CLI knows.
+struct KafkaShipping {
+    namespace: String,
+    pool: PgPool,
+    brokers: String,
+    group: String,
+    topic: String,
+    dlq: String,
+}
+
+impl KafkaShipping {
+    async fn new(test: &str, partitions: i32) -> Self {
+        let stack = test_stack().await;
+        let namespace = format!("{}.", unique_namespace(test));
+        let pool = fresh_database(stack, &format!("{}_db", namespace.trim_end_matches('.'))).await;
+        messaging::migrations::run_messaging(&pool).await.unwrap();
+        sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let topology = Topology::new(namespace.clone());
+        let brokers = stack.kafka_brokers();
+        messaging::kafka::ensure_topics(&brokers, &topology.all_topics(), partitions).await.unwrap();
+        let group = topology.consumer_group("shipping");
+        let topic = topology.orders_topic();
+        let dlq = Topology::dead_letter_topic(&topic, &group);
+        Self { namespace, pool, brokers, group, topic, dlq }
+    }
+}
+
 /// (b) + (e) on Kafka: poison records and a record whose handler fails
 /// `max_attempts` times land in `<topic>.<group>.dlq`; the consumer goes on;
 /// the CLI lists them, refuses to replay one behind others, replays all (the
@@ -622,21 +655,7 @@ async fn wait_for_effects(pool: &PgPool, n: i64, timeout: Duration) -> i64 {
 /// second time has no second effect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_dead_letters_are_listed_replayed_and_purged_through_the_cli() {
-    let stack = test_stack().await;
-    let namespace = format!("{}.", unique_namespace("dlkafka"));
-    let pool = fresh_database(stack, &format!("{}_db", namespace.trim_end_matches('.'))).await;
-    messaging::migrations::run_messaging(&pool).await.unwrap();
-    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let topology = Topology::new(namespace.clone());
-    let brokers = stack.kafka_brokers();
-    messaging::kafka::ensure_topics(&brokers, &topology.all_topics(), 4).await.unwrap();
-    // The group of a subscriber the topology knows, so its dead-letter topic is one the CLI knows.
-    let group = topology.consumer_group("shipping");
-    let topic = topology.orders_topic();
-    let dlq = Topology::dead_letter_topic(&topic, &group);
+    let KafkaShipping { namespace, pool, brokers, group, topic, dlq } = KafkaShipping::new("dlkafka", 4).await;
     assert_eq!(retention_ms(&brokers, &dlq).await.as_deref(), Some("-1"), "{dlq} keeps its records until purged");
 
     let broken = Arc::new(AtomicBool::new(true));
@@ -967,20 +986,7 @@ async fn a_kafka_replay_sends_at_most_1000_and_says_how_many_remain() {
 /// behind it are handled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_copy_the_broker_refuses_leaves_its_headers_and_the_consumer_goes_on() {
-    let stack = test_stack().await;
-    let namespace = format!("{}.", unique_namespace("dlrefused"));
-    let pool = fresh_database(stack, &format!("{}_db", namespace.trim_end_matches('.'))).await;
-    messaging::migrations::run_messaging(&pool).await.unwrap();
-    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let topology = Topology::new(namespace.clone());
-    let brokers = stack.kafka_brokers();
-    messaging::kafka::ensure_topics(&brokers, &topology.all_topics(), 1).await.unwrap();
-    let group = topology.consumer_group("shipping");
-    let topic = topology.orders_topic();
-    let dlq = Topology::dead_letter_topic(&topic, &group);
+    let KafkaShipping { namespace, pool, brokers, group, topic, dlq } = KafkaShipping::new("dlrefused", 1).await;
 
     let processor = MessageProcessor::new(
         pool.clone(),
