@@ -28,6 +28,13 @@ pub enum KafkaPublishError {
     Canceled,
 }
 
+impl KafkaPublishError {
+    /// The brokers refused the record itself: see [`is_record_refused`].
+    pub fn is_record_refused(&self) -> bool {
+        matches!(self, KafkaPublishError::Kafka(e) if is_record_refused(e))
+    }
+}
+
 /// Settings for a producer that neither loses nor reorders nor duplicates
 /// on retry: idempotence implies `acks=all` and at most 5 in-flight requests
 /// per connection with ordering kept.

@@ -16,14 +16,13 @@
 
 use crate::consumer::{Disposition, IncomingMessage, MessageHandler, MessageProcessor, MessageSource};
 use crate::dead_letter;
-use crate::kafka::{KafkaPublishError, KafkaPublisher, is_record_refused, probe_loop};
+use crate::kafka::{KafkaPublishError, KafkaPublisher, probe_loop};
 use crate::retry::Backoff;
 use crate::safety;
 use crate::wire;
 use contracts::Topology;
 use health::Readiness;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -329,7 +328,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         }
         let payload = record.payload().unwrap_or_default();
         match self.send_dead_letter(&topic, record.key(), payload, headers.clone()).await {
-            Err(e) if is_record_refused(&e) => {
+            Err(e) if e.is_record_refused() => {
                 // Retrying the same copy would stall every partition of this
                 // consumer for good: keep the headers, and where the
                 // original still is, instead.
@@ -351,18 +350,8 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         key: Option<&[u8]>,
         payload: &[u8],
         headers: OwnedHeaders,
-    ) -> Result<(), KafkaError> {
-        let delivery = self.dead_letters.send_copy(topic, key, payload, headers).await.map_err(publish_error)?;
-        delivery.delivered().await.map(|_| ()).map_err(publish_error)
-    }
-}
-
-/// The librdkafka error behind a failed publish (a dropped delivery future
-/// counts as a lost connection: retried).
-fn publish_error(e: KafkaPublishError) -> KafkaError {
-    match e {
-        KafkaPublishError::Kafka(e) => e,
-        KafkaPublishError::Canceled => KafkaError::Canceled,
+    ) -> Result<(), KafkaPublishError> {
+        self.dead_letters.send_copy(topic, key, payload, headers).await?.delivered().await.map(|_| ())
     }
 }
 

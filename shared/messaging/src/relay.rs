@@ -91,8 +91,7 @@ impl PublishError {
         match self {
             PublishError::Amqp(AmqpError::Unroutable(_)) => true,
             PublishError::Amqp(_) => false,
-            PublishError::Kafka(KafkaPublishError::Kafka(e)) => crate::kafka::is_record_refused(e),
-            PublishError::Kafka(KafkaPublishError::Canceled) => false,
+            PublishError::Kafka(e) => e.is_record_refused(),
             PublishError::NoPublisher(_) | PublishError::Corrupt(..) => true,
         }
     }
