@@ -303,6 +303,10 @@ pub async fn test(extra_args: &[String]) -> Result<()> {
     tools::ensure_docker_compose().await.context("installing docker-compose (validates docker-compose.yml)")?;
     let stack = Stack::test(&root);
     stack.start_infra().await.context("starting the test infrastructure stack")?;
+    // Every test works in a namespace of its own, so what earlier runs left
+    // in the broker is garbage; Tansu slows down as it piles up, until
+    // admin metadata requests time out. Each run starts from an empty one.
+    stack.kafka().restart_empty().await.context("emptying the test stack's Kafka (Tansu)")?;
     let infra_ready = started.elapsed();
 
     println!("Building the service binaries…");
