@@ -4,7 +4,7 @@
 //!
 //! Every test here kills infrastructure or runs the chaos runner, so all of
 //! them run on the chaos stack (its own PostgreSQL/RabbitMQ/Kafka, ports
-//! 57432/57672/59292), one at a time ([`CHAOS_LOCK`]), and each leaves the
+//! 23432/23672/23092), one at a time ([`CHAOS_LOCK`]), and each leaves the
 //! stack's infrastructure running and ready whatever happens
 //! ([`on_chaos_stack`]).
 
@@ -522,8 +522,8 @@ fn threatened_invariant(control: UnsafeMode) -> Invariant {
     }
 }
 
-/// How long stuck orders must stay stuck, with nothing left in any outbox,
-/// for their loss to count as real and not as slowness.
+/// How long stuck orders must stay stuck, with nothing left in any outbox or
+/// broker, for their loss to count as real and not as slowness.
 const STILL_STUCK_AFTER: Duration = Duration::from_secs(5);
 
 /// Log lines of the business handlers' own guards against a repeated
@@ -688,6 +688,10 @@ async fn control_run(control: UnsafeMode, unsafe_on: bool) {
             // stuck with nothing left to publish, and stay so.
             let drained = report.invariants.get(Invariant::OutboxesDrained).is_some_and(|c| c.passed());
             assert!(drained, "{name}: outboxes not drained, the orders may only be slow:\n{report}");
+            // Nor waiting in a queue or behind a consumer group's offsets:
+            // the stuck orders' messages are nowhere.
+            let settled = report.invariants.get(Invariant::NothingInFlight).is_some_and(|c| c.passed());
+            assert!(settled, "{name}: messages still in flight, the orders may only be slow:\n{report}");
             let (first, later) = run.stuck.as_ref().expect("accepted orders not final after the run");
             let progressed: Vec<&Uuid> = first.orders.difference(&later.orders).collect();
             println!(

@@ -52,7 +52,9 @@ const LOG_TAIL_LINES: usize = 40;
 /// Room left in `sockaddr_un.sun_path` (108 bytes) for `/.s.PGSQL.NNNNN`.
 const MAX_SOCKET_DIR_LEN: usize = 90;
 
-/// Ports of one stack.
+/// Ports of one stack. All below 32768, where Linux starts handing out
+/// ephemeral ports: a listener's port there can be held by some outgoing
+/// connection just when a killed server restarts and needs it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StackPorts {
     pub postgres: u16,
@@ -140,11 +142,11 @@ impl Stack {
             "dev",
             repo_root,
             StackPorts {
-                postgres: 55432,
-                amqp: 55672,
-                rabbit_dist: 55673,
-                kafka: 59092,
-                rabbit_management: Some(55674),
+                postgres: 21432,
+                amqp: 21672,
+                rabbit_dist: 21673,
+                kafka: 21092,
+                rabbit_management: Some(21674),
                 service_port_offset: 0,
             },
         )
@@ -156,10 +158,10 @@ impl Stack {
             "test",
             repo_root,
             StackPorts {
-                postgres: 56432,
-                amqp: 56672,
-                rabbit_dist: 56673,
-                kafka: 59192,
+                postgres: 22432,
+                amqp: 22672,
+                rabbit_dist: 22673,
+                kafka: 22092,
                 rabbit_management: None,
                 service_port_offset: 1000,
             },
@@ -172,10 +174,10 @@ impl Stack {
             "chaos",
             repo_root,
             StackPorts {
-                postgres: 57432,
-                amqp: 57672,
-                rabbit_dist: 57673,
-                kafka: 59292,
+                postgres: 23432,
+                amqp: 23672,
+                rabbit_dist: 23673,
+                kafka: 23092,
                 rabbit_management: None,
                 service_port_offset: 2000,
             },
@@ -1313,11 +1315,21 @@ mod tests {
         let root = Path::new("/repo");
         let stacks = [Stack::dev(root), Stack::test(root), Stack::chaos(root)];
         assert_eq!(stacks[0].dir(), Path::new("/repo/.run/dev"));
-        assert_eq!(stacks[1].ports().postgres, 56432);
-        assert_eq!(stacks[2].ports().kafka, 59292);
-        assert_eq!(stacks[0].amqp_url(), "amqp://guest:guest@127.0.0.1:55672/%2f");
-        assert_eq!(stacks[1].postgres_url("order"), "postgres://postgres@127.0.0.1:56432/order");
-        assert_eq!(stacks[2].kafka_brokers(), "127.0.0.1:59292");
+        assert_eq!(stacks[1].ports().postgres, 22432);
+        assert_eq!(stacks[2].ports().kafka, 23092);
+        assert_eq!(stacks[0].amqp_url(), "amqp://guest:guest@127.0.0.1:21672/%2f");
+        assert_eq!(stacks[1].postgres_url("order"), "postgres://postgres@127.0.0.1:22432/order");
+        assert_eq!(stacks[2].kafka_brokers(), "127.0.0.1:23092");
+        let mut all: Vec<u16> = Vec::new();
+        for stack in &stacks {
+            let p = stack.ports();
+            all.extend([p.postgres, p.amqp, p.rabbit_dist, p.kafka]);
+            all.extend(p.rabbit_management);
+            all.extend((8080..=8085).map(|base| base + p.service_port_offset));
+        }
+        assert!(all.iter().all(|port| *port < 32768), "a port in Linux's ephemeral range: {all:?}");
+        let distinct: std::collections::BTreeSet<u16> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), all.len(), "two stacks share a port: {all:?}");
     }
 
     #[test]

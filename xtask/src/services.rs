@@ -354,7 +354,7 @@ mod tests {
         let lookup = |key: &str| env.iter().find(|(name, _)| name == key).map(|(_, value)| value.clone());
         assert_eq!(lookup("HTTP_ADDR").unwrap(), "127.0.0.1:9080");
         assert_eq!(lookup("STOCK_URL").unwrap(), "http://127.0.0.1:9081");
-        assert_eq!(lookup("DATABASE_URL").unwrap(), "postgres://postgres@127.0.0.1:56432/order");
+        assert_eq!(lookup("DATABASE_URL").unwrap(), "postgres://postgres@127.0.0.1:22432/order");
         assert_eq!(lookup("OTEL_SERVICE_NAME").unwrap(), "order");
     }
 

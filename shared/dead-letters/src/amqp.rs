@@ -93,7 +93,7 @@ fn is_not_found(e: &lapin::Error) -> bool {
     matches!(e.kind(), ErrorKind::ProtocolError(p) if *p.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
 }
 
-/// Pending letters of each queue, in the order given; a queue never declared holds none.
+/// Messages ready in each queue, in the order given; a queue never declared holds none.
 pub async fn counts(url: &str, queues: &[String], limits: Limits) -> Result<Vec<u64>> {
     let session = Session::open(url, limits).await?;
     let mut counts = Vec::with_capacity(queues.len());

@@ -103,9 +103,15 @@ fn total(ranges: &[Range]) -> u64 {
 /// A consumer in the admin group that never joins it: partitions are
 /// assigned by hand and offsets committed explicitly.
 fn admin_consumer(brokers: &str, dlq: &Destination) -> Result<BaseConsumer> {
+    group_reader(brokers, &dlq.admin_group())
+}
+
+/// A consumer in `group` that never joins it, so reading its offsets
+/// disturbs no member of the group.
+fn group_reader(brokers: &str, group: &str) -> Result<BaseConsumer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", dlq.admin_group())
+        .set("group.id", group)
         .set("client.id", "dead-letters")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -114,7 +120,7 @@ fn admin_consumer(brokers: &str, dlq: &Destination) -> Result<BaseConsumer> {
         .create()?)
 }
 
-/// Per partition, from the admin group's committed offset (or the low
+/// Per partition, from the consumer's group's committed offset (or the low
 /// watermark) to the high watermark. A topic that does not exist has none.
 fn pending_ranges(consumer: &BaseConsumer, topic: &str, limits: Limits) -> Result<Vec<Range>> {
     let metadata = consumer.fetch_metadata(Some(topic), limits.wait("reading topic metadata")?)?;
@@ -130,7 +136,7 @@ fn pending_ranges(consumer: &BaseConsumer, topic: &str, limits: Limits) -> Resul
     for p in &partitions {
         wanted.add_partition(topic, *p);
     }
-    let committed = consumer.committed_offsets(wanted, limits.wait("reading the admin group's offsets")?)?;
+    let committed = consumer.committed_offsets(wanted, limits.wait("reading the group's committed offsets")?)?;
     let mut ranges = Vec::with_capacity(partitions.len());
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, limits.wait("reading watermarks")?)?;
@@ -261,6 +267,13 @@ fn sending_reserve(limits: Limits) -> Duration {
 /// Runs blocking librdkafka calls off the async workers.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|e| DeadLetterError::Task(e.to_string()))?
+}
+
+/// Records of `topic` that consumer group `group` has not committed past
+/// (all of them if it never committed); the live counterpart of [`count`].
+pub async fn unconsumed(brokers: &str, group: &str, topic: &str, limits: Limits) -> Result<u64> {
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    blocking(move || Ok(total(&pending_ranges(&group_reader(&brokers, &group)?, &topic, limits)?))).await
 }
 
 pub async fn count(brokers: &str, dlq: &Destination, limits: Limits) -> Result<u64> {

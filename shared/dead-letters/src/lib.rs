@@ -125,6 +125,30 @@ pub struct PendingCount {
     pub pending: u64,
 }
 
+/// Messages the system's own consumers have yet to take from one live
+/// queue, or one consumer group has yet to commit past on one topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    /// The queue, or the topic.
+    pub source: String,
+    pub broker: Broker,
+    /// Kafka: the consumer group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Messages ready in the queue, or records past the group's committed offsets.
+    pub waiting: u64,
+}
+
+impl Backlog {
+    /// `queue`, or `topic (group)`.
+    pub fn name(&self) -> String {
+        match &self.group {
+            Some(group) => format!("{} ({group})", self.source),
+            None => self.source.clone(),
+        }
+    }
+}
+
 /// Where a Kafka record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KafkaPosition {
@@ -391,6 +415,31 @@ impl DeadLetters {
     pub async fn kafka_pending(&self) -> Result<Vec<PendingCount>> {
         let dlqs: Vec<Destination> = self.destinations().into_iter().filter(|d| d.broker == Broker::Kafka).collect();
         self.pending_of(&dlqs).await
+    }
+
+    /// What is still on its way through the brokers: messages ready in each
+    /// command and reply queue, and records each consumer group has not
+    /// committed past on each topic it reads. Counted like the dead letters,
+    /// so with them the invariant checker can tell a lost message (found
+    /// nowhere) from one still in flight. Unacknowledged RabbitMQ deliveries
+    /// are not counted (AMQP does not tell); a queue never declared holds none.
+    pub async fn live_backlog(&self) -> Result<Vec<Backlog>> {
+        let limits = self.limits();
+        let queues = self.topology.command_queues();
+        let counts = amqp::counts(&self.amqp_url, &queues, limits).await?;
+        let mut all: Vec<Backlog> = queues
+            .into_iter()
+            .zip(counts)
+            .map(|(source, waiting)| Backlog { source, broker: Broker::Rabbitmq, group: None, waiting })
+            .collect();
+        for (service, topics) in self.topology.subscriptions() {
+            let group = self.topology.consumer_group(service);
+            for topic in topics {
+                let waiting = kafka::unconsumed(&self.kafka_brokers, &group, &topic, limits).await?;
+                all.push(Backlog { source: topic, broker: Broker::Kafka, group: Some(group.clone()), waiting });
+            }
+        }
+        Ok(all)
     }
 
     /// Pending letters of each destination, in the order given.

@@ -19,11 +19,11 @@ struct Cli {
         long,
         env = "AMQP_URL",
         hide_env_values = true,
-        default_value = "amqp://guest:guest@127.0.0.1:55672/%2f",
+        default_value = "amqp://guest:guest@127.0.0.1:21672/%2f",
         global = true
     )]
     amqp_url: String,
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:59092", global = true)]
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:21092", global = true)]
     kafka_brokers: String,
     /// Prefix of every queue, topic and group, as the services use it (e.g. `t42.`).
     #[arg(long, env = "MESSAGING_NAMESPACE", default_value = "", global = true)]

@@ -1,7 +1,8 @@
-//! Invariant 7 on the brokers: no dead letter is waiting anywhere. Counted by
-//! the dead-letter tools, so "empty" means what an operator sees: messages in
-//! a RabbitMQ `.dlq` queue, and Kafka `.dlq` records not yet replayed or
-//! purged (records cannot be deleted from a topic).
+//! Invariant 7 on the brokers: no dead letter is waiting anywhere (7b, 7c),
+//! and nothing is still in flight (7d). Counted by the dead-letter tools, so
+//! "empty" means what an operator sees: messages in a RabbitMQ queue, and
+//! Kafka records past a group's committed offsets (records cannot be deleted
+//! from a topic; a dead-letter topic's group is its admin group).
 
 use crate::CheckError;
 use crate::report::{CheckResult, Invariant, ResultBuilder};
@@ -9,16 +10,16 @@ use contracts::Topology;
 use dead_letters::{DeadLetters, PendingCount};
 
 /// The RabbitMQ of the local runner's development stack.
-pub const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:55672/%2f";
+pub const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:21672/%2f";
 /// The Kafka (Tansu) of the local runner's development stack.
-pub const DEV_KAFKA_BROKERS: &str = "127.0.0.1:59092";
+pub const DEV_KAFKA_BROKERS: &str = "127.0.0.1:21092";
 
-/// Where the brokers are; either may be absent, and its check is skipped.
+/// Where the brokers are; either may be absent, and the checks that need it are skipped.
 #[derive(Debug, Clone, Default)]
 pub struct Brokers {
-    /// e.g. `amqp://guest:guest@127.0.0.1:55672/%2f`
+    /// e.g. `amqp://guest:guest@127.0.0.1:21672/%2f`
     pub amqp_url: Option<String>,
-    /// e.g. `127.0.0.1:59092`
+    /// e.g. `127.0.0.1:21092`
     pub kafka_brokers: Option<String>,
     /// Names of the queues and topics (its namespace must match the services').
     pub topology: Topology,
@@ -62,4 +63,27 @@ pub async fn kafka_dead_letters(brokers: &Brokers, max: usize) -> Result<CheckRe
     }
     let counts = brokers.tools().kafka_pending().await.map_err(|e| CheckError::Kafka(e.to_string()))?;
     Ok(result(Invariant::KafkaDeadLettersEmpty, counts, max))
+}
+
+/// 7d. No command or reply waits in its queue and every consumer group has
+/// committed past every record of the topics it reads; skipped unless both
+/// brokers are given. Checked after a run has drained, it makes the other
+/// checks final: nothing left on its way can still add an effect, and an
+/// order that is not final had its message lost, not delayed.
+pub async fn nothing_in_flight(brokers: &Brokers, max: usize) -> Result<CheckResult, CheckError> {
+    if brokers.amqp_url.is_none() || brokers.kafka_brokers.is_none() {
+        return Ok(CheckResult::skipped(Invariant::NothingInFlight, "needs both brokers"));
+    }
+    let backlog = brokers.tools().live_backlog().await.map_err(|e| CheckError::Broker(e.to_string()))?;
+    let mut r = ResultBuilder::new(Invariant::NothingInFlight, max);
+    for b in backlog {
+        let waiting = i64::try_from(b.waiting).unwrap_or(i64::MAX);
+        let name = b.name();
+        r.count(&name, waiting);
+        if waiting > 0 {
+            let what = if b.group.is_some() { "record(s) not yet consumed" } else { "message(s) waiting" };
+            r.offend(name, format!("{waiting} {what}"));
+        }
+    }
+    Ok(r.finish())
 }

@@ -6,7 +6,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Duration;
 
 /// The server of the local runner's development stack.
-pub const DEV_SERVER_URL: &str = "postgres://postgres@127.0.0.1:55432";
+pub const DEV_SERVER_URL: &str = "postgres://postgres@127.0.0.1:21432";
 
 /// The services, in the order their databases are listed everywhere.
 pub const SERVICES: [&str; 6] = ["order", "stock", "payment", "shipping", "email", "loyalty"];
@@ -103,7 +103,7 @@ mod tests {
         let urls = DatabaseUrls::on_server("postgres://pg@h:1/", |s| format!("t1_{s}"));
         assert_eq!(urls.order, "postgres://pg@h:1/t1_order");
         assert_eq!(urls.loyalty, "postgres://pg@h:1/t1_loyalty");
-        assert_eq!(DatabaseUrls::dev().email, "postgres://postgres@127.0.0.1:55432/email");
+        assert_eq!(DatabaseUrls::dev().email, "postgres://postgres@127.0.0.1:21432/email");
         assert_eq!(urls.iter().map(|(s, _)| s), SERVICES);
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! - [`checks`]: invariants 1–7a as pure functions of a [`Snapshot`].
 //! - [`pending_work`]: what still keeps a run from having drained.
-//! - [`brokers`]: invariant 7 on RabbitMQ and Kafka.
+//! - [`brokers`]: invariant 7 on RabbitMQ and Kafka: dead letters, and nothing in flight.
 //! - [`report`]: the results, printable and as JSON.
 
 pub mod brokers;
@@ -46,6 +46,8 @@ pub enum CheckError {
     Amqp(String),
     #[error("Kafka: {0}")]
     Kafka(String),
+    #[error("RabbitMQ or Kafka: {0}")]
+    Broker(String),
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ pub async fn check(databases: &Databases, options: &CheckOptions) -> Result<Repo
         checks::outboxes_drained(&snapshot, max),
         brokers::amqp_dead_letters(&options.brokers, max).await?,
         brokers::kafka_dead_letters(&options.brokers, max).await?,
+        brokers::nothing_in_flight(&options.brokers, max).await?,
     ];
     Ok(Report { checks })
 }

@@ -1,6 +1,6 @@
 //! `check-invariants`: checks the invariants of DESIGN.md against the six
-//! service databases and the brokers' dead letters (by default all on the
-//! dev stack; `--no-brokers` skips the brokers).
+//! service databases and the brokers: dead letters, and anything still in
+//! flight (by default all on the dev stack; `--no-brokers` skips the brokers).
 //!
 //! Exit status: 0 when no check failed, 1 when one did, 2 on a usage or
 //! connection error.
@@ -33,15 +33,16 @@ struct Cli {
     /// invariant 1 checks only that every order is final.
     #[arg(long, value_name = "FILE")]
     accepted: Option<PathBuf>,
-    /// RabbitMQ URL for the dead-letter queues (invariant 7b); the dev
+    /// RabbitMQ URL for the dead-letter and command queues (invariants 7b, 7d); the dev
     /// stack's by default, like the databases.
     #[arg(long, env = "AMQP_URL", default_value = invariants::DEV_AMQP_URL)]
     amqp_url: String,
-    /// Kafka bootstrap servers for the dead-letter topics (invariant 7c); the
+    /// Kafka bootstrap servers for the dead-letter topics and the consumer
+    /// groups' progress (invariants 7c, 7d); the
     /// dev stack's by default.
     #[arg(long, env = "KAFKA_BROKERS", default_value = invariants::DEV_KAFKA_BROKERS)]
     kafka_brokers: String,
-    /// Skip the brokers' dead-letter checks (7b, 7c): they are reported as
+    /// Skip the brokers' checks (7b, 7c, 7d): they are reported as
     /// SKIP, and only the databases decide the exit status.
     #[arg(long)]
     no_brokers: bool,
@@ -92,7 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     } else {
         // An empty value used to mean "skip" silently; skipping is now asked for by name.
         if cli.amqp_url.trim().is_empty() || cli.kafka_brokers.trim().is_empty() {
-            anyhow::bail!("--amqp-url and --kafka-brokers must not be empty (use --no-brokers to skip 7b and 7c)");
+            anyhow::bail!("--amqp-url and --kafka-brokers must not be empty (use --no-brokers to skip 7b, 7c and 7d)");
         }
         Brokers {
             amqp_url: Some(cli.amqp_url),

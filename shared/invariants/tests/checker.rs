@@ -183,8 +183,9 @@ async fn a_consistent_world_passes_every_check() {
     assert_eq!((orders.counts["completed"], orders.counts["cancelled"], orders.counts["accepted"]), (1, 1, 2));
     assert_eq!(report.get(Invariant::Email).unwrap().counts["emails"], 3);
     // No broker given: reported as skipped, not as passed.
-    assert_eq!(report.skipped().len(), 2, "{report}");
+    assert_eq!(report.skipped().len(), 3, "{report}");
     assert!(!report.get(Invariant::AmqpDeadLettersEmpty).unwrap().passed());
+    assert!(!report.get(Invariant::NothingInFlight).unwrap().passed());
 }
 
 #[tokio::test]

@@ -119,7 +119,7 @@ impl CommonConfig {
             http_addr: env_parse("HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], default_port)))?,
             database_url: Secret::new(env_or(
                 "DATABASE_URL",
-                &format!("postgres://postgres@127.0.0.1:55432/{database}"),
+                &format!("postgres://postgres@127.0.0.1:21432/{database}"),
             )),
             database_max_connections: at_least(
                 "DATABASE_MAX_CONNECTIONS",
@@ -127,8 +127,8 @@ impl CommonConfig {
                 2,
                 "the outbox relay keeps one connection for LISTEN",
             )?,
-            amqp_url: Secret::new(env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:55672/%2f")),
-            kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:59092"),
+            amqp_url: Secret::new(env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:21672/%2f")),
+            kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:21092"),
             messaging_namespace: env_or("MESSAGING_NAMESPACE", ""),
             shutdown_deadline: Duration::from_secs(env_parse("SHUTDOWN_DEADLINE_SECS", 20)?),
             http_request_timeout: Duration::from_secs(env_parse("HTTP_REQUEST_TIMEOUT_SECS", 10)?),

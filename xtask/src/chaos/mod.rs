@@ -24,10 +24,11 @@ pub enum UnsafeMode {
 
 impl UnsafeMode {
     pub fn env_var(self) -> &'static str {
+        use messaging::safety;
         match self {
-            UnsafeMode::PublishWithoutOutbox => "UNSAFE_PUBLISH_WITHOUT_OUTBOX",
-            UnsafeMode::AckBeforeCommit => "UNSAFE_ACK_BEFORE_COMMIT",
-            UnsafeMode::SkipInbox => "UNSAFE_SKIP_INBOX",
+            UnsafeMode::PublishWithoutOutbox => safety::PUBLISH_WITHOUT_OUTBOX,
+            UnsafeMode::AckBeforeCommit => safety::ACK_BEFORE_COMMIT,
+            UnsafeMode::SkipInbox => safety::SKIP_INBOX,
         }
     }
 
