@@ -171,11 +171,26 @@ pub struct PendingConfirm {
 }
 
 impl PendingConfirm {
+    /// A publish on `queue` whose confirm is waited for at most `timeout`.
+    pub(crate) fn new(queue: &str, confirm: lapin::PublisherConfirm, timeout: Duration) -> Self {
+        Self { queue: queue.to_owned(), confirm, timeout }
+    }
+
     /// Waits for the broker's confirm: `Ok` only when it took responsibility
     /// for the message (stored in a queue).
-    pub async fn confirmed(self) -> Result<(), AmqpError> {
-        let confirmation =
-            tokio::time::timeout(self.timeout, self.confirm).await.map_err(|_| AmqpError::Timeout(self.timeout))??;
+    pub async fn confirmed(mut self) -> Result<(), AmqpError> {
+        let confirmation = match tokio::time::timeout(self.timeout, &mut self.confirm).await {
+            Ok(confirmation) => confirmation?,
+            Err(_) => {
+                // lapin keeps a confirm dropped unawaited until its channel
+                // closes, and the channel may live on: wait it out aside.
+                let late = self.confirm;
+                tokio::spawn(async move {
+                    let _ = late.await;
+                });
+                return Err(AmqpError::Timeout(self.timeout));
+            }
+        };
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(self.queue)),
@@ -269,6 +284,6 @@ impl AmqpPublisher {
         let confirm = channel
             .basic_publish("".into(), queue.into(), options, payload, wire::amqp_properties(envelope, extra_headers))
             .await?;
-        Ok(PendingConfirm { queue: queue.to_owned(), confirm, timeout: self.confirm_timeout })
+        Ok(PendingConfirm::new(queue, confirm, self.confirm_timeout))
     }
 }

@@ -3,24 +3,27 @@
 //! dead letters published (with confirm) before the original is acknowledged,
 //! and a reconnect loop that rides out a broker restart.
 
-use crate::amqp::{AmqpConnector, AmqpError, close_quietly, declare_topology, with_setup_timeout};
+use crate::amqp::{AmqpConnector, AmqpError, PendingConfirm, close_quietly, declare_topology, with_setup_timeout};
 use crate::consumer::{Disposition, IncomingMessage, MessageHandler, MessageProcessor, MessageSource};
 use crate::dead_letter;
 use crate::safety;
 use crate::wire;
 use contracts::Topology;
 use futures::StreamExt;
+use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// Longest a dead letter's publish waits for the broker's confirm.
+const DEAD_LETTER_CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct AmqpConsumer<H> {
     connector: AmqpConnector,
@@ -222,14 +225,11 @@ impl<H: MessageHandler> DeliveryTask<H> {
             .basic_publish("".into(), dlq.clone().into(), options, &delivery.data, props)
             .await
             .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(Duration::from_secs(15), confirm).await {
-            Ok(Ok(Confirmation::Ack(None))) => {
-                metrics::counter!("dead_letters_total", "destination" => dlq).increment(1);
-                Ok(())
-            }
-            Ok(Ok(other)) => Err(format!("dead-letter queue {dlq} did not accept the message: {other:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no confirm from {dlq} within 15s")),
-        }
+        PendingConfirm::new(&dlq, confirm, DEAD_LETTER_CONFIRM_TIMEOUT)
+            .confirmed()
+            .await
+            .map_err(|e| format!("dead-letter queue {dlq} did not take the message: {e}"))?;
+        metrics::counter!("dead_letters_total", "destination" => dlq).increment(1);
+        Ok(())
     }
 }
