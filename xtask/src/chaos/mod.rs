@@ -158,6 +158,17 @@ impl ChaosReport {
         if !self.failed.is_empty() {
             problems.push(format!("{} orders got no definitive answer", self.failed.len()));
         }
+        // A chaos run always has the databases and both brokers at hand:
+        // an invariant not checked is one not proven.
+        for invariant in invariants::Invariant::ALL {
+            match self.invariants.get(invariant).map(|c| &c.status) {
+                Some(invariants::CheckStatus::Passed | invariants::CheckStatus::Failed) => {}
+                Some(invariants::CheckStatus::Skipped(why)) => {
+                    problems.push(format!("invariant {} was not checked: {why}", invariant.number()));
+                }
+                None => problems.push(format!("invariant {} was not checked", invariant.number())),
+            }
+        }
         problems.extend(self.fault_errors.iter().map(|e| format!("fault injection: {e}")));
         problems.extend(self.unconfirmed_infrastructure().into_iter().map(|target| {
             format!(
@@ -518,8 +529,32 @@ mod tests {
             load_duration: Duration::from_secs(1),
             time_to_drain: Some(Duration::from_secs(1)),
             broker_panics: Vec::new(),
-            invariants: invariants::Report { checks: Vec::new() },
+            invariants: invariants::Report {
+                checks: invariants::Invariant::ALL
+                    .iter()
+                    .map(|i| invariants::CheckResult {
+                        invariant: *i,
+                        number: i.number(),
+                        title: i.title(),
+                        status: invariants::CheckStatus::Passed,
+                        counts: BTreeMap::new(),
+                        offenders: Vec::new(),
+                        offender_count: 0,
+                    })
+                    .collect(),
+            },
         }
+    }
+
+    #[test]
+    fn an_invariant_left_unchecked_fails_the_run() {
+        let mut report = clean_report();
+        report.invariants.checks[9].status = invariants::CheckStatus::Skipped("needs both brokers".to_owned());
+        report.invariants.checks.remove(0);
+        assert!(!report.passed());
+        let text = report.to_string();
+        assert!(text.contains("invariant 7d was not checked: needs both brokers"), "{text}");
+        assert!(text.contains("invariant 1 was not checked"), "{text}");
     }
 
     #[test]
