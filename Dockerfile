@@ -76,10 +76,12 @@ RUN set -eu; \
 FROM toolchain AS builder
 ARG PACKAGES="-p order-service -p stock-service -p payment-service -p shipping-service -p email-service -p loyalty-service"
 ARG BINARIES="order stock payment shipping email loyalty"
+# --no-default-features: no crash points, no unsafe modes in an image (the
+# services' default feature `fault-injection` is for the tests only).
 # 1. Dependencies only, against the stubs (the cached layer). The stubs are
 #    removed again (target/ stays) so none of them outlives step 2.
 COPY --from=planner /skeleton/ ./
-RUN cargo build --release --locked $PACKAGES \
+RUN cargo build --release --locked --no-default-features $PACKAGES \
  && find . -mindepth 1 -maxdepth 1 -not -name target -exec rm -rf {} +
 # 2. The real sources. COPY keeps the files' original modification times,
 #    which can be older than the stub artifacts of step 1, and cargo would
@@ -89,7 +91,7 @@ RUN cargo build --release --locked $PACKAGES \
 COPY . .
 RUN set -eu; \
     find . -path ./target -prune -o -name '*.rs' -exec touch {} +; \
-    cargo build --release --locked $PACKAGES; \
+    cargo build --release --locked --no-default-features $PACKAGES; \
     mkdir -p /out; \
     for binary in $BINARIES; do \
         install -m 0755 "target/release/$binary" /out/; \

@@ -3,6 +3,8 @@
 //! crate's syntax), so tests prove that a crash exactly there loses nothing.
 //!
 //! The process aborts, like `kill -9`: no destructor, no flush, no ack.
+//! Only builds with the `fault-injection` feature have them (see
+//! [`crate::safety::requested_faults_available`]).
 
 /// After the relay claimed rows and before it publishes any of them.
 pub const RELAY_BEFORE_PUBLISH: &str = "relay.before_publish";
@@ -28,13 +30,17 @@ pub const ALL: &[&str] = &[
     AFTER_BUSINESS_COMMIT,
 ];
 
-/// Dies here if the crash point `name` is armed.
+/// Dies here if the crash point `name` is armed (never in a build without
+/// the `fault-injection` feature).
 pub fn crash_point(name: &'static str) {
+    #[cfg(feature = "fault-injection")]
     fail::fail_point!(name, |_| {
         // stderr is unbuffered: the line survives the abort for the test to read.
         eprintln!("crash point `{name}` reached: aborting");
         std::process::abort();
     });
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = name;
 }
 
 /// Arms the crash points listed in `FAILPOINTS`. Keep the returned scenario

@@ -2,7 +2,10 @@
 //!
 //! Each one removes one guarantee so the invariant checker can show that it
 //! notices. They are off unless their environment variable is `1`, and a
-//! process that runs with one logs it loudly at start.
+//! process that runs with one logs it loudly at start. They exist only in
+//! builds with the `fault-injection` feature (the release images have none);
+//! a build without it refuses to start when asked for one, or for crash
+//! points ([`requested_faults_available`]).
 //!
 //! - `UNSAFE_PUBLISH_WITHOUT_OUTBOX=1`: messages are handed to the broker
 //!   straight from memory, outside the business transaction (the dual write).
@@ -51,8 +54,63 @@ impl UnsafeModes {
 }
 
 /// The process-wide modes, read once from the environment (the service
-/// host logs them at start).
+/// host logs them at start); all off in a build without fault injection.
 pub fn unsafe_modes() -> UnsafeModes {
     static MODES: OnceLock<UnsafeModes> = OnceLock::new();
-    *MODES.get_or_init(UnsafeModes::from_env)
+    *MODES.get_or_init(|| if FAULT_INJECTION_BUILT_IN { UnsafeModes::from_env() } else { UnsafeModes::default() })
+}
+
+/// Whether this build has crash points and unsafe modes (the cargo feature
+/// `fault-injection`).
+pub const FAULT_INJECTION_BUILT_IN: bool = cfg!(feature = "fault-injection");
+
+/// The variable that arms crash points (the `fail` crate's).
+pub const CRASH_POINTS: &str = "FAILPOINTS";
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} set, but this build has no fault injection (built without the `fault-injection` feature, as the \
+     release images are): refusing to start rather than run otherwise than asked",
+    variables.join(", ")
+)]
+pub struct FaultInjectionMissing {
+    pub variables: Vec<&'static str>,
+}
+
+/// Fails if the environment asks for crash points or an unsafe mode that
+/// this build does not have: a service started so is a test set up wrongly,
+/// or a deployment someone tried to weaken, and must not simply run safe.
+pub fn requested_faults_available() -> Result<(), FaultInjectionMissing> {
+    let variables = faults_missing(FAULT_INJECTION_BUILT_IN, |name| std::env::var(name).ok());
+    if variables.is_empty() { Ok(()) } else { Err(FaultInjectionMissing { variables }) }
+}
+
+/// The fault-injection variables set in `env` that a build without fault
+/// injection cannot honour.
+fn faults_missing(built_in: bool, env: impl Fn(&str) -> Option<String>) -> Vec<&'static str> {
+    if built_in {
+        return Vec::new();
+    }
+    [CRASH_POINTS, PUBLISH_WITHOUT_OUTBOX, ACK_BEFORE_COMMIT, SKIP_INBOX]
+        .into_iter()
+        .filter(|name| env(name).is_some_and(|value| !value.trim().is_empty() && value.trim() != "0"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_without_fault_injection_names_what_it_was_asked_for() {
+        let env = |name: &str| match name {
+            "FAILPOINTS" => Some("relay.mid_batch=return".to_owned()),
+            "UNSAFE_SKIP_INBOX" => Some("1".to_owned()),
+            "UNSAFE_ACK_BEFORE_COMMIT" => Some("0".to_owned()),
+            _ => None,
+        };
+        assert_eq!(faults_missing(false, env), [CRASH_POINTS, SKIP_INBOX]);
+        assert!(faults_missing(true, env).is_empty(), "a build with it honours them");
+        assert!(faults_missing(false, |_| None).is_empty(), "nothing asked, nothing missing");
+    }
 }

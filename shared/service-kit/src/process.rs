@@ -21,6 +21,8 @@ pub enum ProcessError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Service(#[from] HostError),
+    #[error(transparent)]
+    FaultInjection(#[from] messaging::safety::FaultInjectionMissing),
 }
 
 /// Runs service `name` as a process: reads its configuration with
@@ -38,6 +40,7 @@ where
     Running: Future<Output = Result<(), HostError>>,
 {
     let config = config()?;
+    messaging::safety::requested_faults_available()?;
     let _crash_points = messaging::crash::arm_from_env();
     let telemetry = telemetry::init(&telemetry::TelemetryConfig::from_env(name)?)?;
     let addr = common(&config).http_addr;
