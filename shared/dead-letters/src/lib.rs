@@ -432,13 +432,26 @@ impl DeadLetters {
             .zip(counts)
             .map(|(source, waiting)| Backlog { source, broker: Broker::Rabbitmq, group: None, waiting })
             .collect();
-        for (service, topics) in self.topology.subscriptions() {
-            let group = self.topology.consumer_group(service);
-            for topic in topics {
-                let waiting = kafka::unconsumed(&self.kafka_brokers, &group, &topic, limits).await?;
-                all.push(Backlog { source: topic, broker: Broker::Kafka, group: Some(group.clone()), waiting });
-            }
-        }
+        let pairs: Vec<(String, String)> = self
+            .topology
+            .subscriptions()
+            .into_iter()
+            .flat_map(|(service, topics)| {
+                let group = self.topology.consumer_group(service);
+                topics.into_iter().map(move |topic| (group.clone(), topic))
+            })
+            .collect();
+        // One client and a few round trips per pair: asked all at once.
+        let waiting = futures::future::try_join_all(
+            pairs.iter().map(|(group, topic)| kafka::unconsumed(&self.kafka_brokers, group, topic, limits)),
+        )
+        .await?;
+        all.extend(pairs.into_iter().zip(waiting).map(|((group, source), waiting)| Backlog {
+            source,
+            broker: Broker::Kafka,
+            group: Some(group),
+            waiting,
+        }));
         Ok(all)
     }
 

@@ -320,14 +320,28 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
     // Consumers may still be catching up on the last events: poll the
     // checker until it passes or the bound is reached.
     let deadline = faults_done + options.drain_timeout;
+    // A broker or database that does not answer one check (Tansu under
+    // load, say) is asked again until the bound; only then is it an error.
+    let check = || async {
+        loop {
+            match backend.check_invariants(&accepted_ids, &namespace).await {
+                Ok(report) => return Ok(report),
+                Err(e) if Instant::now() < deadline => {
+                    println!("the checker could not read everything ({e:#}); asking again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
     let invariants = loop {
-        let report = backend.check_invariants(&accepted_ids, &namespace).await?;
+        let report = check().await?;
         if !drained || Instant::now() >= deadline {
             break report;
         }
         if report.passed() {
             tokio::time::sleep(CONFIRM_AFTER).await;
-            let again = backend.check_invariants(&accepted_ids, &namespace).await?;
+            let again = check().await?;
             // Effects never go away: failing after a pass means one
             // happened twice, and that is the verdict.
             if !again.passed() || same_counts(&report, &again) {
