@@ -11,7 +11,7 @@ use contracts::{Envelope, Topology};
 use invariants::Invariant;
 use invariants::brokers::{self, Brokers};
 use lapin::options::QueueDeleteOptions;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use messaging::kafka::{KafkaPublisher, ensure_topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -29,6 +29,36 @@ fn fresh_topology() -> Topology {
     Topology::new(format!("inv{}.", &Uuid::now_v7().simple().to_string()[20..]))
 }
 
+/// A confirm-mode channel, with `topology`'s queues declared.
+async fn declared_channel(url: &str, topology: &Topology) -> (Connection, Channel) {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel.confirm_select(Default::default()).await.expect("confirms");
+    messaging::amqp::declare_topology(&channel, topology).await.expect("declare");
+    (connection, channel)
+}
+
+/// One `{}` message of `message_type` in `queue`, confirmed by the broker.
+async fn publish_confirmed(channel: &Channel, queue: &str, message_type: &str) {
+    let envelope = Envelope::new(message_type, Uuid::now_v7().to_string(), "test");
+    let properties = messaging::wire::amqp_properties(&envelope, &[]);
+    channel
+        .basic_publish("".into(), queue.into(), Default::default(), b"{}", properties)
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+/// Deletes `topology`'s queues and their dead-letter queues.
+async fn delete_queues(channel: &Channel, topology: &Topology) {
+    for queue in topology.command_queues() {
+        for name in [Topology::dead_letter_queue(&queue), queue] {
+            let _ = channel.queue_delete(name.into(), QueueDeleteOptions::default()).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_command_fails_the_amqp_check() {
     let url = required("TEST_AMQP_URL").await;
@@ -39,31 +69,12 @@ async fn a_dead_lettered_command_fails_the_amqp_check() {
     let empty = brokers::amqp_dead_letters(&brokers, 10).await.expect("check");
     assert!(empty.passed(), "{empty:?}");
 
-    let connection = Connection::connect(&url, ConnectionProperties::default()).await.expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    channel.confirm_select(Default::default()).await.expect("confirms");
-    messaging::amqp::declare_topology(&channel, &topology).await.expect("declare");
+    let (_connection, channel) = declared_channel(&url, &topology).await;
     let dlq = Topology::dead_letter_queue(&topology.payment_commands());
-    let envelope = Envelope::new("payment.ProcessPayment", Uuid::now_v7().to_string(), "test");
-    channel
-        .basic_publish(
-            "".into(),
-            dlq.clone().into(),
-            Default::default(),
-            b"{}",
-            messaging::wire::amqp_properties(&envelope, &[]),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_confirmed(&channel, &dlq, "payment.ProcessPayment").await;
 
     let result = brokers::amqp_dead_letters(&brokers, 10).await;
-    for queue in topology.command_queues() {
-        for name in [Topology::dead_letter_queue(&queue), queue] {
-            let _ = channel.queue_delete(name.into(), QueueDeleteOptions::default()).await;
-        }
-    }
+    delete_queues(&channel, &topology).await;
     let check = result.expect("check");
     assert_eq!(check.invariant, Invariant::AmqpDeadLettersEmpty);
     assert!(check.failed() && check.names(&dlq), "{check:?}");
@@ -110,20 +121,9 @@ async fn a_command_left_in_its_queue_or_a_record_behind_a_group_fails_the_in_fli
     assert!(!brokers::nothing_in_flight(&one_broker, 10).await.expect("check").failed(), "skipped, not failed");
 
     // A command nobody consumes.
-    let connection = Connection::connect(&url, ConnectionProperties::default()).await.expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    channel.confirm_select(Default::default()).await.expect("confirms");
-    messaging::amqp::declare_topology(&channel, &topology).await.expect("declare");
+    let (_connection, channel) = declared_channel(&url, &topology).await;
     let queue = topology.stock_commands();
-    let envelope = Envelope::new("stock.ReserveStock", Uuid::now_v7().to_string(), "test");
-    channel
-        .basic_publish("".into(), queue.clone().into(), Default::default(), b"{}", {
-            messaging::wire::amqp_properties(&envelope, &[])
-        })
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish_confirmed(&channel, &queue, "stock.ReserveStock").await;
 
     // An event the three groups reading `orders` have not consumed; then
     // shipping commits past it, as its consumer would after handling it.
@@ -139,11 +139,7 @@ async fn a_command_left_in_its_queue_or_a_record_behind_a_group_fails_the_in_fli
     consumer.commit(&offsets, CommitMode::Sync).expect("commit");
 
     let result = brokers::nothing_in_flight(&brokers, 10).await;
-    for queue in topology.command_queues() {
-        for name in [Topology::dead_letter_queue(&queue), queue] {
-            let _ = channel.queue_delete(name.into(), QueueDeleteOptions::default()).await;
-        }
-    }
+    delete_queues(&channel, &topology).await;
 
     let check = result.expect("check");
     assert_eq!(check.invariant, Invariant::NothingInFlight);

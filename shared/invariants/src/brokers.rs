@@ -35,16 +35,26 @@ impl Brokers {
     }
 }
 
-fn result(invariant: Invariant, counts: Vec<PendingCount>, max: usize) -> CheckResult {
+/// One count per queue, topic or group; each non-empty one is an offender,
+/// "<n> <what>".
+fn result(
+    invariant: Invariant,
+    max: usize,
+    counts: impl IntoIterator<Item = (String, u64, &'static str)>,
+) -> CheckResult {
     let mut r = ResultBuilder::new(invariant, max);
-    for count in counts {
-        let pending = i64::try_from(count.pending).unwrap_or(i64::MAX);
-        r.count(&count.destination.name, pending);
-        if pending > 0 {
-            r.offend(&count.destination.name, format!("{pending} dead letter(s) waiting"));
+    for (name, n, what) in counts {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        r.count(&name, n);
+        if n > 0 {
+            r.offend(name, format!("{n} {what}"));
         }
     }
     r.finish()
+}
+
+fn dead_letters(counts: Vec<PendingCount>) -> impl Iterator<Item = (String, u64, &'static str)> {
+    counts.into_iter().map(|c| (c.destination.name, c.pending, "dead letter(s) waiting"))
 }
 
 /// 7b. Every RabbitMQ dead-letter queue is empty; skipped without a URL.
@@ -53,7 +63,7 @@ pub async fn amqp_dead_letters(brokers: &Brokers, max: usize) -> Result<CheckRes
         return Ok(CheckResult::skipped(Invariant::AmqpDeadLettersEmpty, "no AMQP URL given"));
     }
     let counts = brokers.tools().rabbitmq_pending().await.map_err(|e| CheckError::Amqp(e.to_string()))?;
-    Ok(result(Invariant::AmqpDeadLettersEmpty, counts, max))
+    Ok(result(Invariant::AmqpDeadLettersEmpty, max, dead_letters(counts)))
 }
 
 /// 7c. Every Kafka dead-letter topic has nothing pending; skipped without brokers.
@@ -62,7 +72,7 @@ pub async fn kafka_dead_letters(brokers: &Brokers, max: usize) -> Result<CheckRe
         return Ok(CheckResult::skipped(Invariant::KafkaDeadLettersEmpty, "no Kafka brokers given"));
     }
     let counts = brokers.tools().kafka_pending().await.map_err(|e| CheckError::Kafka(e.to_string()))?;
-    Ok(result(Invariant::KafkaDeadLettersEmpty, counts, max))
+    Ok(result(Invariant::KafkaDeadLettersEmpty, max, dead_letters(counts)))
 }
 
 /// 7d. No command or reply waits in its queue and every consumer group has
@@ -75,15 +85,12 @@ pub async fn nothing_in_flight(brokers: &Brokers, max: usize) -> Result<CheckRes
         return Ok(CheckResult::skipped(Invariant::NothingInFlight, "needs both brokers"));
     }
     let backlog = brokers.tools().live_backlog().await.map_err(|e| CheckError::Broker(e.to_string()))?;
-    let mut r = ResultBuilder::new(Invariant::NothingInFlight, max);
-    for b in backlog {
-        let waiting = i64::try_from(b.waiting).unwrap_or(i64::MAX);
-        let name = b.name();
-        r.count(&name, waiting);
-        if waiting > 0 {
+    Ok(result(
+        Invariant::NothingInFlight,
+        max,
+        backlog.into_iter().map(|b| {
             let what = if b.group.is_some() { "record(s) not yet consumed" } else { "message(s) waiting" };
-            r.offend(name, format!("{waiting} {what}"));
-        }
-    }
-    Ok(r.finish())
+            (b.name(), b.waiting, what)
+        }),
+    ))
 }
