@@ -8,11 +8,13 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod brokers;
+pub mod chaos_proxy;
 pub mod checker;
+pub mod flow;
 pub mod otlp;
 pub mod system;
 
-pub use system::{TestSystem, order_request};
+pub use system::{Routes, TestSystem, order_request};
 
 use std::sync::OnceLock;
 use tokio::sync::OnceCell;

@@ -24,6 +24,31 @@ struct ServiceProcess {
     starts: u32,
 }
 
+/// Other ports for the services to reach PostgreSQL and RabbitMQ on, such
+/// as a [`crate::chaos_proxy::ChaosProxy`] in front of the stack's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Routes {
+    pub postgres_port: Option<u16>,
+    pub amqp_port: Option<u16>,
+}
+
+impl Routes {
+    fn postgres_url(&self, stack: &Stack, database: &str) -> String {
+        reroute(stack.postgres_url(database), stack.ports().postgres, self.postgres_port)
+    }
+
+    fn amqp_url(&self, stack: &Stack) -> String {
+        reroute(stack.amqp_url(), stack.ports().amqp, self.amqp_port)
+    }
+}
+
+fn reroute(url: String, port: u16, to: Option<u16>) -> String {
+    match to {
+        Some(to) => url.replacen(&format!("127.0.0.1:{port}/"), &format!("127.0.0.1:{to}/"), 1),
+        None => url,
+    }
+}
+
 pub struct TestSystem {
     pub namespace: String,
     stack: &'static Stack,
@@ -83,6 +108,23 @@ impl TestSystem {
         env: &[(&str, &str)],
         service_env: &[(&str, &str, &str)],
     ) -> Result<Self> {
+        Self::start_full(stack, test_name, services, env, service_env, Routes::default()).await
+    }
+
+    /// Like [`Self::start`], the services reaching PostgreSQL and RabbitMQ
+    /// through `routes` (the test's own checks still go straight there).
+    pub async fn start_routed(test_name: &str, services: &[&'static str], routes: Routes) -> Result<Self> {
+        Self::start_full(test_stack().await, test_name, services, &[], &[], routes).await
+    }
+
+    async fn start_full(
+        stack: &'static Stack,
+        test_name: &str,
+        services: &[&'static str],
+        env: &[(&str, &str)],
+        service_env: &[(&str, &str, &str)],
+        routes: Routes,
+    ) -> Result<Self> {
         ensure_binaries().await;
         let namespace = unique_namespace(test_name);
         let ports: HashMap<&str, u16> = services.iter().map(|s| (*s, free_port())).collect();
@@ -99,8 +141,8 @@ impl TestSystem {
             stack.create_database(&database).await?;
             let mut vars: Vec<(String, String)> = vec![
                 ("HTTP_ADDR".into(), format!("127.0.0.1:{}", ports[service])),
-                ("DATABASE_URL".into(), stack.postgres_url(&database)),
-                ("AMQP_URL".into(), stack.amqp_url()),
+                ("DATABASE_URL".into(), routes.postgres_url(stack, &database)),
+                ("AMQP_URL".into(), routes.amqp_url(stack)),
                 ("KAFKA_BROKERS".into(), stack.kafka_brokers()),
                 ("MESSAGING_NAMESPACE".into(), format!("{namespace}.")),
                 ("LOG_FORMAT".into(), "json".into()),

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use system_tests::flow::order_id_of;
 use system_tests::{TestSystem, fresh_database, order_request, test_stack, unique_namespace};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -177,10 +178,6 @@ fn as_dead_letter(props: &BasicProperties, reason: &str, attempts: u32, queue: &
     props.clone().with_headers(headers)
 }
 
-fn id_of(body: &Value) -> Uuid {
-    body["order_id"].as_str().unwrap().parse().unwrap()
-}
-
 fn text(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
@@ -245,7 +242,7 @@ async fn poison_commands_are_dead_lettered_with_their_reason_and_stock_keeps_con
     // The consumer goes on: an order placed after the poison is reserved.
     let (status, body) = system.place_order(&order_request("c-1", &[("SKU-001", 1)], "card"), None).await.unwrap();
     assert_eq!(status, 202, "{body}");
-    let placed = id_of(&body);
+    let placed = order_id_of(&body);
     let statuses = system.wait_for_statuses(&[placed], &["STOCK_RESERVED"], Duration::from_secs(30)).await.unwrap();
     assert_eq!(statuses.get(&placed).map(String::as_str), Some("STOCK_RESERVED"));
 
@@ -330,7 +327,7 @@ async fn a_replayed_reserve_stock_reserves_once_however_often_it_is_replayed() {
     system.terminate("stock", Duration::from_secs(20)).await.unwrap();
     let (status, body) = system.place_order(&order_request("c-2", &[("SKU-002", 2)], "card"), None).await.unwrap();
     assert_eq!(status, 202, "{body}");
-    let order_id = id_of(&body);
+    let order_id = order_id_of(&body);
     let (connection, channel) = confirm_channel(&system.stack().amqp_url()).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let command = loop {

@@ -17,9 +17,11 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
-use system_tests::checker::settle_and_check;
+use system_tests::flow::{
+    assert_invariants, completing, order_id_of, place, readiness, wait_completed, wait_readiness,
+};
 use system_tests::system::ALL_SERVICES;
-use system_tests::{TestSystem, chaos_stack, order_request};
+use system_tests::{TestSystem, chaos_stack};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 use xtask::chaos::backend::Backend;
@@ -52,72 +54,6 @@ where
         }
         (Ok(()), Err(e)) => panic!("the test left the chaos infrastructure broken: {e:#}"),
         (Ok(()), Ok(())) => {}
-    }
-}
-
-fn id_of(body: &Value) -> Uuid {
-    body["order_id"].as_str().and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("no order id in {body}"))
-}
-
-/// An order that completes: in stock, paid by card.
-fn completing(customer: &str) -> Value {
-    order_request(customer, &[("SKU-001", 1), ("SKU-005", 2)], "card")
-}
-
-/// `POST /orders` with `key` until it is answered 202 (the same key makes
-/// retries safe), for at most `timeout`.
-async fn place(system: &TestSystem, body: &Value, key: &str, timeout: Duration) -> Uuid {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match system.place_order(body, Some(key)).await {
-            Ok((202, response)) => return id_of(&response),
-            other => format!("{other:?}"),
-        };
-        assert!(Instant::now() < deadline, "POST /orders ({key}) not accepted within {timeout:?}: {last}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_completed(system: &TestSystem, ids: &[Uuid], timeout: Duration) {
-    let statuses = system.wait_for_statuses(ids, &["COMPLETED"], timeout).await.unwrap();
-    let unfinished: Vec<String> = ids
-        .iter()
-        .filter(|id| statuses.get(id).map(String::as_str) != Some("COMPLETED"))
-        .map(|id| format!("{id}: {:?}", statuses.get(id)))
-        .collect();
-    assert!(unfinished.is_empty(), "not COMPLETED within {timeout:?}: {unfinished:?}");
-}
-
-/// Every invariant of DESIGN.md on the system, given the accepted orders.
-async fn assert_invariants(system: &TestSystem, accepted: &[Uuid]) {
-    let report = settle_and_check(system, accepted, Duration::from_secs(30)).await;
-    assert!(report.passed(), "{report}");
-}
-
-/// The status of `GET /health/ready`, `None` if there is no answer.
-async fn readiness(system: &TestSystem, service: &str) -> Option<u16> {
-    let url = format!("{}/health/ready", system.url(service));
-    let response = system.http.get(url).timeout(Duration::from_secs(3)).send().await.ok()?;
-    Some(response.status().as_u16())
-}
-
-/// Polls until every one of `services` answers `/health/ready` with `status`;
-/// returns how long that took.
-async fn wait_readiness(system: &TestSystem, services: &[&str], status: u16, timeout: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let mut pending = Vec::new();
-        for service in services {
-            let answer = readiness(system, service).await;
-            if answer != Some(status) {
-                pending.push(format!("{service}: {answer:?}"));
-            }
-        }
-        if pending.is_empty() {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < timeout, "/health/ready not {status} within {timeout:?}: {}", pending.join(", "));
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -345,7 +281,7 @@ async fn crash_and_recover(point: &'static str, service: &'static str, redeliver
         system.unset_env(service, "FAILPOINTS").unwrap();
         system.restart(service).await.unwrap();
         let id = match first {
-            Ok((202, response)) => id_of(&response),
+            Ok((202, response)) => order_id_of(&response),
             _ => place(&system, &body, key, Duration::from_secs(30)).await,
         };
         wait_completed(&system, &[id], Duration::from_secs(60)).await;
@@ -439,7 +375,7 @@ async fn crash_point_after_business_commit() {
             let replayed = response.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap_or("").to_owned());
             // The order was committed before the crash: even the first retry is a replay.
             assert_eq!(replayed.as_deref(), Some("true"), "the retry created a new order");
-            ids.push(id_of(&response.json().await.unwrap()));
+            ids.push(order_id_of(&response.json().await.unwrap()));
         }
         assert_eq!(ids[0], ids[1]);
         let (orders, with_key): (i64, i64) =

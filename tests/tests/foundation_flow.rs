@@ -4,12 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
+use system_tests::flow::order_id_of;
 use system_tests::{TestSystem, order_request};
-use uuid::Uuid;
-
-fn id_of(body: &serde_json::Value) -> Uuid {
-    body["order_id"].as_str().unwrap().parse().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_in_stock_is_reserved_and_one_out_of_stock_is_cancelled() {
@@ -19,10 +15,10 @@ async fn an_order_in_stock_is_reserved_and_one_out_of_stock_is_cancelled() {
     let (status, body) =
         system.place_order(&order_request("c-1", &[("SKU-001", 2), ("SKU-002", 1)], "card"), None).await.unwrap();
     assert_eq!(status, 202, "{body}");
-    let in_stock = id_of(&body);
+    let in_stock = order_id_of(&body);
     assert_eq!(body["location"], format!("/orders/{in_stock}"));
     let (_, body) = system.place_order(&order_request("c-1", &[("SKU-EMPTY", 1)], "card"), None).await.unwrap();
-    let out_of_stock = id_of(&body);
+    let out_of_stock = order_id_of(&body);
 
     let statuses = system
         .wait_for_statuses(&[in_stock, out_of_stock], &["STOCK_RESERVED", "CANCELLED"], Duration::from_secs(20))
@@ -60,7 +56,7 @@ async fn killing_stock_while_orders_flow_loses_no_order() {
         let (status, body) =
             system.place_order(&order_request(&format!("c-{i}"), &[(sku, 1)], "card"), None).await.unwrap();
         assert_eq!(status, 202, "{body}");
-        ids.push(id_of(&body));
+        ids.push(order_id_of(&body));
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let statuses =

@@ -7,18 +7,15 @@
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use system_tests::checker::settle_and_check;
+use system_tests::flow::order_id_of;
 use system_tests::system::ALL_SERVICES;
 use system_tests::{TestSystem, order_request};
 use uuid::Uuid;
 
-fn id_of(body: &Value) -> Uuid {
-    body["order_id"].as_str().unwrap().parse().unwrap()
-}
-
 async fn place(system: &TestSystem, body: &Value) -> Uuid {
     let (status, response) = system.place_order(body, None).await.unwrap();
     assert_eq!(status, 202, "{response}");
-    id_of(&response)
+    order_id_of(&response)
 }
 
 fn history(order: &Value) -> Vec<String> {
@@ -98,11 +95,11 @@ async fn the_same_idempotency_key_gives_the_same_order() {
     for repeat in repeats {
         let (status, response) = repeat.unwrap();
         assert_eq!(status, 202, "{response}");
-        assert_eq!(id_of(&response), id_of(&first));
+        assert_eq!(order_id_of(&response), order_id_of(&first));
     }
     let (status, other) = system.place_order(&body, Some("key-456")).await.unwrap();
     assert_eq!(status, 202);
-    assert_ne!(id_of(&other), id_of(&first), "another key is another order");
+    assert_ne!(order_id_of(&other), order_id_of(&first), "another key is another order");
     let changed = order_request("c-key", &[("SKU-001", 2)], "card");
     let (status, error) = system.place_order(&changed, Some("key-123")).await.unwrap();
     assert_eq!(status, 422, "{error}");
@@ -130,7 +127,7 @@ async fn two_hundred_concurrent_mixed_orders_settle_with_every_invariant_holding
         .map(|r| {
             let (status, body) = r.unwrap();
             assert_eq!(status, 202, "{body}");
-            id_of(&body)
+            order_id_of(&body)
         })
         .collect();
     let placed_in = started.elapsed();

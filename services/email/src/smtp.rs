@@ -11,6 +11,7 @@ use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use messaging::deadline::{QUERY_TIMEOUT, within};
 use messaging::retry::Backoff;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -150,7 +151,7 @@ impl SmtpSender {
     /// One pass: claims the due e-mails and tries each once. Returns how
     /// many were tried.
     pub async fn deliver_due(&self, shutdown: &CancellationToken) -> Result<usize, sqlx::Error> {
-        let claimed = store::claim_due(&self.pool, BATCH_SIZE, CLAIM_LEASE).await?;
+        let claimed = within(QUERY_TIMEOUT, store::claim_due(&self.pool, BATCH_SIZE, CLAIM_LEASE)).await?;
         for email in &claimed {
             if shutdown.is_cancelled() {
                 // The rest fall due again when their claim runs out.
@@ -160,18 +161,18 @@ impl SmtpSender {
                 Outcome::Delivered => {
                     tracing::info!(message_id = %email.message_id_header, to = %email.recipient, "e-mail delivered");
                     metrics::counter!("emails_delivered_total").increment(1);
-                    store::mark_delivered(&self.pool, email.id).await?;
+                    within(QUERY_TIMEOUT, store::mark_delivered(&self.pool, email.id)).await?;
                 }
                 Outcome::Failed(error) => {
                     let retry_in = retry_delay(email.smtp_attempts);
                     tracing::warn!(message_id = %email.message_id_header, attempts = email.smtp_attempts, %error, ?retry_in, "e-mail delivery failed; will retry");
                     metrics::counter!("email_delivery_failures_total").increment(1);
-                    store::mark_failed(&self.pool, email.id, &error, retry_in).await?;
+                    within(QUERY_TIMEOUT, store::mark_failed(&self.pool, email.id, &error, retry_in)).await?;
                 }
                 Outcome::Rejected(error) => {
                     tracing::error!(message_id = %email.message_id_header, %error, "e-mail refused for good; not retrying");
                     metrics::counter!("emails_rejected_total").increment(1);
-                    store::mark_rejected(&self.pool, email.id, &error).await?;
+                    within(QUERY_TIMEOUT, store::mark_rejected(&self.pool, email.id, &error)).await?;
                 }
             }
         }

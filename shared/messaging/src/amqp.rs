@@ -29,6 +29,13 @@ pub const DELIVERY_LIMIT: i64 = 10;
 /// (and the publisher holds its lock meanwhile, stopping every publish).
 pub const CHANNEL_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Heartbeat asked of the broker unless the URL names one (`?heartbeat=`).
+/// lapin gives up on a connection that has been silent for two heartbeats:
+/// that is how a connection black-holed by the network, where no reset
+/// ever arrives, is found dead. RabbitMQ's own default (60 s) would leave a
+/// service stalled for two minutes.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
     #[error("AMQP: {0}")]
@@ -39,6 +46,8 @@ pub enum AmqpError {
     Unroutable(String),
     #[error("timed out waiting for the broker after {0:?}")]
     Timeout(Duration),
+    #[error("AMQP URL: {0}")]
+    Url(String),
 }
 
 /// Opens connections to one broker URL, with backoff, reporting readiness
@@ -68,7 +77,7 @@ impl AmqpConnector {
     /// One connection attempt.
     pub async fn connect_once(&self) -> Result<Connection, AmqpError> {
         let props = ConnectionProperties::default().with_connection_name(self.connection_name.clone().into());
-        let connect = Connection::connect(&self.url, props);
+        let connect = Connection::connect_uri(with_default_heartbeat(&self.url)?, props);
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(conn) => Ok(conn?),
             Err(_) => Err(AmqpError::Timeout(Duration::from_secs(10))),
@@ -99,6 +108,12 @@ impl AmqpConnector {
             }
         }
     }
+}
+
+fn with_default_heartbeat(url: &str) -> Result<lapin::uri::AMQPUri, AmqpError> {
+    let mut uri: lapin::uri::AMQPUri = url.parse().map_err(AmqpError::Url)?;
+    uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
+    Ok(uri)
 }
 
 /// Declares the dead-letter queue and the quorum command queue `queue`.
@@ -285,5 +300,19 @@ impl AmqpPublisher {
             .basic_publish("".into(), queue.into(), options, payload, wire::amqp_properties(envelope, extra_headers))
             .await?;
         Ok(PendingConfirm::new(queue, confirm, self.confirm_timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
+        let default = with_default_heartbeat("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(default.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
+        let named = with_default_heartbeat("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=3").unwrap();
+        assert_eq!(named.query.heartbeat, Some(3));
+        assert!(matches!(with_default_heartbeat("http://nowhere"), Err(AmqpError::Url(_))));
     }
 }

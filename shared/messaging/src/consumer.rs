@@ -80,6 +80,10 @@ pub enum HandlerError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// The attempt did not finish in time: most likely its database
+    /// connection went silent (see [`RetryPolicy::attempt_timeout`]).
+    #[error("no outcome within {0:?}")]
+    TimedOut(Duration),
 }
 
 impl HandlerError {
@@ -89,6 +93,7 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Database(e) | HandlerError::Outbox(OutboxError::Database(e)) => is_transient_db_error(e),
+            HandlerError::TimedOut(_) => true,
             _ => false,
         }
     }
@@ -106,10 +111,13 @@ pub fn is_transient_db_error(e: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 40001/40P01: serialization failure,
-            // deadlock; 53: insufficient resources; 57P0x: server shutting down.
+            // deadlock; 25P03: session ended idle in a transaction (its
+            // client went silent); 53: insufficient resources; 57P0x:
+            // server shutting down.
             code.starts_with("08")
                 || code == "40001"
                 || code == "40P01"
+                || code == "25P03"
                 || code.starts_with("53")
                 || code.starts_with("57P")
         }),
@@ -151,6 +159,13 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
     /// Backoff while the database is unreachable (no attempt limit).
     pub transient_backoff: Backoff,
+    /// Bound on one attempt (its whole transaction). A connection the
+    /// network black-holed answers nothing and reports no error: without a
+    /// bound the attempt, and the delivery slot or partition behind it,
+    /// would wait forever. Past it the attempt is dropped (rolled back, or
+    /// committed unbeknown: the retry then meets the inbox) and retried as
+    /// a transient failure.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -159,6 +174,7 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
             transient_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            attempt_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -227,7 +243,9 @@ impl<H: MessageHandler> MessageProcessor<H> {
         loop {
             attempt += 1;
             let started = Instant::now();
-            let result = self.apply_once(message).await;
+            let result = tokio::time::timeout(self.policy.attempt_timeout, self.apply_once(message))
+                .await
+                .unwrap_or(Err(HandlerError::TimedOut(self.policy.attempt_timeout)));
             metrics::histogram!("message_handler_seconds", &labels).record(started.elapsed().as_secs_f64());
             let error = match result {
                 Ok(outcome) => {

@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod crash;
 pub mod db_span;
 pub mod dead_letter;
+pub mod deadline;
 pub mod inbox;
 pub mod kafka;
 pub mod kafka_consumer;

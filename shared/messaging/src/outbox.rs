@@ -229,7 +229,9 @@ impl OutboxBacklogMonitor {
     /// Samples every `interval` until `shutdown`.
     pub async fn run(self, pool: sqlx::PgPool, interval: Duration, shutdown: CancellationToken) {
         loop {
-            if let Ok(backlog) = OutboxBacklog::read(&pool).await {
+            if let Ok(backlog) =
+                crate::deadline::within(crate::deadline::QUERY_TIMEOUT, OutboxBacklog::read(&pool)).await
+            {
                 self.pending.store(backlog.pending, Ordering::Relaxed);
                 metrics::gauge!("outbox_pending_messages").set(backlog.pending as f64);
                 metrics::gauge!("outbox_oldest_pending_age_seconds").set(backlog.oldest_pending_age_seconds);

@@ -20,6 +20,7 @@
 
 use crate::amqp::{AmqpError, AmqpPublisher};
 use crate::crash;
+use crate::deadline;
 use crate::kafka::{KafkaPublishError, KafkaPublisher};
 use crate::outbox::{Destination, OutboxMessage, direct_publish_queue};
 use crate::retry::Backoff;
@@ -28,7 +29,7 @@ use chrono::{DateTime, Utc};
 use contracts::Envelope;
 use futures::StreamExt;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -37,6 +38,10 @@ use tracing::Instrument;
 
 /// Advisory-lock class of relay lanes (the second key is the lane).
 const LANE_LOCK_CLASS: i32 = 0x0b0c;
+
+/// Quiet time after which the LISTEN connection is asked whether it is
+/// still there: a connection the network black-holed stays quiet too.
+const LISTENER_PROBE_INTERVAL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy)]
 pub struct RelayConfig {
@@ -50,6 +55,12 @@ pub struct RelayConfig {
     /// Lanes published at the same time: a lane waiting on a slow broker
     /// does not hold back the others, and each holds one pool connection.
     pub concurrent_lanes: usize,
+    /// Bound on one lane's transaction as a whole, publishes and confirms
+    /// included (a reconnect, 10 s, a channel set-up, 15 s, a confirm, 15 s,
+    /// fit within it); each of its statements has
+    /// [`deadline::QUERY_TIMEOUT`]. A lane given up on is tried again: what
+    /// it had published goes out again, and the inbox absorbs the duplicates.
+    pub lane_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -60,6 +71,7 @@ impl Default for RelayConfig {
             error_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             park_after_refusals: 10,
             concurrent_lanes: 4,
+            lane_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -154,6 +166,15 @@ pub struct OutboxRelay {
     amqp: Option<Arc<AmqpPublisher>>,
     kafka: Option<Arc<KafkaPublisher>>,
     config: RelayConfig,
+    /// Server sessions of lanes given up on mid-transaction, to be ended.
+    abandoned: std::sync::Mutex<Vec<ServerSession>>,
+}
+
+/// One server session, told apart from a later one that reuses its pid.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct ServerSession {
+    pid: i32,
+    started: DateTime<Utc>,
 }
 
 impl OutboxRelay {
@@ -163,7 +184,7 @@ impl OutboxRelay {
         kafka: Option<Arc<KafkaPublisher>>,
         config: RelayConfig,
     ) -> Self {
-        Self { pool, amqp, kafka, config }
+        Self { pool, amqp, kafka, config, abandoned: std::sync::Mutex::new(Vec::new()) }
     }
 
     /// Publishes until `shutdown`: woken by `NOTIFY outbox` at each commit,
@@ -228,12 +249,28 @@ impl OutboxRelay {
     /// One pass over every lane with unsent rows, a few lanes at a time.
     /// Lanes held by another relay are skipped this pass.
     pub async fn relay_pending(&self) -> Result<RelayPass, RelayError> {
-        let lanes: Vec<(i16,)> =
+        let lanes: Vec<(i16,)> = deadline::within(
+            deadline::QUERY_TIMEOUT,
             sqlx::query_as("SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL")
-                .fetch_all(&self.pool)
-                .await?;
+                .fetch_all(&self.pool),
+        )
+        .await?;
+        self.end_abandoned_sessions().await;
+        let limit = self.config.lane_timeout;
         let mut results = futures::stream::iter(lanes)
-            .map(|(lane,)| self.relay_lane(lane))
+            .map(|(lane,)| async move {
+                let session = std::sync::Mutex::new(None);
+                let result = tokio::time::timeout(limit, self.relay_lane(lane, &session))
+                    .await
+                    .unwrap_or_else(|_| Err(RelayError::Database(deadline::timed_out(limit))));
+                if result.is_err() {
+                    // Its transaction may live on at the server, holding the
+                    // lane's lock, if the connection went silent.
+                    let session = session.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    self.abandoned.lock().unwrap_or_else(|e| e.into_inner()).extend(session);
+                }
+                result
+            })
             .buffer_unordered(self.config.concurrent_lanes.max(1));
         let mut pass = RelayPass::default();
         let mut first_error = None;
@@ -251,23 +288,77 @@ impl OutboxRelay {
         }
     }
 
-    async fn relay_lane(&self, lane: i16) -> Result<RelayPass, RelayError> {
-        let mut tx = self.pool.begin().await?;
-        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1, $2)")
+    /// Ends the server sessions of lanes given up on (see
+    /// [`Self::relay_pending`]). A silent connection's transaction would
+    /// otherwise keep its lane locked until the server's idle timeout (the
+    /// lane bound plus 15 s). Best effort: that timeout is the guarantee.
+    async fn end_abandoned_sessions(&self) {
+        let abandoned = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()));
+        if abandoned.is_empty() {
+            return;
+        }
+        let (pids, starts): (Vec<i32>, Vec<DateTime<Utc>>) = abandoned.iter().map(|s| (s.pid, s.started)).unzip();
+        let ended = deadline::within(
+            deadline::QUERY_TIMEOUT,
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))
+                 FROM pg_stat_activity a JOIN unnest($1::int4[], $2::timestamptz[]) AS s(pid, started)
+                   ON a.pid = s.pid AND a.backend_start = s.started",
+            )
+            .bind(&pids)
+            .bind(&starts)
+            .fetch_one(&self.pool),
+        )
+        .await;
+        match ended {
+            Ok(ended) => {
+                tracing::info!(abandoned = abandoned.len(), ended, "ended the sessions of abandoned relay lanes")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not end the sessions of abandoned relay lanes"),
+        }
+    }
+
+    /// One lane's batch in one transaction. Each statement has a deadline
+    /// (a silent connection must not hold the lane for the whole lane
+    /// bound); the session is reported in `session` so that the caller can
+    /// end it if the lane is given up on.
+    async fn relay_lane(
+        &self,
+        lane: i16,
+        session: &std::sync::Mutex<Option<ServerSession>>,
+    ) -> Result<RelayPass, RelayError> {
+        let mut tx = deadline::within(deadline::QUERY_TIMEOUT, self.pool.begin()).await?;
+        // The transaction idles while the broker confirms: the server must
+        // not end it for that (services set a short default, see
+        // `service_kit::db`), only once the lane has given up.
+        let idle_allowed = format!("{}ms", (self.config.lane_timeout + Duration::from_secs(15)).as_millis());
+        let (locked, pid, started): (bool, i32, DateTime<Utc>) = deadline::within(
+            deadline::QUERY_TIMEOUT,
+            sqlx::query_as(
+                "SELECT pg_try_advisory_xact_lock($1, $2), pg_backend_pid(),
+                        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
+                 FROM set_config('idle_in_transaction_session_timeout', $3, true)",
+            )
             .bind(LANE_LOCK_CLASS)
             .bind(i32::from(lane))
-            .fetch_one(&mut *tx)
-            .await?;
+            .bind(idle_allowed)
+            .fetch_one(&mut *tx),
+        )
+        .await?;
+        *session.lock().unwrap_or_else(|e| e.into_inner()) = Some(ServerSession { pid, started });
         if !locked {
             return Ok(RelayPass::default());
         }
-        let rows: Vec<PendingRow> = sqlx::query_as(
-            "SELECT id, transport, destination, partition_key, envelope, payload, created_at, refusals
-             FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND lane = $1 ORDER BY id LIMIT $2",
+        let rows: Vec<PendingRow> = deadline::within(
+            deadline::QUERY_TIMEOUT,
+            sqlx::query_as(
+                "SELECT id, transport, destination, partition_key, envelope, payload, created_at, refusals
+                 FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND lane = $1 ORDER BY id LIMIT $2",
+            )
+            .bind(lane)
+            .bind(self.config.batch_size)
+            .fetch_all(&mut *tx),
         )
-        .bind(lane)
-        .bind(self.config.batch_size)
-        .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             return Ok(RelayPass::default());
@@ -277,10 +368,11 @@ impl OutboxRelay {
         let confirmed = results.iter().take_while(|r| r.is_ok()).count();
         crash::crash_point(crash::RELAY_AFTER_CONFIRM_BEFORE_MARK);
         let sent_ids: Vec<i64> = rows[..confirmed].iter().map(|r| r.id).collect();
-        sqlx::query("UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1)")
-            .bind(&sent_ids)
-            .execute(&mut *tx)
-            .await?;
+        let mark_sent =
+            sqlx::query("UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1)")
+                .bind(&sent_ids)
+                .execute(&mut *tx);
+        deadline::within(deadline::QUERY_TIMEOUT, mark_sent).await?;
         let mut pass = RelayPass { sent: confirmed, ..RelayPass::default() };
         if let Some(Err(error)) = results.get(confirmed) {
             pass.failed_lanes = 1;
@@ -297,7 +389,7 @@ impl OutboxRelay {
             } else {
                 tracing::warn!(outbox_id = failed.id, destination = %failed.destination, error = %error, refusals, "publish failed; will retry");
             }
-            sqlx::query(
+            let record_failure = sqlx::query(
                 "UPDATE outbox SET attempts = attempts + 1, refusals = $2, last_error = $3,
                         parked_at = CASE WHEN $4 THEN clock_timestamp() END
                  WHERE id = $1",
@@ -306,10 +398,10 @@ impl OutboxRelay {
             .bind(refusals)
             .bind(error.to_string())
             .bind(park)
-            .execute(&mut *tx)
-            .await?;
+            .execute(&mut *tx);
+            deadline::within(deadline::QUERY_TIMEOUT, record_failure).await?;
         }
-        tx.commit().await?;
+        deadline::within(deadline::QUERY_TIMEOUT, tx.commit()).await?;
         Ok(pass)
     }
 
@@ -485,12 +577,7 @@ async fn listen_for_commits(pool: PgPool, wake: Arc<Notify>, shutdown: Cancellat
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     let mut failures = 0;
     loop {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen("outbox").await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match listener.await {
+        let mut listener = match open_listener(&pool).await {
             Ok(l) => l,
             Err(e) => {
                 failures += 1;
@@ -505,16 +592,40 @@ async fn listen_for_commits(pool: PgPool, wake: Arc<Notify>, shutdown: Cancellat
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // Cancel-safe: a notification is taken whole or not at all.
                 n = listener.recv() => match n {
                     Ok(_) => wake.notify_one(),
                     Err(e) => {
                         tracing::debug!(error = %e, "outbox LISTEN connection lost");
                         break;
                     }
+                },
+                _ = tokio::time::sleep(LISTENER_PROBE_INTERVAL) => {
+                    let probe = deadline::within(deadline::QUERY_TIMEOUT, sqlx::query("SELECT 1").execute(&mut listener)).await;
+                    if let Err(e) = probe {
+                        tracing::warn!(error = %e, "outbox LISTEN connection silent; reconnecting (polling meanwhile)");
+                        break;
+                    }
                 }
             }
         }
     }
+}
+
+/// A LISTEN connection in a one-connection pool of its own: a dropped
+/// listener sends UNLISTEN on its connection, which on a silent connection
+/// never returns, and would hold one of the service's pool slots for good.
+async fn open_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(deadline::QUERY_TIMEOUT)
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
+    deadline::within(deadline::QUERY_TIMEOUT, async {
+        let mut listener = PgListener::connect_with(&own).await?;
+        listener.listen("outbox").await?;
+        Ok(listener)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Bound on one batch delete (see [`crate::deadline`]).
+const DELETE_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetentionConfig {
     /// How long sent outbox rows are kept (`OUTBOX_RETENTION_SECS`).
@@ -60,7 +63,8 @@ pub async fn purge_expired(pool: &PgPool, config: &RetentionConfig) -> Result<Pu
     for (table, sql) in statements {
         let window = if table == "outbox" { config.sent_outbox } else { config.inbox };
         loop {
-            let deleted = sqlx::query(sql).bind(window).bind(config.batch).execute(pool).await?.rows_affected();
+            let delete = sqlx::query(sql).bind(window).bind(config.batch).execute(pool);
+            let deleted = crate::deadline::within(DELETE_TIMEOUT, delete).await?.rows_affected();
             match table {
                 "outbox" => purged.outbox += deleted,
                 "inbox" => purged.inbox += deleted,

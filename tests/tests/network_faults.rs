@@ -1,0 +1,119 @@
+//! Silent network faults: the services reach PostgreSQL or RabbitMQ through
+//! a [`ChaosProxy`] that partitions the network mid-flow (every byte
+//! dropped, nothing closed) and then heals it for new connections only.
+//!
+//! A killed server resets its connections and every client learns at once
+//! (faults.rs covers that). Here nobody is told: a pooled database
+//! connection, a consumer's transaction, the relay's lane, the LISTEN
+//! connection and the AMQP connections all sit on sockets that will never
+//! answer again. The services must find out by themselves (deadlines on
+//! database work, AMQP heartbeats), drop those connections, connect again
+//! and finish every order, with no loss and nothing done twice.
+//!
+//! Kafka is left out: its clients connect to the addresses the broker
+//! advertises, not to the one they were given, so a proxy in front of the
+//! bootstrap address would not sit on the data path. librdkafka bounds its
+//! own requests (`socket.timeout.ms`).
+//!
+//! These run on the `test` stack: nothing of the stack itself is harmed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use system_tests::chaos_proxy::ChaosProxy;
+use system_tests::flow::{assert_invariants, completing, place, readiness, wait_completed, wait_readiness};
+use system_tests::system::ALL_SERVICES;
+use system_tests::{Routes, TestSystem, test_stack};
+
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Postgres,
+    RabbitMq,
+}
+
+impl Link {
+    /// The services that hold connections over this link.
+    fn users(self) -> &'static [&'static str] {
+        match self {
+            Link::Postgres => &ALL_SERVICES,
+            Link::RabbitMq => &["order", "stock", "payment"],
+        }
+    }
+}
+
+async fn services_outlive_a_silent_partition_from(link: Link) {
+    let stack = test_stack().await;
+    let upstream = match link {
+        Link::Postgres => stack.ports().postgres,
+        Link::RabbitMq => stack.ports().amqp,
+    };
+    let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], upstream))).await.unwrap();
+    let routes = match link {
+        Link::Postgres => Routes { postgres_port: Some(proxy.port()), ..Routes::default() },
+        Link::RabbitMq => Routes { amqp_port: Some(proxy.port()), ..Routes::default() },
+    };
+    let name = format!("partition{link:?}");
+    let mut system = TestSystem::start_routed(&name, &ALL_SERVICES, routes).await.unwrap();
+
+    // Connections pooled and consumers attached: what the partition will strand.
+    let mut accepted = Vec::new();
+    for i in 0..3 {
+        accepted.push(place(&system, &completing(&format!("c-before-{i}")), &format!("before-{i}"), secs(30)).await);
+    }
+    wait_completed(&system, &accepted, secs(60)).await;
+    // Orders mid-saga when the network goes.
+    for i in 0..10 {
+        accepted.push(place(&system, &completing(&format!("c-mid-{i}")), &format!("mid-{i}"), secs(30)).await);
+    }
+
+    let partitioned = Instant::now();
+    proxy.partition();
+    // Orders placed during the partition, each retried (same key) until
+    // accepted: with the database cut off, that is only after the heal.
+    let system_ref = &system;
+    let during = futures::future::join_all((0..3).map(|i| async move {
+        place(system_ref, &completing(&format!("c-during-{i}")), &format!("during-{i}"), secs(240)).await
+    }));
+    let outage = async {
+        let red = wait_readiness(&system, link.users(), 503, secs(60)).await;
+        println!("{link:?} partitioned: {:?} not ready after {:.1}s", link.users(), red.as_secs_f64());
+        tokio::time::sleep(secs(3)).await;
+        let healed = Instant::now();
+        proxy.heal();
+        let green = wait_readiness(&system, &ALL_SERVICES, 200, secs(150)).await;
+        (healed, green)
+    };
+    let (placed_during, (healed, green)) = tokio::join!(during, outage);
+    accepted.extend(placed_during);
+    wait_completed(&system, &accepted, secs(180)).await;
+    let completed = healed.elapsed();
+    for service in ALL_SERVICES {
+        assert_eq!(system.try_exit_status(service).unwrap(), None, "{service} exited");
+        assert_eq!(system.starts(service), 1, "{service} was restarted");
+        assert_eq!(readiness(&system, service).await, Some(200), "{service} not ready at the end");
+    }
+    assert_invariants(&system, &accepted).await;
+    println!(
+        "PARTITION {link:?}: cut {:.1}s; after the heal: all six services ready {:.1}s, all {} orders COMPLETED {:.1}s",
+        (healed - partitioned).as_secs_f64(),
+        green.as_secs_f64(),
+        accepted.len(),
+        completed.as_secs_f64()
+    );
+    system.shutdown().await;
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_outlive_a_silent_partition_from_postgres() {
+    services_outlive_a_silent_partition_from(Link::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_outlive_a_silent_partition_from_rabbitmq() {
+    services_outlive_a_silent_partition_from(Link::RabbitMq).await;
+}
