@@ -23,7 +23,7 @@ pub async fn check_invariants(
         accepted: Some(accepted.iter().copied().collect()),
         brokers: invariants::Brokers {
             amqp_url: Some(system.stack().amqp_url()),
-            kafka_brokers: Some(system.stack().kafka_brokers()),
+            kafka_brokers: Some(system.kafka_brokers().to_owned()),
             topology: system.topology(),
         },
         ..invariants::CheckOptions::default()

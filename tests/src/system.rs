@@ -25,11 +25,13 @@ struct ServiceProcess {
 }
 
 /// Other ports for the services to reach PostgreSQL and RabbitMQ on, such
-/// as a [`crate::chaos_proxy::ChaosProxy`] in front of the stack's.
-#[derive(Debug, Clone, Copy, Default)]
+/// as a [`crate::chaos_proxy::ChaosProxy`] in front of the stack's, and
+/// another Kafka (one that advertises a proxy in front of it).
+#[derive(Debug, Clone, Default)]
 pub struct Routes {
     pub postgres_port: Option<u16>,
     pub amqp_port: Option<u16>,
+    pub kafka_brokers: Option<String>,
 }
 
 impl Routes {
@@ -52,6 +54,7 @@ fn reroute(url: String, port: u16, to: Option<u16>) -> String {
 pub struct TestSystem {
     pub namespace: String,
     stack: &'static Stack,
+    kafka_brokers: String,
     services: BTreeMap<&'static str, ServiceProcess>,
     pools: HashMap<&'static str, sqlx::PgPool>,
     pub http: reqwest::Client,
@@ -131,6 +134,7 @@ impl TestSystem {
         let mut system = TestSystem {
             namespace: namespace.clone(),
             stack,
+            kafka_brokers: routes.kafka_brokers.clone().unwrap_or_else(|| stack.kafka_brokers()),
             services: BTreeMap::new(),
             pools: HashMap::new(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
@@ -143,7 +147,7 @@ impl TestSystem {
                 ("HTTP_ADDR".into(), format!("127.0.0.1:{}", ports[service])),
                 ("DATABASE_URL".into(), routes.postgres_url(stack, &database)),
                 ("AMQP_URL".into(), routes.amqp_url(stack)),
-                ("KAFKA_BROKERS".into(), stack.kafka_brokers()),
+                ("KAFKA_BROKERS".into(), system.kafka_brokers.clone()),
                 ("MESSAGING_NAMESPACE".into(), format!("{namespace}.")),
                 ("LOG_FORMAT".into(), "json".into()),
                 ("RUST_LOG".into(), "info".into()),
@@ -204,6 +208,11 @@ impl TestSystem {
 
     pub fn database_url(&self, service: &str) -> String {
         self.stack.postgres_url(&format!("{}_{service}", self.namespace))
+    }
+
+    /// The Kafka this system's services use.
+    pub fn kafka_brokers(&self) -> &str {
+        &self.kafka_brokers
     }
 
     pub fn stack(&self) -> &'static Stack {

@@ -10,26 +10,29 @@
 //! database work, AMQP heartbeats), drop those connections, connect again
 //! and finish every order, with no loss and nothing done twice.
 //!
-//! Kafka is left out: its clients connect to the addresses the broker
-//! advertises, not to the one they were given, so a proxy in front of the
-//! bootstrap address would not sit on the data path. librdkafka bounds its
-//! own requests (`socket.timeout.ms`).
+//! Kafka clients connect to the addresses the broker advertises, not to the
+//! one they were given, so the Kafka test starts a Tansu of its own that
+//! advertises the proxy ([`Stack::test_kafka_behind_proxy`]).
 //!
 //! These run on the `test` stack: nothing of the stack itself is harmed.
 
 #![allow(clippy::unwrap_used)]
 
+use futures::FutureExt as _;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use system_tests::chaos_proxy::ChaosProxy;
 use system_tests::flow::{assert_invariants, completing, place, readiness, wait_completed, wait_readiness};
 use system_tests::system::ALL_SERVICES;
 use system_tests::{Routes, TestSystem, test_stack};
+use xtask::Stack;
 
 #[derive(Debug, Clone, Copy)]
 enum Link {
     Postgres,
     RabbitMq,
+    Kafka,
 }
 
 impl Link {
@@ -38,6 +41,7 @@ impl Link {
         match self {
             Link::Postgres => &ALL_SERVICES,
             Link::RabbitMq => &["order", "stock", "payment"],
+            Link::Kafka => &["order", "shipping", "email", "loyalty"],
         }
     }
 }
@@ -47,12 +51,34 @@ async fn services_outlive_a_silent_partition_from(link: Link) {
     let upstream = match link {
         Link::Postgres => stack.ports().postgres,
         Link::RabbitMq => stack.ports().amqp,
+        Link::Kafka => Stack::test_kafka_behind_proxy(xtask::repo_root(), 0).ports().kafka,
     };
     let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], upstream))).await.unwrap();
     let routes = match link {
         Link::Postgres => Routes { postgres_port: Some(proxy.port()), ..Routes::default() },
         Link::RabbitMq => Routes { amqp_port: Some(proxy.port()), ..Routes::default() },
+        Link::Kafka => Routes { kafka_brokers: Some(format!("127.0.0.1:{}", proxy.port())), ..Routes::default() },
     };
+    let own_kafka =
+        matches!(link, Link::Kafka).then(|| Stack::test_kafka_behind_proxy(xtask::repo_root(), proxy.port()));
+    if let Some(kafka) = &own_kafka {
+        // Empty, and advertising this proxy's port (a new one each run).
+        kafka.kafka().restart_empty().await.unwrap();
+    }
+    let outcome = AssertUnwindSafe(partition_mid_flow(link, &proxy, routes)).catch_unwind().await;
+    if let Some(kafka) = &own_kafka {
+        if let Err(e) = kafka.kafka().kill().await {
+            eprintln!("stopping the test's own Kafka: {e:#}");
+        }
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Orders flowing through `proxy` when it partitions the network; it heals
+/// once the services using it are not ready. Every order must complete.
+async fn partition_mid_flow(link: Link, proxy: &ChaosProxy, routes: Routes) {
     let name = format!("partition{link:?}");
     let mut system = TestSystem::start_routed(&name, &ALL_SERVICES, routes).await.unwrap();
 
@@ -116,4 +142,9 @@ async fn services_outlive_a_silent_partition_from_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_outlive_a_silent_partition_from_rabbitmq() {
     services_outlive_a_silent_partition_from(Link::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_outlive_a_silent_partition_from_kafka() {
+    services_outlive_a_silent_partition_from(Link::Kafka).await;
 }

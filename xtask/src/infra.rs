@@ -52,6 +52,9 @@ const LOG_TAIL_LINES: usize = 40;
 /// Room left in `sockaddr_un.sun_path` (108 bytes) for `/.s.PGSQL.NNNNN`.
 const MAX_SOCKET_DIR_LEN: usize = 90;
 
+/// Kafka of [`Stack::test_kafka_behind_proxy`].
+const NETWORK_FAULTS_KAFKA_PORT: u16 = 22192;
+
 /// Ports of one stack. All below 32768, where Linux starts handing out
 /// ephemeral ports: a listener's port there can be held by some outgoing
 /// connection just when a killed server restarts and needs it back.
@@ -74,6 +77,9 @@ pub struct Stack {
     repo_root: PathBuf,
     dir: PathBuf,
     ports: StackPorts,
+    /// The port Kafka tells its clients to connect to, if not its own
+    /// (a proxy in front of it, see [`Stack::with_kafka_advertised_port`]).
+    kafka_advertised_port: Option<u16>,
 }
 
 /// The three infrastructure components of a stack.
@@ -133,7 +139,16 @@ impl Stack {
     pub fn new(name: &str, repo_root: impl AsRef<Path>, ports: StackPorts) -> Stack {
         let repo_root = std::path::absolute(repo_root.as_ref()).unwrap_or_else(|_| repo_root.as_ref().to_path_buf());
         let dir = repo_root.join(".run").join(name);
-        Stack { name: name.to_owned(), repo_root, dir, ports }
+        Stack { name: name.to_owned(), repo_root, dir, ports, kafka_advertised_port: None }
+    }
+
+    /// This stack with a Kafka that advertises `port` (where a proxy in
+    /// front of it listens) instead of its own: Kafka clients connect to
+    /// the advertised address after bootstrapping, so only then does all
+    /// their traffic cross the proxy. Takes effect at Kafka's next start.
+    pub fn with_kafka_advertised_port(mut self, port: u16) -> Stack {
+        self.kafka_advertised_port = Some(port);
+        self
     }
 
     /// The developer stack used by `cargo xtask up`.
@@ -182,6 +197,14 @@ impl Stack {
                 service_port_offset: 2000,
             },
         )
+    }
+
+    /// A Kafka of its own for the network-fault tests, on port 22192,
+    /// advertising `advertised_port` (a proxy in front of it). Only its
+    /// Kafka is meant to run: its other ports are the test stack's.
+    pub fn test_kafka_behind_proxy(repo_root: impl AsRef<Path>, advertised_port: u16) -> Stack {
+        let ports = StackPorts { kafka: NETWORK_FAULTS_KAFKA_PORT, ..Stack::test(&repo_root).ports };
+        Stack::new("test-kafka-behind-proxy", repo_root, ports).with_kafka_advertised_port(advertised_port)
     }
 
     pub fn name(&self) -> &str {
@@ -1099,11 +1122,15 @@ impl Kafka<'_> {
         self.stack.prepare_dirs()?;
         fs::create_dir_all(self.dir()).with_context(|| format!("creating {}", self.dir().display()))?;
         let url = self.broker_url();
+        let advertised = match self.stack.kafka_advertised_port {
+            Some(port) => format!("tcp://127.0.0.1:{port}"),
+            None => url.clone(),
+        };
         let mut command = self.tansu_command(&tansu);
         // Tansu resolves sqlite:// paths relative to its working directory.
         command
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .env(OWNER_ENV, self.stack.owner_tag(Self::NAME));
         self.stack.mark_log(Self::NAME, "starting")?;
@@ -1327,6 +1354,7 @@ mod tests {
             all.extend(p.rabbit_management);
             all.extend((8080..=8085).map(|base| base + p.service_port_offset));
         }
+        all.push(Stack::test_kafka_behind_proxy(".", 40000).ports().kafka);
         assert!(all.iter().all(|port| *port < 32768), "a port in Linux's ephemeral range: {all:?}");
         let distinct: std::collections::BTreeSet<u16> = all.iter().copied().collect();
         assert_eq!(distinct.len(), all.len(), "two stacks share a port: {all:?}");
