@@ -216,15 +216,15 @@ async fn a_full_outbox_sheds_orders_with_503_and_loses_none_it_accepted() {
 /// completes normally once it is free.
 ///
 /// The test cannot borrow the service's own connections, so it makes the
-/// service use them up: `DATABASE_MAX_CONNECTIONS=2` (one is the relay's
-/// LISTEN connection, held for good; with 1 the service can do nothing at
-/// all), and the test holds `LOCK TABLE orders` so that the first order's
-/// INSERT waits on it while holding the only other connection.
+/// service use them up: `DATABASE_MAX_CONNECTIONS=1` (the relay's LISTEN
+/// connection is not in the pool), and the test holds `LOCK TABLE orders`
+/// so that the first order's INSERT waits on it while holding the pool's
+/// only connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_database_pool_answers_503_not_500_or_a_hang() {
     let started = Instant::now();
     let system =
-        TestSystem::start("poolexhaust", &["order"], &[("DATABASE_MAX_CONNECTIONS", "2"), ("STOCK_URL", NO_STOCK)])
+        TestSystem::start("poolexhaust", &["order"], &[("DATABASE_MAX_CONNECTIONS", "1"), ("STOCK_URL", NO_STOCK)])
             .await
             .unwrap();
     let db = system.db("order").clone();
@@ -241,7 +241,7 @@ async fn an_exhausted_database_pool_answers_503_not_500_or_a_hang() {
             (status, response.json::<Value>().await.unwrap_or(Value::Null))
         })
     };
-    // The holder's INSERT waits on the lock, on the service's last free connection.
+    // The holder's INSERT waits on the lock, on the pool's only connection.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (waiting,): (i64,) = sqlx::query_as(

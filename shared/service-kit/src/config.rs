@@ -124,8 +124,8 @@ impl CommonConfig {
             database_max_connections: at_least(
                 "DATABASE_MAX_CONNECTIONS",
                 env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
-                2,
-                "the outbox relay keeps one connection for LISTEN",
+                1,
+                "every database call needs a connection",
             )?,
             amqp_url: Secret::new(env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:21672/%2f")),
             kafka_brokers: env_or("KAFKA_BROKERS", "127.0.0.1:21092"),
