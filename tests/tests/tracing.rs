@@ -9,6 +9,12 @@ use system_tests::system::ALL_SERVICES;
 use system_tests::{TestSystem, order_request};
 use uuid::Uuid;
 
+/// Each hop of a completed order, consumed inside the trace: order takes two
+/// replies and ShipmentScheduled, email OrderPlaced and ShipmentScheduled;
+/// each other service at least one.
+const CONSUMER_SPANS: [(&str, usize); 6] =
+    [("order", 3), ("stock", 1), ("payment", 1), ("shipping", 1), ("email", 2), ("loyalty", 1)];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_unbroken_trace_across_all_six_services() {
     let (receiver, endpoint) = OtlpReceiver::start().await;
@@ -28,13 +34,16 @@ async fn one_order_is_one_unbroken_trace_across_all_six_services() {
     let (_, order) = system.get_json("order", &format!("/orders/{id}")).await.unwrap();
     let trace_id = order["trace_id"].as_str().expect("the order records its trace id").to_owned();
 
-    // Email and loyalty finish after the order completes; give every
-    // service time to export its last spans.
+    // Email and loyalty finish after the order completes, and each service
+    // exports in batches of its own: wait until every hop is in (or 10 s).
     let mut report = TraceReport::default();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        report = TraceReport::of(&receiver.trace(&trace_id));
-        if report.services.len() == ALL_SERVICES.len() && report.orphans.is_empty() {
+        let spans = receiver.trace(&trace_id);
+        report = TraceReport::of(&spans);
+        let consumers = consumer_spans_per_service(&spans);
+        let every_hop = CONSUMER_SPANS.iter().all(|(service, n)| consumers.get(*service).copied().unwrap_or(0) >= *n);
+        if report.services.len() == ALL_SERVICES.len() && report.orphans.is_empty() && every_hop {
             break;
         }
     }
@@ -49,12 +58,8 @@ async fn one_order_is_one_unbroken_trace_across_all_six_services() {
     // service has other spans in the trace.
     let strays = stray_spans(&receiver.spans(), &trace_id, &id.to_string());
     assert!(strays.is_empty(), "spans of this order outside its trace: {strays:#?}");
-    // Each hop of a completed order, consumed inside the trace: order takes
-    // two replies and ShipmentScheduled; each other service at least one.
     let consumers = consumer_spans_per_service(&spans);
-    for (service, at_least) in
-        [("order", 3), ("stock", 1), ("payment", 1), ("shipping", 1), ("email", 2), ("loyalty", 1)]
-    {
+    for (service, at_least) in CONSUMER_SPANS {
         let seen = consumers.get(service).copied().unwrap_or(0);
         assert!(seen >= at_least, "{service}: {seen} consumer spans in the trace, expected at least {at_least}");
     }

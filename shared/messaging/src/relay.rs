@@ -28,8 +28,9 @@ use crate::safety;
 use chrono::{DateTime, Utc};
 use contracts::Envelope;
 use futures::StreamExt;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{Connection, PgPool, Postgres};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -170,8 +171,22 @@ pub struct OutboxRelay {
     abandoned: std::sync::Mutex<Vec<ServerSession>>,
 }
 
+/// See [`OutboxRelay::relay_lane`].
+struct LaneConnection {
+    connection: PoolConnection<Postgres>,
+    finished: bool,
+}
+
+impl Drop for LaneConnection {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
 /// One server session, told apart from a later one that reuses its pid.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 struct ServerSession {
     pid: i32,
     started: DateTime<Utc>,
@@ -292,6 +307,8 @@ impl OutboxRelay {
     /// [`Self::relay_pending`]). A silent connection's transaction would
     /// otherwise keep its lane locked until the server's idle timeout (the
     /// lane bound plus 15 s). Best effort: that timeout is the guarantee.
+    /// Never a session in use: a failed lane's connection is not pooled
+    /// again, and a healthy one ends its own session as it closes.
     async fn end_abandoned_sessions(&self) {
         let abandoned = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|e| e.into_inner()));
         if abandoned.is_empty() {
@@ -318,16 +335,32 @@ impl OutboxRelay {
         }
     }
 
-    /// One lane's batch in one transaction. Each statement has a deadline
-    /// (a silent connection must not hold the lane for the whole lane
-    /// bound); the session is reported in `session` so that the caller can
-    /// end it if the lane is given up on.
+    /// One lane's batch in one transaction, on a connection that is closed
+    /// rather than pooled unless the lane finishes: after a failure its
+    /// session may live on at the server, to be ended there, so no one else
+    /// may be handed it meanwhile.
     async fn relay_lane(
         &self,
         lane: i16,
         session: &std::sync::Mutex<Option<ServerSession>>,
     ) -> Result<RelayPass, RelayError> {
-        let mut tx = deadline::within(deadline::QUERY_TIMEOUT, self.pool.begin()).await?;
+        let connection = deadline::within(deadline::QUERY_TIMEOUT, self.pool.acquire()).await?;
+        let mut lane_connection = LaneConnection { connection, finished: false };
+        let pass = self.relay_lane_on(&mut lane_connection.connection, lane, session).await?;
+        lane_connection.finished = true;
+        Ok(pass)
+    }
+
+    /// Each statement has a deadline (a silent connection must not hold the
+    /// lane for the whole lane bound); the session is reported in `session`
+    /// so that the caller can end it if the lane is given up on.
+    async fn relay_lane_on(
+        &self,
+        connection: &mut PoolConnection<Postgres>,
+        lane: i16,
+        session: &std::sync::Mutex<Option<ServerSession>>,
+    ) -> Result<RelayPass, RelayError> {
+        let mut tx = deadline::within(deadline::QUERY_TIMEOUT, connection.begin()).await?;
         // The transaction idles while the broker confirms: the server must
         // not end it for that (services set a short default, see
         // `service_kit::db`), only once the lane has given up.
