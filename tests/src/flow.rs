@@ -43,7 +43,12 @@ pub async fn wait_completed(system: &TestSystem, ids: &[Uuid], timeout: Duration
 
 /// Every invariant of DESIGN.md on the system, given the accepted orders.
 pub async fn assert_invariants(system: &TestSystem, accepted: &[Uuid]) {
-    let report = settle_and_check(system, accepted, Duration::from_secs(30)).await;
+    assert_invariants_within(system, accepted, Duration::from_secs(30)).await;
+}
+
+/// Like [`assert_invariants`], allowing the system up to `bound` to settle.
+pub async fn assert_invariants_within(system: &TestSystem, accepted: &[Uuid], bound: Duration) {
+    let report = settle_and_check(system, accepted, bound).await;
     assert!(report.passed(), "{report}");
 }
 

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use system_tests::chaos_proxy::ChaosProxy;
-use system_tests::flow::{assert_invariants, completing, place, readiness, wait_completed, wait_readiness};
+use system_tests::flow::{assert_invariants_within, completing, place, readiness, wait_completed, wait_readiness};
 use system_tests::system::ALL_SERVICES;
 use system_tests::{Routes, TestSystem, test_stack};
 use xtask::Stack;
@@ -119,7 +119,10 @@ async fn partition_mid_flow(link: Link, proxy: &ChaosProxy, routes: Routes) {
         assert_eq!(system.starts(service), 1, "{service} was restarted");
         assert_eq!(readiness(&system, service).await, Some(200), "{service} not ready at the end");
     }
-    assert_invariants(&system, &accepted).await;
+    // Kafka consumers' offset commits on a dead connection fail only at
+    // librdkafka's request timeout (60 s; see messaging::kafka), after
+    // which they catch up: invariant 7d waits for that.
+    assert_invariants_within(&system, &accepted, secs(120)).await;
     println!(
         "PARTITION {link:?}: cut {:.1}s; after the heal: all six services ready {:.1}s, all {} orders COMPLETED {:.1}s",
         (healed - partitioned).as_secs_f64(),

@@ -135,7 +135,6 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "2000")
-            .set("socket.timeout.ms", crate::kafka::SOCKET_TIMEOUT.as_millis().to_string())
             .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
         if let Some(id) = &self.group_instance_id {
             config.set("group.instance.id", id);
