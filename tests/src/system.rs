@@ -114,8 +114,9 @@ impl TestSystem {
         Self::start_full(stack, test_name, services, env, service_env, Routes::default()).await
     }
 
-    /// Like [`Self::start`], the services reaching PostgreSQL and RabbitMQ
-    /// through `routes` (the test's own checks still go straight there).
+    /// Like [`Self::start`], the services reaching PostgreSQL, RabbitMQ and
+    /// Kafka by `routes` (the test's own database and queue checks still go
+    /// straight to the stack).
     pub async fn start_routed(test_name: &str, services: &[&'static str], routes: Routes) -> Result<Self> {
         Self::start_full(test_stack().await, test_name, services, &[], &[], routes).await
     }

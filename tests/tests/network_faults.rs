@@ -48,10 +48,11 @@ impl Link {
 
 async fn services_outlive_a_silent_partition_from(link: Link) {
     let stack = test_stack().await;
+    let kafka_stack = Stack::test_kafka_behind_proxy(xtask::repo_root());
     let upstream = match link {
         Link::Postgres => stack.ports().postgres,
         Link::RabbitMq => stack.ports().amqp,
-        Link::Kafka => Stack::test_kafka_behind_proxy(xtask::repo_root(), 0).ports().kafka,
+        Link::Kafka => kafka_stack.ports().kafka,
     };
     let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], upstream))).await.unwrap();
     let routes = match link {
@@ -59,8 +60,7 @@ async fn services_outlive_a_silent_partition_from(link: Link) {
         Link::RabbitMq => Routes { amqp_port: Some(proxy.port()), ..Routes::default() },
         Link::Kafka => Routes { kafka_brokers: Some(format!("127.0.0.1:{}", proxy.port())), ..Routes::default() },
     };
-    let own_kafka =
-        matches!(link, Link::Kafka).then(|| Stack::test_kafka_behind_proxy(xtask::repo_root(), proxy.port()));
+    let own_kafka = matches!(link, Link::Kafka).then(|| kafka_stack.with_kafka_advertised_port(proxy.port()));
     if let Some(kafka) = &own_kafka {
         // Empty, and advertising this proxy's port (a new one each run).
         kafka.kafka().restart_empty().await.unwrap();

@@ -199,12 +199,12 @@ impl Stack {
         )
     }
 
-    /// A Kafka of its own for the network-fault tests, on port 22192,
-    /// advertising `advertised_port` (a proxy in front of it). Only its
+    /// A Kafka of its own for the network-fault tests, on port 22192, to
+    /// put behind a proxy ([`Stack::with_kafka_advertised_port`]). Only its
     /// Kafka is meant to run: its other ports are the test stack's.
-    pub fn test_kafka_behind_proxy(repo_root: impl AsRef<Path>, advertised_port: u16) -> Stack {
+    pub fn test_kafka_behind_proxy(repo_root: impl AsRef<Path>) -> Stack {
         let ports = StackPorts { kafka: NETWORK_FAULTS_KAFKA_PORT, ..Stack::test(&repo_root).ports };
-        Stack::new("test-kafka-behind-proxy", repo_root, ports).with_kafka_advertised_port(advertised_port)
+        Stack::new("test-kafka-behind-proxy", repo_root, ports)
     }
 
     pub fn name(&self) -> &str {
@@ -1354,7 +1354,7 @@ mod tests {
             all.extend(p.rabbit_management);
             all.extend((8080..=8085).map(|base| base + p.service_port_offset));
         }
-        all.push(Stack::test_kafka_behind_proxy(".", 40000).ports().kafka);
+        all.push(Stack::test_kafka_behind_proxy(".").ports().kafka);
         assert!(all.iter().all(|port| *port < 32768), "a port in Linux's ephemeral range: {all:?}");
         let distinct: std::collections::BTreeSet<u16> = all.iter().copied().collect();
         assert_eq!(distinct.len(), all.len(), "two stacks share a port: {all:?}");

@@ -80,10 +80,6 @@ pub enum HandlerError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
-    /// The attempt did not finish in time: most likely its database
-    /// connection went silent (see [`RetryPolicy::attempt_timeout`]).
-    #[error("no outcome within {0:?}")]
-    TimedOut(Duration),
 }
 
 impl HandlerError {
@@ -93,7 +89,6 @@ impl HandlerError {
     pub fn is_transient(&self) -> bool {
         match self {
             HandlerError::Database(e) | HandlerError::Outbox(OutboxError::Database(e)) => is_transient_db_error(e),
-            HandlerError::TimedOut(_) => true,
             _ => false,
         }
     }
@@ -243,9 +238,7 @@ impl<H: MessageHandler> MessageProcessor<H> {
         loop {
             attempt += 1;
             let started = Instant::now();
-            let result = tokio::time::timeout(self.policy.attempt_timeout, self.apply_once(message))
-                .await
-                .unwrap_or(Err(HandlerError::TimedOut(self.policy.attempt_timeout)));
+            let result = crate::deadline::within(self.policy.attempt_timeout, self.apply_once(message)).await;
             metrics::histogram!("message_handler_seconds", &labels).record(started.elapsed().as_secs_f64());
             let error = match result {
                 Ok(outcome) => {

@@ -13,8 +13,13 @@ use std::time::Duration;
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `call`, or an I/O timeout error if it has not finished within `limit`.
-pub async fn within<T>(limit: Duration, call: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
-    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| Err(timed_out(limit)))
+/// `call` may be a single query or a whole piece of database work (a
+/// consumer attempt, a relay lane) whose error type wraps sqlx's.
+pub async fn within<T, E: From<sqlx::Error>>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| Err(timed_out(limit).into()))
 }
 
 /// The error of a database call that got no answer within `limit`.
@@ -32,7 +37,7 @@ mod tests {
     #[tokio::test]
     async fn silence_becomes_a_transient_error() {
         let silent = std::future::pending::<Result<(), sqlx::Error>>();
-        let error = within(Duration::from_millis(10), silent).await.unwrap_err();
+        let error: sqlx::Error = within(Duration::from_millis(10), silent).await.unwrap_err();
         assert!(crate::consumer::is_transient_db_error(&error), "{error}");
         assert_eq!(within(Duration::from_secs(1), async { Ok::<_, sqlx::Error>(7) }).await.unwrap(), 7);
     }

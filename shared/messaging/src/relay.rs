@@ -186,7 +186,7 @@ impl Drop for LaneConnection {
 }
 
 /// One server session, told apart from a later one that reuses its pid.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ServerSession {
     pid: i32,
     started: DateTime<Utc>,
@@ -275,9 +275,7 @@ impl OutboxRelay {
         let mut results = futures::stream::iter(lanes)
             .map(|(lane,)| async move {
                 let session = std::sync::Mutex::new(None);
-                let result = tokio::time::timeout(limit, self.relay_lane(lane, &session))
-                    .await
-                    .unwrap_or_else(|_| Err(RelayError::Database(deadline::timed_out(limit))));
+                let result = deadline::within(limit, self.relay_lane(lane, &session)).await;
                 if result.is_err() {
                     // Its transaction may live on at the server, holding the
                     // lane's lock, if the connection went silent.
