@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod brokers;
-pub mod chaos_proxy;
 pub mod checker;
 pub mod flow;
 pub mod otlp;

@@ -25,7 +25,7 @@ struct ServiceProcess {
 }
 
 /// Other ports for the services to reach PostgreSQL and RabbitMQ on, such
-/// as a [`crate::chaos_proxy::ChaosProxy`] in front of the stack's, and
+/// as a [`chaos_proxy::ChaosProxy`] in front of the stack's, and
 /// another Kafka (one that advertises a proxy in front of it).
 #[derive(Debug, Clone, Default)]
 pub struct Routes {

@@ -410,6 +410,7 @@ fn small_run(control: UnsafeMode, unsafe_on: bool) -> ChaosOptions {
         // being handled, which four kills of the order service sometimes
         // miss; eight almost never do.
         kills: if control == UnsafeMode::AckBeforeCommit { 8 } else { 4 },
+        partitions: 0,
         seed: 46509,
         rate: 15.0,
         concurrency: 6,

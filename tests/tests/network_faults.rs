@@ -18,11 +18,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+use chaos_proxy::ChaosProxy;
 use futures::FutureExt as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
-use system_tests::chaos_proxy::ChaosProxy;
 use system_tests::flow::{assert_invariants_within, completing, place, readiness, wait_completed, wait_readiness};
 use system_tests::system::ALL_SERVICES;
 use system_tests::{Routes, TestSystem, test_stack};

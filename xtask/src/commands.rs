@@ -334,12 +334,13 @@ pub async fn test(extra_args: &[String]) -> Result<()> {
     }
 
     // The short chaos run of CI: PostgreSQL, RabbitMQ and Kafka each killed
-    // at least once (the other kills fall on any component) while orders
-    // flow, then every invariant checked.
+    // at least once (the other kills fall on any component), and the network
+    // to each of them silently cut once, while orders flow; then every
+    // invariant checked.
     let seed = std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_123);
     println!("\nShort chaos run (seed {seed}; CHAOS_SEED overrides)…");
     let chaos_stack = Stack::chaos(&root);
-    let options = crate::chaos::ChaosOptions { orders: 300, kills: 10, seed, ..Default::default() };
+    let options = crate::chaos::ChaosOptions { orders: 300, kills: 10, partitions: 3, seed, ..Default::default() };
     let report = crate::chaos::run(&crate::chaos::backend::Backend::Local(&chaos_stack), options).await?;
     println!("\n{report}");
     println!(

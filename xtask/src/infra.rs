@@ -80,6 +80,19 @@ pub struct Stack {
     /// The port Kafka tells its clients to connect to, if not its own
     /// (a proxy in front of it, see [`Stack::with_kafka_advertised_port`]).
     kafka_advertised_port: Option<u16>,
+    /// Where the services are told to reach the infrastructure, if not at
+    /// its own ports (see [`Stack::behind_proxies`]).
+    service_routes: Option<ServiceRoutes>,
+}
+
+/// Ports the services reach PostgreSQL, RabbitMQ and Kafka on instead of
+/// the stack's own: proxies in front of them (the chaos run's network
+/// partitions). The runner's own connections still go straight there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceRoutes {
+    pub postgres: u16,
+    pub amqp: u16,
+    pub kafka: u16,
 }
 
 /// The three infrastructure components of a stack.
@@ -139,7 +152,16 @@ impl Stack {
     pub fn new(name: &str, repo_root: impl AsRef<Path>, ports: StackPorts) -> Stack {
         let repo_root = std::path::absolute(repo_root.as_ref()).unwrap_or_else(|_| repo_root.as_ref().to_path_buf());
         let dir = repo_root.join(".run").join(name);
-        Stack { name: name.to_owned(), repo_root, dir, ports, kafka_advertised_port: None }
+        Stack { name: name.to_owned(), repo_root, dir, ports, kafka_advertised_port: None, service_routes: None }
+    }
+
+    /// This stack with its services sent through `routes`, and a Kafka
+    /// that advertises the route's port (so that, after bootstrapping,
+    /// Kafka clients stay behind it too; see
+    /// [`Stack::with_kafka_advertised_port`]). Takes effect at each
+    /// service's and Kafka's next start.
+    pub fn behind_proxies(self, routes: ServiceRoutes) -> Stack {
+        Stack { service_routes: Some(routes), ..self.with_kafka_advertised_port(routes.kafka) }
     }
 
     /// This stack with a Kafka that advertises `port` (where a proxy in
@@ -263,6 +285,24 @@ impl Stack {
     /// `127.0.0.1:<port>` (the form librdkafka's `bootstrap.servers` takes).
     pub fn kafka_brokers(&self) -> String {
         format!("127.0.0.1:{}", self.ports.kafka)
+    }
+
+    /// [`Stack::postgres_url`] as the services are told it (see
+    /// [`Stack::behind_proxies`]).
+    pub fn service_postgres_url(&self, database: &str) -> String {
+        match self.service_routes {
+            Some(routes) => format!("postgres://postgres@127.0.0.1:{}/{}", routes.postgres, percent_encode(database)),
+            None => self.postgres_url(database),
+        }
+    }
+    /// [`Stack::amqp_url`] as the services are told it.
+    pub fn service_amqp_url(&self) -> String {
+        let port = self.service_routes.map_or(self.ports.amqp, |routes| routes.amqp);
+        format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+    }
+    /// [`Stack::kafka_brokers`] as the services are told it.
+    pub fn service_kafka_brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.service_routes.map_or(self.ports.kafka, |routes| routes.kafka))
     }
 
     /// Starts PostgreSQL, RabbitMQ and Kafka (installing tools if needed) and

@@ -17,7 +17,7 @@ pub mod tools;
 
 use std::path::PathBuf;
 
-pub use infra::{Component, Stack, StackPorts, StartOutcome};
+pub use infra::{Component, ServiceRoutes, Stack, StackPorts, StartOutcome};
 /// Re-exported so callers of [`Service::signal`] need no `nix` dependency.
 pub use nix::sys::signal::Signal;
 pub use services::{SERVICES, Service, ServiceSpec};

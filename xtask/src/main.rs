@@ -60,6 +60,10 @@ enum Command {
         orders: usize,
         #[arg(long, default_value_t = 10)]
         kills: usize,
+        /// Silent network partitions (PostgreSQL, RabbitMQ and Kafka links,
+        /// each cut at least once from three on); local processes only.
+        #[arg(long, default_value_t = 0, conflicts_with = "compose")]
+        partitions: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Orders per second.
@@ -128,7 +132,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Kill { name } => commands::kill(&stack, name.parse::<Target>()?).await,
         Command::Restart { name } => commands::restart(&stack, name.parse::<Target>()?).await,
         Command::Test { args } => commands::test(&args).await,
-        Command::Chaos { orders, kills, seed, rate, concurrency, drain_timeout, unsafe_mode, compose } => {
+        Command::Chaos { orders, kills, partitions, seed, rate, concurrency, drain_timeout, unsafe_mode, compose } => {
             let unsafe_mode = match unsafe_mode.as_deref() {
                 None => None,
                 Some(name) => Some(xtask::chaos::UnsafeMode::parse(name).ok_or_else(|| {
@@ -138,6 +142,7 @@ async fn run(cli: Cli) -> Result<()> {
             let options = xtask::chaos::ChaosOptions {
                 orders,
                 kills,
+                partitions,
                 seed,
                 rate,
                 concurrency,
@@ -177,6 +182,8 @@ mod tests {
     fn an_unsafe_mode_is_refused_with_the_compose_backend() {
         assert!(Cli::try_parse_from(["xtask", "chaos", "--unsafe", "skip-inbox"]).is_ok());
         let error = Cli::try_parse_from(["xtask", "chaos", "--unsafe", "skip-inbox", "--compose"]).err().unwrap();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let error = Cli::try_parse_from(["xtask", "chaos", "--partitions", "3", "--compose"]).err().unwrap();
         assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

@@ -172,9 +172,9 @@ impl Service<'_> {
         let name = self.spec.name;
         let mut env = vec![
             ("HTTP_ADDR".to_owned(), self.addr().to_string()),
-            ("DATABASE_URL".to_owned(), self.stack.postgres_url(name)),
-            ("AMQP_URL".to_owned(), self.stack.amqp_url()),
-            ("KAFKA_BROKERS".to_owned(), self.stack.kafka_brokers()),
+            ("DATABASE_URL".to_owned(), self.stack.service_postgres_url(name)),
+            ("AMQP_URL".to_owned(), self.stack.service_amqp_url()),
+            ("KAFKA_BROKERS".to_owned(), self.stack.service_kafka_brokers()),
             ("MESSAGING_NAMESPACE".to_owned(), String::new()),
             // The caller's choice, if any (`LOG_FORMAT=pretty cargo xtask up`).
             ("LOG_FORMAT".to_owned(), std::env::var("LOG_FORMAT").unwrap_or_else(|_| "json".to_owned())),
@@ -356,6 +356,20 @@ mod tests {
         assert_eq!(lookup("STOCK_URL").unwrap(), "http://127.0.0.1:9081");
         assert_eq!(lookup("DATABASE_URL").unwrap(), "postgres://postgres@127.0.0.1:22432/order");
         assert_eq!(lookup("OTEL_SERVICE_NAME").unwrap(), "order");
+    }
+
+    #[test]
+    fn services_behind_proxies_are_told_the_proxies_and_the_runner_is_not() {
+        let routes = crate::infra::ServiceRoutes { postgres: 1001, amqp: 1002, kafka: 1003 };
+        let stack = Stack::chaos("/repo").behind_proxies(routes);
+        let env = stack.service_named("stock").unwrap().env();
+        let lookup = |key: &str| env.iter().find(|(name, _)| name == key).map(|(_, value)| value.clone());
+        assert_eq!(lookup("DATABASE_URL").unwrap(), "postgres://postgres@127.0.0.1:1001/stock");
+        assert_eq!(lookup("AMQP_URL").unwrap(), "amqp://guest:guest@127.0.0.1:1002/%2f");
+        assert_eq!(lookup("KAFKA_BROKERS").unwrap(), "127.0.0.1:1003");
+        assert_eq!(stack.postgres_url("stock"), "postgres://postgres@127.0.0.1:23432/stock");
+        assert_eq!(stack.amqp_url(), "amqp://guest:guest@127.0.0.1:23672/%2f");
+        assert_eq!(stack.kafka_brokers(), "127.0.0.1:23092");
     }
 
     #[test]

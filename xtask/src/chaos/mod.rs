@@ -1,10 +1,13 @@
 //! `cargo xtask chaos`: a bounded stream of mixed orders while components
-//! are SIGKILLed on a seeded schedule and restarted after a random pause;
-//! then a bounded drain and the invariant checker. The same suite runs
-//! against the local runner's processes or a `docker compose` deployment.
+//! are SIGKILLed on a seeded schedule and restarted after a random pause
+//! (and, with `--partitions`, the network to PostgreSQL, RabbitMQ or Kafka
+//! silently cut and healed); then a bounded drain and the invariant
+//! checker. The same suite runs against the local runner's processes or a
+//! `docker compose` deployment (kills only).
 
 pub mod backend;
 pub mod load;
+pub mod network;
 pub mod plan;
 
 use anyhow::{Context, Result, bail};
@@ -46,6 +49,9 @@ impl UnsafeMode {
 pub struct ChaosOptions {
     pub orders: usize,
     pub kills: usize,
+    /// Silent network partitions between the services and PostgreSQL,
+    /// RabbitMQ or Kafka (local backend only; see [`network`]).
+    pub partitions: usize,
     pub seed: u64,
     /// Orders per second.
     pub rate: f64,
@@ -62,6 +68,7 @@ impl Default for ChaosOptions {
         Self {
             orders: 300,
             kills: 10,
+            partitions: 0,
             seed: 1,
             rate: 15.0,
             concurrency: 8,
@@ -107,6 +114,12 @@ pub struct ChaosReport {
     /// Kills made while orders were still being placed (the rest landed
     /// after the last order, e.g. behind a slow RabbitMQ restart).
     pub kills_during_load: usize,
+    /// Partitions the plan scheduled, per link.
+    pub planned_partitions: BTreeMap<&'static str, usize>,
+    /// Partitions made and healed, per link.
+    pub partitions: BTreeMap<&'static str, usize>,
+    /// Connections those partitions killed, per link.
+    pub stranded: BTreeMap<&'static str, u64>,
     pub fault_errors: Vec<String>,
     pub load_duration: Duration,
     /// From the end of the faults until every order was final and every
@@ -176,6 +189,19 @@ impl ChaosReport {
                 self.planned.get(target).copied().unwrap_or(0)
             )
         }));
+        for (link, planned) in &self.planned_partitions {
+            let made = self.partitions.get(link).copied().unwrap_or(0);
+            if made < *planned {
+                problems.push(format!("{link}: {planned} partition(s) planned, {made} made and healed"));
+            }
+            // A cut that kills no connection tested nothing.
+            if made > 0 && self.stranded.get(link).is_none_or(|n| *n == 0) {
+                problems.push(format!(
+                    "{link}: partitioned, but no connection went through the cut: the services do not reach it \
+                     through the runner's proxy"
+                ));
+            }
+        }
         if self.time_to_drain.is_none() {
             problems.push(format!("did not drain within {:?}", self.options.drain_timeout));
         }
@@ -200,7 +226,11 @@ impl ChaosReport {
 impl std::fmt::Display for ChaosReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let o = &self.options;
-        writeln!(f, "chaos run: seed {} ({} orders, {} kills, {:.0}/s)", o.seed, o.orders, o.kills, o.rate)?;
+        writeln!(
+            f,
+            "chaos run: seed {} ({} orders, {} kills, {} partitions, {:.0}/s)",
+            o.seed, o.orders, o.kills, o.partitions, o.rate
+        )?;
         if let Some(mode) = o.unsafe_mode {
             writeln!(f, "UNSAFE MODE: {} (the checker is expected to fail)", mode.env_var())?;
         }
@@ -226,6 +256,15 @@ impl std::fmt::Display for ChaosReport {
         writeln!(f, "kills/restarts/planned: {}", kills.trim_end())?;
         let total: usize = self.kills.values().sum();
         writeln!(f, "kills while orders were still being placed: {} of {total}", self.kills_during_load)?;
+        if !self.planned_partitions.is_empty() {
+            let mut cuts = String::new();
+            for (link, planned) in &self.planned_partitions {
+                let made = self.partitions.get(link).copied().unwrap_or(0);
+                let stranded = self.stranded.get(link).copied().unwrap_or(0);
+                let _ = write!(cuts, "{link} {made}/{planned} ({stranded} connections cut), ");
+            }
+            writeln!(f, "partitions made and healed/planned: {}", cuts.trim_end_matches([',', ' ']))?;
+        }
         for missed in &self.missed_kills {
             writeln!(f, "  planned kill found nothing running: {missed}")?;
         }
@@ -241,9 +280,10 @@ impl std::fmt::Display for ChaosReport {
         for problem in self.problems() {
             writeln!(f, "run problem: {problem}")?;
         }
+        let partitions = if o.partitions > 0 { format!(" --partitions {}", o.partitions) } else { String::new() };
         writeln!(
             f,
-            "result: {}  (reproduce: cargo xtask chaos --orders {} --kills {} --seed {})",
+            "result: {}  (reproduce: cargo xtask chaos --orders {} --kills {}{partitions} --seed {})",
             if self.passed() { "PASS" } else { "FAIL" },
             o.orders,
             o.kills,
@@ -261,6 +301,34 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
             mode.env_var()
         );
     }
+    if options.partitions == 0 {
+        return run_with(backend, None, options).await;
+    }
+    let Backend::Local(plain) = backend else {
+        bail!(
+            "--partitions needs the local backend: the runner puts its own proxies between the services and the infrastructure"
+        );
+    };
+    let links = network::NetworkLinks::start(plain).await?;
+    let routed = (*plain).clone().behind_proxies(links.routes());
+    let result = run_with(&Backend::Local(&routed), Some(&links), options).await;
+    links.heal_all();
+    let released = links.release(&routed, plain).await.context("stopping what depended on the run's proxies");
+    match (result, released) {
+        (Ok(mut report), Err(e)) => {
+            report.fault_errors.push(format!("{e:#}"));
+            Ok(report)
+        }
+        (result, _) => result,
+    }
+}
+
+/// [`run`], the partitions (if any) cut on `links`.
+async fn run_with(
+    backend: &Backend<'_>,
+    links: Option<&network::NetworkLinks>,
+    options: ChaosOptions,
+) -> Result<ChaosReport> {
     let run_id = format!("chaos{}x{}.", options.seed, chrono_free_timestamp());
     // The compose deployment runs without a namespace (fresh volumes stand
     // in for it), so its queues, topics and dead letters carry none.
@@ -276,12 +344,13 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
     backend.prepare(&env).await.context("preparing the system")?;
 
     let window = Duration::from_secs_f64(options.orders as f64 / options.rate.max(0.1));
-    let schedule = plan::plan(options.seed, options.kills, window, &options.targets);
+    let schedule = plan::plan(options.seed, options.kills, options.partitions, window, &options.targets);
     println!(
-        "placing {} orders over ~{:.0}s while killing {} components…",
+        "placing {} orders over ~{:.0}s while killing {} components and cutting {} links…",
         options.orders,
         window.as_secs_f64(),
-        schedule.len()
+        options.kills,
+        options.partitions
     );
 
     let order_url = backend.order_url();
@@ -298,7 +367,7 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
         (result, Instant::now())
     };
     let broker_log_start = backend.broker_log_len();
-    let faults = inject_faults(backend, &schedule, &env);
+    let faults = inject_faults(backend, links, &schedule, &env);
     let ((load, load_done), faults) = tokio::join!(load, faults);
     let faults_done = Instant::now();
 
@@ -352,9 +421,13 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let broker_panics = backend.broker_panics_since(broker_log_start);
-    let mut planned: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for kill in &schedule {
-        *planned.entry(kill.target).or_default() += 1;
+    let (mut planned, mut planned_partitions) = (BTreeMap::new(), BTreeMap::new());
+    for fault in &schedule {
+        let count = match fault.kind {
+            plan::FaultKind::Kill => &mut planned,
+            plan::FaultKind::Partition => &mut planned_partitions,
+        };
+        *count.entry(fault.target).or_default() += 1;
     }
     Ok(ChaosReport {
         namespace,
@@ -377,6 +450,9 @@ pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosRe
         kills_during_load: faults.killed_at.iter().filter(|at| **at <= load_done).count(),
         kills: faults.kills,
         restarts: faults.restarts,
+        planned_partitions,
+        partitions: faults.partitions,
+        stranded: faults.stranded,
         missed_kills: faults.missed,
         fault_errors: faults.errors,
         load_duration: load.elapsed,
@@ -396,6 +472,10 @@ fn same_counts(a: &invariants::Report, b: &invariants::Report) -> bool {
 struct FaultLog {
     kills: BTreeMap<&'static str, usize>,
     restarts: BTreeMap<&'static str, usize>,
+    /// Partitions made and healed, per link.
+    partitions: BTreeMap<&'static str, usize>,
+    /// Connections they killed, per link.
+    stranded: BTreeMap<&'static str, u64>,
     /// When each confirmed kill happened.
     killed_at: Vec<Instant>,
     missed: Vec<String>,
@@ -410,31 +490,49 @@ impl FaultLog {
         for (target, n) in other.restarts {
             *self.restarts.entry(target).or_default() += n;
         }
+        for (link, n) in other.partitions {
+            *self.partitions.entry(link).or_default() += n;
+        }
+        for (link, n) in other.stranded {
+            *self.stranded.entry(link).or_default() += n;
+        }
         self.killed_at.extend(other.killed_at);
         self.missed.extend(other.missed);
         self.errors.extend(other.errors);
     }
 }
 
-/// Which kills must wait for each other. Infrastructure shares one lane, so
+/// Which faults must wait for each other. Infrastructure shares one lane, so
 /// at most one of PostgreSQL, RabbitMQ and Kafka is down at a time (as in
 /// every run before lanes existed); each service has its own, so a slow
 /// RabbitMQ restart (~10 s) no longer pushes the service kills past the
 /// last order. A service restarted while some infrastructure is down waits
 /// it out: services retry their connections at start, `Backend::start`
 /// waits up to 90 s for readiness, and a start that dies is retried.
-fn lane_of(target: &str) -> &str {
+/// Partitions have a lane of their own (one link cut at a time), so a cut
+/// can fall on a link whose far end is dead or restarting.
+fn lane_of(fault: &plan::PlannedFault) -> &str {
+    let target = fault.target;
     let service = plan::TARGETS.contains(&target) && !plan::INFRASTRUCTURE.contains(&target);
-    if service { target } else { "infrastructure" }
+    match fault.kind {
+        plan::FaultKind::Partition => "network",
+        plan::FaultKind::Kill if service => target,
+        plan::FaultKind::Kill => "infrastructure",
+    }
 }
 
-async fn inject_faults(backend: &Backend<'_>, schedule: &[plan::PlannedKill], env: &[(String, String)]) -> FaultLog {
+async fn inject_faults(
+    backend: &Backend<'_>,
+    links: Option<&network::NetworkLinks>,
+    schedule: &[plan::PlannedFault],
+    env: &[(String, String)],
+) -> FaultLog {
     let started = Instant::now();
-    let mut lanes: BTreeMap<&str, Vec<&plan::PlannedKill>> = BTreeMap::new();
-    for kill in schedule {
-        lanes.entry(lane_of(kill.target)).or_default().push(kill);
+    let mut lanes: BTreeMap<&str, Vec<&plan::PlannedFault>> = BTreeMap::new();
+    for fault in schedule {
+        lanes.entry(lane_of(fault)).or_default().push(fault);
     }
-    let lanes = lanes.into_values().map(|kills| run_lane(backend, kills, env, started));
+    let lanes = lanes.into_values().map(|faults| run_lane(backend, links, faults, env, started));
     let mut log = FaultLog::default();
     // Side by side in this task: the lanes borrow the backend, so they
     // cannot be spawned.
@@ -444,50 +542,91 @@ async fn inject_faults(backend: &Backend<'_>, schedule: &[plan::PlannedKill], en
     log
 }
 
-/// One lane's kills in schedule order, each kill followed by its restart.
+/// One lane's faults in schedule order, each kill followed by its restart
+/// and each partition by its heal.
 async fn run_lane(
     backend: &Backend<'_>,
-    kills: Vec<&plan::PlannedKill>,
+    links: Option<&network::NetworkLinks>,
+    faults: Vec<&plan::PlannedFault>,
     env: &[(String, String)],
     started: Instant,
 ) -> FaultLog {
     let mut log = FaultLog::default();
-    for kill in kills {
-        tokio::time::sleep_until((started + kill.at).into()).await;
+    for fault in faults {
+        tokio::time::sleep_until((started + fault.at).into()).await;
         let now = started.elapsed().as_secs_f64();
+        if fault.kind == plan::FaultKind::Partition {
+            partition(links, fault, started, &mut log).await;
+            continue;
+        }
         println!(
             "  {now:>6.1}s kill {} (planned at {:.1}s, down {:.1}s)",
-            kill.target,
-            kill.at.as_secs_f64(),
-            kill.down_for.as_secs_f64()
+            fault.target,
+            fault.at.as_secs_f64(),
+            fault.down_for.as_secs_f64()
         );
-        match backend.kill(kill.target).await {
+        match backend.kill(fault.target).await {
             Ok(true) => {}
             Ok(false) => {
                 // Not a kill: nothing was signalled. Start it anyway so the
                 // system can drain, and say so, since it must have exited
                 // on its own or never come back from an earlier restart.
-                println!("  {now:>6.1}s NOTHING RUNNING: the planned kill of {} found no process", kill.target);
-                log.missed.push(format!("{} at {now:.1}s", kill.target));
-                if let Err(e) = start_with_retries(backend, kill.target, env).await {
-                    log.errors.push(format!("starting {} (found not running): {e:#}", kill.target));
+                println!("  {now:>6.1}s NOTHING RUNNING: the planned kill of {} found no process", fault.target);
+                log.missed.push(format!("{} at {now:.1}s", fault.target));
+                if let Err(e) = start_with_retries(backend, fault.target, env).await {
+                    log.errors.push(format!("starting {} (found not running): {e:#}", fault.target));
                 }
                 continue;
             }
             Err(e) => {
-                log.errors.push(format!("killing {}: {e:#}", kill.target));
+                log.errors.push(format!("killing {}: {e:#}", fault.target));
                 continue;
             }
         }
-        *log.kills.entry(kill.target).or_default() += 1;
+        *log.kills.entry(fault.target).or_default() += 1;
         log.killed_at.push(Instant::now());
-        tokio::time::sleep(kill.down_for).await;
-        match start_with_retries(backend, kill.target, env).await {
-            Ok(()) => *log.restarts.entry(kill.target).or_default() += 1,
-            Err(e) => log.errors.push(format!("restarting {}: {e:#}", kill.target)),
+        tokio::time::sleep(fault.down_for).await;
+        match start_with_retries(backend, fault.target, env).await {
+            Ok(()) => *log.restarts.entry(fault.target).or_default() += 1,
+            Err(e) => log.errors.push(format!("restarting {}: {e:#}", fault.target)),
         }
     }
     log
+}
+
+/// Cuts the link of `cut` for its time, then heals it.
+async fn partition(
+    links: Option<&network::NetworkLinks>,
+    cut: &plan::PlannedFault,
+    started: Instant,
+    log: &mut FaultLog,
+) {
+    let proxy = match links.context("no proxies to partition with").and_then(|links| links.link(cut.target)) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            log.errors.push(format!("partitioning {}: {e:#}", cut.target));
+            return;
+        }
+    };
+    println!(
+        "  {:>6.1}s partition the link to {} (planned at {:.1}s, cut {:.1}s)",
+        started.elapsed().as_secs_f64(),
+        cut.target,
+        cut.at.as_secs_f64(),
+        cut.down_for.as_secs_f64()
+    );
+    let before = proxy.stranded();
+    proxy.partition();
+    tokio::time::sleep(cut.down_for).await;
+    proxy.heal();
+    let stranded = proxy.stranded() - before;
+    println!(
+        "  {:>6.1}s healed the link to {} ({stranded} connections cut for good)",
+        started.elapsed().as_secs_f64(),
+        cut.target
+    );
+    *log.partitions.entry(cut.target).or_default() += 1;
+    *log.stranded.entry(cut.target).or_default() += stranded;
 }
 
 /// Starts `target`, trying again (twice at most, loudly) if it dies or
@@ -539,6 +678,9 @@ mod tests {
             planned,
             missed_kills: Vec::new(),
             kills_during_load: 5,
+            planned_partitions: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            stranded: BTreeMap::new(),
             fault_errors: Vec::new(),
             load_duration: Duration::from_secs(1),
             time_to_drain: Some(Duration::from_secs(1)),
@@ -667,9 +809,56 @@ mod tests {
 
     #[test]
     fn services_get_a_lane_each_and_infrastructure_shares_one() {
-        assert_eq!(lane_of("postgres"), lane_of("kafka"));
-        assert_eq!(lane_of("rabbitmq"), "infrastructure");
-        assert_eq!(lane_of("order"), "order");
-        assert_ne!(lane_of("order"), lane_of("stock"));
+        let fault = |kind, target| plan::PlannedFault { at: Duration::ZERO, kind, target, down_for: Duration::ZERO };
+        let kill = |target| lane_of(&fault(plan::FaultKind::Kill, target)).to_owned();
+        assert_eq!(kill("postgres"), kill("kafka"));
+        assert_eq!(kill("rabbitmq"), "infrastructure");
+        assert_eq!(kill("order"), "order");
+        assert_ne!(kill("order"), kill("stock"));
+        assert_eq!(lane_of(&fault(plan::FaultKind::Partition, "postgres")), "network");
+        assert_eq!(lane_of(&fault(plan::FaultKind::Partition, "kafka")), "network");
+    }
+
+    #[test]
+    fn a_planned_partition_not_made_fails_the_run_and_the_report_names_the_links() {
+        let mut report = clean_report();
+        report.options.partitions = 3;
+        report.planned_partitions = [("postgres", 1), ("rabbitmq", 1), ("kafka", 1)].into();
+        report.partitions = report.planned_partitions.clone();
+        report.stranded = [("postgres", 12), ("rabbitmq", 3), ("kafka", 5)].into();
+        assert!(report.passed(), "{report}");
+        let text = report.to_string();
+        assert!(
+            text.contains(
+                "partitions made and healed/planned: kafka 1/1 (5 connections cut), postgres 1/1 (12 connections cut), \
+                 rabbitmq 1/1 (3 connections cut)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("--kills 10 --partitions 3 --seed 1"), "{text}");
+
+        let mut missed = report.clone();
+        missed.partitions.remove("kafka");
+        assert!(!missed.passed());
+        assert!(missed.to_string().contains("kafka: 1 partition(s) planned, 0 made and healed"), "{missed}");
+
+        // A cut nobody's connection crossed proves nothing.
+        report.stranded.insert("rabbitmq", 0);
+        assert!(!report.passed());
+        assert!(
+            report.to_string().contains("rabbitmq: partitioned, but no connection went through the cut"),
+            "{report}"
+        );
+    }
+
+    #[tokio::test]
+    async fn partitions_are_refused_on_compose_before_anything_runs() {
+        let backend = Backend::Compose {
+            file: "/nonexistent/docker-compose.yml".into(),
+            database_url_template: "postgres://127.0.0.1:1/{service}".to_owned(),
+        };
+        let options = ChaosOptions { partitions: 3, ..ChaosOptions::default() };
+        let error = run(&backend, options).await.err().unwrap();
+        assert!(error.to_string().contains("--partitions needs the local backend"), "{error:#}");
     }
 }
