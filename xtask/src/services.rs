@@ -256,6 +256,10 @@ impl Service<'_> {
                 Err(error) => format!("{error:#}"),
             };
             if Instant::now() >= deadline {
+                let problem = match not_ready_components(&self.url()).await {
+                    Some(components) => format!("{problem}; not ready: {components}"),
+                    None => problem,
+                };
                 bail!(
                     "{} (pid {pid}) not ready after {timeout:?}: GET {}/health/ready: {problem}\n{}",
                     self.spec.name,
@@ -314,6 +318,24 @@ impl Service<'_> {
 }
 
 /// Minimal HTTP/1.1 GET returning the status code; avoids an HTTP client dependency.
+/// The components a service's `/health/ready` reports not ready, with
+/// their detail (`None` if it does not answer with its JSON).
+async fn not_ready_components(base_url: &str) -> Option<String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
+    let body: serde_json::Value =
+        client.get(format!("{base_url}/health/ready")).send().await.ok()?.json().await.ok()?;
+    let components = body.get("components")?.as_object()?;
+    let down: Vec<String> = components
+        .iter()
+        .filter(|(_, status)| status.get("ready").and_then(serde_json::Value::as_bool) != Some(true))
+        .map(|(name, status)| match status.get("detail").and_then(serde_json::Value::as_str) {
+            Some(detail) => format!("{name} ({detail})"),
+            None => name.clone(),
+        })
+        .collect();
+    Some(down.join(", "))
+}
+
 pub async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
     let request = async {
         let mut stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
