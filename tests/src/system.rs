@@ -116,9 +116,14 @@ impl TestSystem {
 
     /// Like [`Self::start`], the services reaching PostgreSQL, RabbitMQ and
     /// Kafka by `routes` (the test's own database and queue checks still go
-    /// straight to the stack).
-    pub async fn start_routed(test_name: &str, services: &[&'static str], routes: Routes) -> Result<Self> {
-        Self::start_full(test_stack().await, test_name, services, &[], &[], routes).await
+    /// straight to the stack); `env` comes last and overrides.
+    pub async fn start_routed(
+        test_name: &str,
+        services: &[&'static str],
+        routes: Routes,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::start_full(test_stack().await, test_name, services, env, &[], routes).await
     }
 
     async fn start_full(

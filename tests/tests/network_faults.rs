@@ -14,6 +14,9 @@
 //! one they were given, so the Kafka test starts a Tansu of its own that
 //! advertises the proxy ([`Stack::test_kafka_behind_proxy`]).
 //!
+//! A negative control turns one defence off (AMQP heartbeats) and shows the
+//! same partition then strands orders: the test can fail.
+//!
 //! These run on the `test` stack: nothing of the stack itself is harmed.
 
 #![allow(clippy::unwrap_used)]
@@ -80,7 +83,7 @@ async fn services_outlive_a_silent_partition_from(link: Link) {
 /// once the services using it are not ready. Every order must complete.
 async fn partition_mid_flow(link: Link, proxy: &ChaosProxy, routes: Routes) {
     let name = format!("partition{link:?}");
-    let mut system = TestSystem::start_routed(&name, &ALL_SERVICES, routes).await.unwrap();
+    let mut system = TestSystem::start_routed(&name, &ALL_SERVICES, routes, &[]).await.unwrap();
 
     // Connections pooled and consumers attached: what the partition will strand.
     let mut accepted = Vec::new();
@@ -150,4 +153,48 @@ async fn services_outlive_a_silent_partition_from_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_outlive_a_silent_partition_from_kafka() {
     services_outlive_a_silent_partition_from(Link::Kafka).await;
+}
+
+/// The negative control of the RabbitMQ test: the same kind of partition,
+/// with AMQP heartbeats turned off (`?heartbeat=0` in the URL), the defence
+/// that lets a service notice a silent AMQP connection. Stock and payment
+/// then go on consuming from dead connections, stay ready, and the orders
+/// placed during the partition are still not complete a minute after the
+/// heal (the safe services finish them within about 12 s). If this ever
+/// passes the other way, the RabbitMQ test proves nothing about heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_amqp_heartbeats_a_silent_rabbitmq_partition_strands_orders() {
+    let stack = test_stack().await;
+    let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], stack.ports().amqp))).await.unwrap();
+    let without_heartbeats = format!("amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=0", proxy.port());
+    let routes = Routes { amqp_port: Some(proxy.port()), ..Routes::default() };
+    let env = [("AMQP_URL", without_heartbeats.as_str())];
+    let system = TestSystem::start_routed("nohbpartition", &ALL_SERVICES, routes, &env).await.unwrap();
+
+    let warm = place(&system, &completing("c-warm"), "warm", secs(30)).await;
+    wait_completed(&system, &[warm], secs(60)).await;
+
+    proxy.partition();
+    let mut during = Vec::new();
+    for i in 0..5 {
+        // Accepted: the order service's database is not behind the proxy.
+        during.push(place(&system, &completing(&format!("c-during-{i}")), &format!("during-{i}"), secs(30)).await);
+    }
+    // Two of the safe heartbeats (10 s each) and then some: long enough for
+    // the safe services to have turned not ready (see the table in README).
+    tokio::time::sleep(secs(25)).await;
+    let oblivious = [readiness(&system, "stock").await, readiness(&system, "payment").await];
+    proxy.heal();
+    let statuses = system.wait_for_statuses(&during, &["COMPLETED"], secs(60)).await.unwrap();
+    let completed = during.iter().filter(|id| statuses.get(id).map(String::as_str) == Some("COMPLETED")).count();
+    println!(
+        "NEGATIVE CONTROL (no AMQP heartbeats): stock and payment readiness after 25 s of partition: {oblivious:?}; \
+         {completed} of {} orders placed during it COMPLETED within 60 s of the heal",
+        during.len()
+    );
+    assert!(
+        completed < during.len(),
+        "every order completed without AMQP heartbeats: the RabbitMQ partition test no longer shows that they matter"
+    );
+    system.shutdown().await;
 }
