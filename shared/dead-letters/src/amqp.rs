@@ -174,40 +174,13 @@ pub async fn replay(url: &str, dlq: &Destination, selection: &ReplaySelection, l
         let waiting = u64::from(session.message_count(&dlq.name).await?.unwrap_or(0));
         let channel = session.channel().await?;
         within(limits, "enabling publisher confirms", channel.confirm_select(ConfirmSelectOptions::default())).await?;
-        // Bounded by what was there at the start, so letters that arrive
-        // meanwhile (or come straight back) cannot keep this going.
-        let mut taken: u64 = 0;
-        while taken < waiting {
-            let at_most = u64::try_from(MAX_REPLAY_PER_CALL).unwrap_or(u64::MAX);
-            if wanted.is_none() && (report.replayed >= at_most || !limits.has_round_trip_left()) {
-                // Stopped between letters, so the report is exact.
-                report.remaining = waiting - taken;
-                return Ok(());
-            }
-            let Some(delivery) = session.get(&channel, &dlq.name).await? else { break };
-            taken += 1;
-            let message_id = message_id_of(&delivery.properties);
-            if wanted.is_some_and(|id| message_id.as_deref() != Some(id)) {
-                // Not this one: held unacknowledged, returned on close.
-                continue;
-            }
-            send_back(&channel, dlq, &delivery, limits).await.map_err(|reason| DeadLetterError::ReplayFailed {
-                destination: dlq.source.clone(),
-                message_id: message_id.clone(),
-                replayed: report.replayed,
-                reason,
-            })?;
-            within(limits, "acknowledging a replayed letter", delivery.acker.ack(BasicAckOptions::default())).await?;
-            report.replayed += 1;
-            report.messages.push(Replayed { message_id, position: None });
-            if wanted.is_some() {
-                return Ok(());
-            }
-        }
-        match wanted {
-            Some(id) => Err(not_found(dlq, id)),
-            None => Ok(()),
-        }
+        let sent = send_back_letters(&session, &channel, dlq, wanted, waiting, &mut report).await;
+        // An acknowledgement has no reply: only the channel's close-ok says
+        // the broker has processed the ones before it. Closing the
+        // connection straight after them can hand a replayed letter back to
+        // the dead-letter queue (seen: replayed and still pending).
+        let closed = within(limits, "closing the replay channel", channel.close(200, "replayed".into())).await;
+        sent.and(closed)
     }
     .await;
     session.close().await;
@@ -222,6 +195,52 @@ pub async fn replay(url: &str, dlq: &Destination, selection: &ReplaySelection, l
             })
         }
         result => result.map(|()| report),
+    }
+}
+
+/// Takes the letters that were waiting (`waiting`, so letters that arrive
+/// meanwhile, or come straight back, cannot keep this going) and sends back
+/// the one `wanted`, or all, each acknowledged after its confirm.
+async fn send_back_letters(
+    session: &Session,
+    channel: &Channel,
+    dlq: &Destination,
+    wanted: Option<&str>,
+    waiting: u64,
+    report: &mut ReplayReport,
+) -> Result<()> {
+    let limits = session.limits;
+    let mut taken: u64 = 0;
+    while taken < waiting {
+        let at_most = u64::try_from(MAX_REPLAY_PER_CALL).unwrap_or(u64::MAX);
+        if wanted.is_none() && (report.replayed >= at_most || !limits.has_round_trip_left()) {
+            // Stopped between letters, so the report is exact.
+            report.remaining = waiting - taken;
+            return Ok(());
+        }
+        let Some(delivery) = session.get(channel, &dlq.name).await? else { break };
+        taken += 1;
+        let message_id = message_id_of(&delivery.properties);
+        if wanted.is_some_and(|id| message_id.as_deref() != Some(id)) {
+            // Not this one: held unacknowledged, returned on close.
+            continue;
+        }
+        send_back(channel, dlq, &delivery, limits).await.map_err(|reason| DeadLetterError::ReplayFailed {
+            destination: dlq.source.clone(),
+            message_id: message_id.clone(),
+            replayed: report.replayed,
+            reason,
+        })?;
+        within(limits, "acknowledging a replayed letter", delivery.acker.ack(BasicAckOptions::default())).await?;
+        report.replayed += 1;
+        report.messages.push(Replayed { message_id, position: None });
+        if wanted.is_some() {
+            return Ok(());
+        }
+    }
+    match wanted {
+        Some(id) => Err(not_found(dlq, id)),
+        None => Ok(()),
     }
 }
 
