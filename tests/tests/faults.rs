@@ -723,7 +723,7 @@ where
     send("before".into()).await.unwrap_or_else(|e| panic!("the broker did not take a record before the freeze: {e}"));
 
     let backend = Backend::Local(stack);
-    let log_offset = backend.broker_log_len();
+    let log_offset = backend.broker_log_lens();
     let pid = stack.component_pid(Component::Kafka).unwrap();
     signal(pid, "STOP");
     let during = tokio::time::timeout(Duration::from_secs(20), send("during".into())).await;

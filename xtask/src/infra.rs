@@ -95,6 +95,18 @@ pub struct ServiceRoutes {
     pub kafka: u16,
 }
 
+fn postgres_url_at(port: u16, database: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/{}", percent_encode(database))
+}
+
+fn amqp_url_at(port: u16) -> String {
+    format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+}
+
+fn kafka_brokers_at(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
 /// The three infrastructure components of a stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Component {
@@ -276,33 +288,29 @@ impl Stack {
 
     /// `postgres://postgres@127.0.0.1:<port>/<database>`
     pub fn postgres_url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{}", self.ports.postgres, percent_encode(database))
+        postgres_url_at(self.ports.postgres, database)
     }
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.ports.amqp)
+        amqp_url_at(self.ports.amqp)
     }
     /// `127.0.0.1:<port>` (the form librdkafka's `bootstrap.servers` takes).
     pub fn kafka_brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.kafka)
+        kafka_brokers_at(self.ports.kafka)
     }
 
     /// [`Stack::postgres_url`] as the services are told it (see
     /// [`Stack::behind_proxies`]).
     pub fn service_postgres_url(&self, database: &str) -> String {
-        match self.service_routes {
-            Some(routes) => format!("postgres://postgres@127.0.0.1:{}/{}", routes.postgres, percent_encode(database)),
-            None => self.postgres_url(database),
-        }
+        postgres_url_at(self.service_routes.map_or(self.ports.postgres, |routes| routes.postgres), database)
     }
     /// [`Stack::amqp_url`] as the services are told it.
     pub fn service_amqp_url(&self) -> String {
-        let port = self.service_routes.map_or(self.ports.amqp, |routes| routes.amqp);
-        format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+        amqp_url_at(self.service_routes.map_or(self.ports.amqp, |routes| routes.amqp))
     }
     /// [`Stack::kafka_brokers`] as the services are told it.
     pub fn service_kafka_brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.service_routes.map_or(self.ports.kafka, |routes| routes.kafka))
+        kafka_brokers_at(self.service_routes.map_or(self.ports.kafka, |routes| routes.kafka))
     }
 
     /// Starts PostgreSQL, RabbitMQ and Kafka (installing tools if needed) and

@@ -67,22 +67,30 @@ impl Backend<'_> {
         }
     }
 
-    /// How far the Kafka broker's log has grown (local Tansu; 0 otherwise).
-    pub fn broker_log_len(&self) -> u64 {
+    /// How far the brokers' logs have grown (local processes; 0 otherwise).
+    pub fn broker_log_lens(&self) -> BrokerLogLens {
+        BrokerLogLens { kafka: self.log_len("kafka"), rabbitmq: self.log_len("rabbitmq") }
+    }
+
+    fn log_len(&self, component: &str) -> u64 {
         match self {
-            Backend::Local(stack) => std::fs::metadata(stack.log_path("kafka")).map_or(0, |m| m.len()),
+            Backend::Local(stack) => std::fs::metadata(stack.log_path(component)).map_or(0, |m| m.len()),
             Backend::Compose { .. } => 0,
         }
     }
 
-    /// Panics the broker logged after `offset` (see [`Self::broker_log_len`]):
-    /// Tansu 0.6 can panic in its storage task, which leaves the process
-    /// listening but unable to answer anything.
-    pub fn broker_panics_since(&self, offset: u64) -> Vec<String> {
-        let Backend::Local(stack) = self else { return Vec::new() };
-        let Ok(log) = std::fs::read(stack.log_path("kafka")) else { return Vec::new() };
-        let tail =
-            String::from_utf8_lossy(log.get(usize::try_from(offset).unwrap_or(0)..).unwrap_or_default()).into_owned();
+    /// What `component` logged after `offset` (local processes only).
+    fn log_since(&self, component: &str, offset: u64) -> Option<String> {
+        let Backend::Local(stack) = self else { return None };
+        let log = std::fs::read(stack.log_path(component)).ok()?;
+        Some(String::from_utf8_lossy(log.get(usize::try_from(offset).unwrap_or(0)..).unwrap_or_default()).into_owned())
+    }
+
+    /// Panics the Kafka broker logged since `since`: Tansu 0.6 can panic in
+    /// its storage task, which leaves the process listening but unable to
+    /// answer anything.
+    pub fn broker_panics_since(&self, since: BrokerLogLens) -> Vec<String> {
+        let Some(tail) = self.log_since("kafka", since.kafka) else { return Vec::new() };
         let lines: Vec<&str> = tail.lines().collect();
         lines
             .iter()
@@ -94,6 +102,19 @@ impl Backend<'_> {
                 format!("{message} ({location})")
             })
             .collect()
+    }
+
+    /// Quorum queues of `namespace` that RabbitMQ, restarted since `since`,
+    /// left without a leader: its log says "leader not known" for them and
+    /// never elects one afterwards. RabbitMQ 3.10 (Debian's) can fail to
+    /// bring back the Raft member of a single-node quorum queue killed
+    /// within a second or so of its declaration; every publish to it then
+    /// waits for a confirm that never comes.
+    pub fn leaderless_queues_since(&self, since: BrokerLogLens, namespace: &str) -> Vec<String> {
+        match self.log_since("rabbitmq", since.rabbitmq) {
+            Some(tail) if !namespace.is_empty() => leaderless_queues(&tail, namespace),
+            _ => Vec::new(),
+        }
     }
 
     /// SIGKILLs `target`; `Ok(false)` if nothing of it was running, so
@@ -256,6 +277,41 @@ impl Backend<'_> {
     }
 }
 
+/// Where the brokers' logs ended at some point (see [`Backend::broker_log_lens`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerLogLens {
+    kafka: u64,
+    rabbitmq: u64,
+}
+
+/// See [`Backend::leaderless_queues_since`]: the queues of `namespace` whose
+/// last word in `log` is "leader not known", in order of first mention.
+fn leaderless_queues(log: &str, namespace: &str) -> Vec<String> {
+    let mut last_word: Vec<(String, bool)> = Vec::new();
+    let mut note = |queue: &str, leaderless: bool| match last_word.iter_mut().find(|(q, _)| q == queue) {
+        Some(entry) => entry.1 = leaderless,
+        None => last_word.push((queue.to_owned(), leaderless)),
+    };
+    for line in log.lines() {
+        if line.contains("leader call - leader not known") {
+            // {'%2F_<queue>','<node>'}: leader call - leader not known.
+            if let Some(queue) = line.split("{'%2F_").nth(1).and_then(|rest| rest.split('\'').next()) {
+                note(queue, true);
+            }
+        } else if line.contains("candidate -> leader") {
+            // queue '<queue>' in vhost '/': candidate -> leader in term: …
+            if let Some(queue) = line.split("queue '").nth(1).and_then(|rest| rest.split('\'').next()) {
+                note(queue, false);
+            }
+        }
+    }
+    last_word
+        .into_iter()
+        .filter(|(queue, leaderless)| *leaderless && queue.starts_with(namespace))
+        .map(|(q, _)| q)
+        .collect()
+}
+
 fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
@@ -323,14 +379,35 @@ mod tests {
         let before = "thread 'x' panicked at old.rs:1:1:\nold panic\n";
         std::fs::write(&log, before).unwrap();
         let backend = Backend::Local(&stack);
-        let offset = backend.broker_log_len();
+        let offset = backend.broker_log_lens();
         let after = "ready in 27ms\nthread 'tokio-rt-worker' (15318) panicked at /r/tansu-storage-0.6.0/src/lite.rs:503:13:\nmore or less than one row\nstack backtrace:\n";
         std::fs::write(&log, format!("{before}{after}")).unwrap();
         assert_eq!(
             backend.broker_panics_since(offset),
             ["more or less than one row (/r/tansu-storage-0.6.0/src/lite.rs:503:13)"]
         );
-        assert_eq!(backend.broker_panics_since(0).len(), 2);
+        assert_eq!(backend.broker_panics_since(BrokerLogLens::default()).len(), 2);
         let _ = std::fs::remove_dir_all(root);
+    }
+}
+
+#[cfg(test)]
+mod leaderless_tests {
+    use super::leaderless_queues;
+
+    #[test]
+    fn a_queue_whose_last_word_is_leader_not_known_is_leaderless() {
+        let log = "\
+2026-11-24 14:12:44.979571+00:00 [notice] <0.780.0> queue 'run1.order.replies' in vhost '/': candidate -> leader in term: 1 machine version: 2
+2026-11-24 14:12:52.845739+00:00 [notice] <0.509.0> queue 'run1.stock.commands' in vhost '/': candidate -> leader in term: 2 machine version: 2
+2026-11-24 14:12:53.014398+00:00 [info] <0.548.0> {'%2F_run1.order.replies','ordermesh-chaos@localhost'}: leader call - leader not known. Command will be forwarded once leader is known.
+2026-11-24 14:12:53.100000+00:00 [info] <0.548.0> {'%2F_run1.stock.commands','ordermesh-chaos@localhost'}: leader call - leader not known. Command will be forwarded once leader is known.
+2026-11-24 14:12:53.200000+00:00 [notice] <0.509.0> queue 'run1.stock.commands' in vhost '/': candidate -> leader in term: 3 machine version: 2
+2026-11-24 14:12:54.014398+00:00 [info] <0.548.0> {'%2F_old.order.replies','ordermesh-chaos@localhost'}: leader call - leader not known. Command will be forwarded once leader is known.
+2026-11-24 14:13:10.106013+00:00 [info] <0.548.0> {'%2F_run1.order.replies','ordermesh-chaos@localhost'}: leader call - leader not known. Command will be forwarded once leader is known.
+";
+        // stock.commands found its leader again; the other run's queue is not this run's.
+        assert_eq!(leaderless_queues(log, "run1."), ["run1.order.replies"]);
+        assert!(leaderless_queues(log, "run2.").is_empty());
     }
 }

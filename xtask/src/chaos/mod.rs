@@ -128,6 +128,9 @@ pub struct ChaosReport {
     /// Panics of the Kafka broker itself during the run (local Tansu): a
     /// broker defect, named so a failed run is not blamed on the system.
     pub broker_panics: Vec<String>,
+    /// Quorum queues of the run that RabbitMQ left without a leader after a
+    /// restart (local RabbitMQ): a broker defect, named likewise.
+    pub leaderless_queues: Vec<String>,
     pub invariants: invariants::Report,
 }
 
@@ -205,6 +208,12 @@ impl ChaosReport {
         if self.time_to_drain.is_none() {
             problems.push(format!("did not drain within {:?}", self.options.drain_timeout));
         }
+        problems.extend(self.leaderless_queues.iter().map(|q| {
+            format!(
+                "RabbitMQ left quorum queue {q} without a leader after a restart (nothing published to it is \
+                 confirmed); a broker defect, see README, Notes on the design"
+            )
+        }));
         problems.extend(self.broker_panics.iter().map(|p| {
             format!("the Kafka broker (Tansu) panicked: {p}; a broker defect, see README, Notes on the design")
         }));
@@ -366,7 +375,7 @@ async fn run_with(
         .await;
         (result, Instant::now())
     };
-    let broker_log_start = backend.broker_log_len();
+    let broker_log_start = backend.broker_log_lens();
     let faults = inject_faults(backend, links, &schedule, &env);
     let ((load, load_done), faults) = tokio::join!(load, faults);
     let faults_done = Instant::now();
@@ -421,6 +430,7 @@ async fn run_with(
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let broker_panics = backend.broker_panics_since(broker_log_start);
+    let leaderless_queues = backend.leaderless_queues_since(broker_log_start, &namespace);
     let (mut planned, mut planned_partitions) = (BTreeMap::new(), BTreeMap::new());
     for fault in &schedule {
         let count = match fault.kind {
@@ -458,6 +468,7 @@ async fn run_with(
         load_duration: load.elapsed,
         time_to_drain,
         broker_panics,
+        leaderless_queues,
         invariants,
         options,
     })
@@ -685,6 +696,7 @@ mod tests {
             load_duration: Duration::from_secs(1),
             time_to_drain: Some(Duration::from_secs(1)),
             broker_panics: Vec::new(),
+            leaderless_queues: Vec::new(),
             invariants: invariants::Report {
                 checks: invariants::Invariant::ALL
                     .iter()
@@ -764,6 +776,17 @@ mod tests {
         assert!(!report.passed());
         assert!(
             report.to_string().contains("the Kafka broker (Tansu) panicked: more or less than one row"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_leaderless_quorum_queue_is_named_and_fails_the_run() {
+        let mut report = clean_report();
+        report.leaderless_queues.push("chaos5x1.order.replies".to_owned());
+        assert!(!report.passed());
+        assert!(
+            report.to_string().contains("RabbitMQ left quorum queue chaos5x1.order.replies without a leader"),
             "{report}"
         );
     }
