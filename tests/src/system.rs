@@ -36,18 +36,11 @@ pub struct Routes {
 
 impl Routes {
     fn postgres_url(&self, stack: &Stack, database: &str) -> String {
-        reroute(stack.postgres_url(database), stack.ports().postgres, self.postgres_port)
+        xtask::infra::postgres_url_at(self.postgres_port.unwrap_or(stack.ports().postgres), database)
     }
 
     fn amqp_url(&self, stack: &Stack) -> String {
-        reroute(stack.amqp_url(), stack.ports().amqp, self.amqp_port)
-    }
-}
-
-fn reroute(url: String, port: u16, to: Option<u16>) -> String {
-    match to {
-        Some(to) => url.replacen(&format!("127.0.0.1:{port}/"), &format!("127.0.0.1:{to}/"), 1),
-        None => url,
+        xtask::infra::amqp_url_at(self.amqp_port.unwrap_or(stack.ports().amqp))
     }
 }
 

@@ -166,7 +166,7 @@ async fn services_outlive_a_silent_partition_from_kafka() {
 async fn negative_control_without_amqp_heartbeats_a_silent_rabbitmq_partition_strands_orders() {
     let stack = test_stack().await;
     let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], stack.ports().amqp))).await.unwrap();
-    let without_heartbeats = format!("amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=0", proxy.port());
+    let without_heartbeats = format!("{}?heartbeat=0", xtask::infra::amqp_url_at(proxy.port()));
     let routes = Routes { amqp_port: Some(proxy.port()), ..Routes::default() };
     let env = [("AMQP_URL", without_heartbeats.as_str())];
     let system = TestSystem::start_routed("nohbpartition", &ALL_SERVICES, routes, &env).await.unwrap();

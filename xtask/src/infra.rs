@@ -95,11 +95,13 @@ pub struct ServiceRoutes {
     pub kafka: u16,
 }
 
-fn postgres_url_at(port: u16, database: &str) -> String {
+/// `postgres://postgres@127.0.0.1:<port>/<database>`, the form of every stack.
+pub fn postgres_url_at(port: u16, database: &str) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/{}", percent_encode(database))
 }
 
-fn amqp_url_at(port: u16) -> String {
+/// `amqp://guest:guest@127.0.0.1:<port>/%2f`, the form of every stack.
+pub fn amqp_url_at(port: u16) -> String {
     format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
 }
 

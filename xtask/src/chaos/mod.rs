@@ -770,25 +770,18 @@ mod tests {
     }
 
     #[test]
-    fn a_broker_panic_is_named_and_fails_the_run() {
-        let mut report = clean_report();
-        report.broker_panics.push("more or less than one row (tansu-storage-0.6.0/src/lite.rs:503:13)".to_owned());
-        assert!(!report.passed());
-        assert!(
-            report.to_string().contains("the Kafka broker (Tansu) panicked: more or less than one row"),
-            "{report}"
-        );
-    }
-
-    #[test]
-    fn a_leaderless_quorum_queue_is_named_and_fails_the_run() {
-        let mut report = clean_report();
-        report.leaderless_queues.push("chaos5x1.order.replies".to_owned());
-        assert!(!report.passed());
-        assert!(
-            report.to_string().contains("RabbitMQ left quorum queue chaos5x1.order.replies without a leader"),
-            "{report}"
-        );
+    fn a_broker_defect_is_named_and_fails_the_run() {
+        let mut panicked = clean_report();
+        panicked.broker_panics.push("more or less than one row (tansu-storage-0.6.0/src/lite.rs:503:13)".to_owned());
+        let mut leaderless = clean_report();
+        leaderless.leaderless_queues.push("chaos5x1.order.replies".to_owned());
+        for (report, named) in [
+            (panicked, "the Kafka broker (Tansu) panicked: more or less than one row"),
+            (leaderless, "RabbitMQ left quorum queue chaos5x1.order.replies without a leader"),
+        ] {
+            assert!(!report.passed());
+            assert!(report.to_string().contains(named), "{report}");
+        }
     }
 
     #[test]
