@@ -104,16 +104,30 @@ where
             if !span_fields.is_empty() {
                 line.insert("spans".into(), Value::from(span_fields.join(" ")));
             }
-            if let Some((trace_id, span_id)) = otel_ids(&span.id()) {
-                line.insert("trace_id".into(), Value::from(trace_id));
-                line.insert("span_id".into(), Value::from(span_id));
-            }
+        }
+        if let Some((trace_id, span_id)) = traced_span(event).and_then(|id| otel_ids(&id)) {
+            line.insert("trace_id".into(), Value::from(trace_id));
+            line.insert("span_id".into(), Value::from(span_id));
         }
         if !fields.is_empty() {
             line.insert("fields".into(), Value::Object(fields));
         }
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
+    }
+}
+
+/// The span an event belongs to, whether or not the log filter shows that
+/// span: `ctx` only knows the spans its layer's filter let through, so a
+/// `warn` line inside an `info` span would otherwise lose its trace id when
+/// the service logs at `warn`.
+fn traced_span(event: &Event<'_>) -> Option<tracing::span::Id> {
+    if event.is_root() {
+        None
+    } else if let Some(parent) = event.parent() {
+        Some(parent.clone())
+    } else {
+        tracing::Span::current().id()
     }
 }
 
@@ -144,8 +158,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let span = event.parent().and_then(|id| ctx.span(id)).or_else(|| ctx.lookup_current());
-        if let Some((trace_id, _)) = span.and_then(|s| otel_ids(&s.id())) {
+        if let Some((trace_id, _)) = traced_span(event).and_then(|id| otel_ids(&id)) {
             write!(writer, "[{trace_id}] ")?;
         }
         self.inner.format_event(ctx, writer, event)

@@ -46,10 +46,14 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// Whether an OTLP endpoint is configured through the standard variables.
     pub export_traces: bool,
+    /// `RUST_LOG`: which lines are logged (an `EnvFilter` directive;
+    /// default `info`). Tracing does not depend on it (see [`SPAN_LEVEL`]).
+    pub log_filter: String,
 }
 
 impl TelemetryConfig {
-    /// Reads `OTEL_SERVICE_NAME`, `LOG_FORMAT` and the OTLP endpoint variables.
+    /// Reads `OTEL_SERVICE_NAME`, `LOG_FORMAT`, `RUST_LOG` and the OTLP
+    /// endpoint variables.
     pub fn from_env(default_service_name: &str) -> Result<Self, TelemetryError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -59,6 +63,7 @@ impl TelemetryConfig {
             export_traces: !disabled
                 && (var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
                     || var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()),
+            log_filter: var("RUST_LOG").unwrap_or_else(|| SPAN_LEVEL.as_str().to_ascii_lowercase()),
         })
     }
 }
@@ -96,32 +101,59 @@ impl TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber (env filter from `RUST_LOG`, JSON or pretty
-/// logs, OpenTelemetry layer) and the W3C trace-context propagator.
+/// Spans at this level and above are traced whatever `RUST_LOG` says (every
+/// span of the message path is `info`).
+const SPAN_LEVEL: tracing::Level = tracing::Level::INFO;
+
+/// Installs the global subscriber (log filter from `RUST_LOG`, JSON or
+/// pretty logs on stdout, OpenTelemetry layer) and the W3C trace-context
+/// propagator.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    init_writing_to(config, std::io::stdout)
+}
+
+/// [`init`], with the log lines going to `writer` (tests read them).
+pub fn init_writing_to<W>(config: &TelemetryConfig, writer: W) -> Result<TelemetryGuard, TelemetryError>
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    // `RUST_LOG` chooses what is logged, not what is traced: a service
+    // logging at `warn` must still create its `info` spans, or it would put
+    // no `traceparent` into its messages and break every trace through it.
+    let log_filter = EnvFilter::try_new(&config.log_filter)
+        .map_err(|e| TelemetryError::Config(format!("RUST_LOG `{}`: {e}", config.log_filter)))?;
     let provider = tracer_provider(config)?;
     let tracer = provider.tracer(config.service_name.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = match config.log_format {
         // Span fields are rendered by the default field formatter, which
         // colours them unless told not to: only on a terminal (not in the
         // runner's log files).
-        LogFormat::Json => json_log::layer(&config.service_name, std::io::stdout).boxed(),
+        LogFormat::Json => json_log::layer(&config.service_name, writer).boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .with_ansi(std::io::stdout().is_terminal())
             .event_format(json_log::CompactWithTraceId::new())
             .boxed(),
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .with(fmt_layer)
+        .with(span_layer(tracer))
+        .with(fmt_layer.with_filter(log_filter))
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The OpenTelemetry layer, with its own filter (see [`SPAN_LEVEL`]).
+fn span_layer<S>(tracer: opentelemetry_sdk::trace::Tracer) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(tracing_subscriber::filter::LevelFilter::from_level(SPAN_LEVEL))
 }
 
 fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
@@ -136,3 +168,4 @@ fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Teleme
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     Ok(builder.with_batch_exporter(exporter).build())
 }
+
