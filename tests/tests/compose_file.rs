@@ -53,7 +53,7 @@ const NOT_IN_COMPOSE: &[(&str, &str)] = &[
 const IMPLICIT_READS: &[(&str, &str)] = &[
     ("EnvFilter::try_from_default_env", "RUST_LOG"),
     ("EnvFilter::from_default_env", "RUST_LOG"),
-    ("FailScenario::setup", "FAILPOINTS"),
+    ("crash::arm_from_env", "FAILPOINTS"),
     // The SDK's default sampler comes from OTEL_TRACES_SAMPLER (and _ARG).
     ("SdkTracerProvider::builder", "OTEL_TRACES_SAMPLER"),
 ];

@@ -43,8 +43,57 @@ pub fn crash_point(name: &'static str) {
     let _ = name;
 }
 
-/// Arms the crash points listed in `FAILPOINTS`. Keep the returned scenario
-/// alive for the life of the process.
-pub fn arm_from_env() -> fail::FailScenario<'static> {
-    fail::FailScenario::setup()
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CrashPointError {
+    #[error("FAILPOINTS: `{0}` is not `<crash point>=<action>`")]
+    Malformed(String),
+    #[error("FAILPOINTS names `{name}`, which is no crash point; the crash points are {}", ALL.join(", "))]
+    Unknown { name: String },
+    #[error("FAILPOINTS: crash point `{name}`: {reason}")]
+    BadAction { name: String, reason: String },
+}
+
+/// Arms the crash points listed in `FAILPOINTS` (the `fail` crate's syntax,
+/// `name=action;…`). A name that is no crash point is refused: a misspelt
+/// one would arm nothing, and the test meant to die there would pass
+/// without ever crashing. (The `fail` crate's own reader panics on a bad
+/// value; this one says what is wrong.)
+pub fn arm_from_env() -> Result<(), CrashPointError> {
+    match std::env::var(crate::safety::CRASH_POINTS) {
+        Ok(value) => arm(&value),
+        Err(_) => Ok(()),
+    }
+}
+
+fn arm(value: &str) -> Result<(), CrashPointError> {
+    for entry in value.split(';').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let (name, action) = entry.split_once('=').ok_or_else(|| CrashPointError::Malformed(entry.to_owned()))?;
+        let name = name.trim();
+        if !ALL.contains(&name) {
+            return Err(CrashPointError::Unknown { name: name.to_owned() });
+        }
+        fail::cfg(name, action.trim())
+            .map_err(|reason| CrashPointError::BadAction { name: name.to_owned(), reason })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_named_crash_points_with_valid_actions_are_armed() {
+        assert_eq!(arm(""), Ok(()));
+        assert_eq!(arm(" ; "), Ok(()));
+        assert_eq!(arm("relay.before_publish=off"), Ok(()));
+        assert_eq!(arm("relay.before_publish"), Err(CrashPointError::Malformed("relay.before_publish".to_owned())));
+        assert_eq!(
+            arm("relay.before_publish=off;relay.befor_publish=return"),
+            Err(CrashPointError::Unknown { name: "relay.befor_publish".to_owned() })
+        );
+        assert!(matches!(arm("relay.mid_batch=explode(1)"), Err(CrashPointError::BadAction { .. })));
+        // Leave nothing armed for the other tests of this binary.
+        assert_eq!(arm("relay.mid_batch=off"), Ok(()));
+    }
 }

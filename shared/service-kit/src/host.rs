@@ -309,7 +309,12 @@ pub fn shutdown_on_signal() -> CancellationToken {
                 Ok(mut s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending::<()>().await,
+                Err(error) => {
+                    // Ctrl-C still works; SIGTERM would kill the process
+                    // without a graceful shutdown, so say so.
+                    tracing::error!(%error, "cannot listen for SIGTERM: only Ctrl-C shuts down gracefully");
+                    std::future::pending::<()>().await
+                }
             }
         };
         tokio::select! {

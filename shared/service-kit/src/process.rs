@@ -23,6 +23,8 @@ pub enum ProcessError {
     Service(#[from] HostError),
     #[error(transparent)]
     FaultInjection(#[from] messaging::safety::FaultInjectionMissing),
+    #[error(transparent)]
+    CrashPoints(#[from] messaging::crash::CrashPointError),
 }
 
 /// Runs service `name` as a process: reads its configuration with
@@ -41,7 +43,7 @@ where
 {
     let config = config()?;
     messaging::safety::requested_faults_available()?;
-    let _crash_points = messaging::crash::arm_from_env();
+    messaging::crash::arm_from_env()?;
     let telemetry = telemetry::init(&telemetry::TelemetryConfig::from_env(name)?)?;
     let addr = common(&config).http_addr;
     let result = match TcpListener::bind(addr).await {

@@ -168,4 +168,3 @@ fn tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, Teleme
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     Ok(builder.with_batch_exporter(exporter).build())
 }
-
