@@ -321,10 +321,15 @@ pub async fn test(extra_args: &[String]) -> Result<()> {
     let built = started.elapsed();
 
     println!("Running the tests…");
+    // The tests that make throwaway databases (services' handler tests, the
+    // checker's corruption tests) make them on the test stack's server too,
+    // never on the machine's own.
+    let test_postgres = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| stack.postgres_server_url());
     let status = std::process::Command::new(cargo())
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra_args)
         .env("ORDERMESH_SKIP_BUILD", "1")
+        .env("TEST_POSTGRES_URL", test_postgres)
         .current_dir(&root)
         .status()
         .context("running cargo test")?;

@@ -288,6 +288,10 @@ impl Stack {
         Kafka { stack: self }
     }
 
+    /// `postgres://postgres@127.0.0.1:<port>`: the server, without a database.
+    pub fn postgres_server_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.ports.postgres)
+    }
     /// `postgres://postgres@127.0.0.1:<port>/<database>`
     pub fn postgres_url(&self, database: &str) -> String {
         postgres_url_at(self.ports.postgres, database)

@@ -1,5 +1,5 @@
-//! The email handler against a throwaway database on the machine's own
-//! PostgreSQL (TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432;
+//! The email handler against a throwaway database on the test stack's
+//! PostgreSQL (TEST_POSTGRES_URL, see test-support;
 //! the test fails if it is unreachable): one e-mail per order and kind,
 //! however often its event arrives.
 

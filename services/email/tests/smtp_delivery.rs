@@ -1,6 +1,5 @@
 //! The SMTP sender against a fake SMTP server and a throwaway database on
-//! the machine's own PostgreSQL (TEST_POSTGRES_URL, default
-//! postgres://postgres@127.0.0.1:5432; the test fails if it is unreachable):
+//! the test stack's PostgreSQL (TEST_POSTGRES_URL, see test-support; the test fails if it is unreachable):
 //! a recorded e-mail is delivered once with its stable Message-ID and marked
 //! delivered; a server that is down or answers 4xx means a retry later; a 5xx
 //! refusal is final.

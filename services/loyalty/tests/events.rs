@@ -1,5 +1,5 @@
-//! The loyalty handler against a throwaway database on the machine's own
-//! PostgreSQL (TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432;
+//! The loyalty handler against a throwaway database on the test stack's
+//! PostgreSQL (TEST_POSTGRES_URL, see test-support;
 //! the test fails if it is unreachable): one credit per paid order, one
 //! reversal per credited cancelled order, nothing for the rest.
 

@@ -1,5 +1,5 @@
-//! The order saga against a throwaway database on the machine's own
-//! PostgreSQL (TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432;
+//! The order saga against a throwaway database on the test stack's
+//! PostgreSQL (TEST_POSTGRES_URL, see test-support;
 //! the tests fail if it is unreachable): each reply moves the order forward
 //! once; a repeated, late or unawaited reply is recorded and changes nothing.
 

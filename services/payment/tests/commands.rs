@@ -1,5 +1,5 @@
-//! The payment handlers against a throwaway database on the machine's own
-//! PostgreSQL (TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432;
+//! The payment handlers against a throwaway database on the test stack's
+//! PostgreSQL (TEST_POSTGRES_URL, see test-support;
 //! the tests fail if it is unreachable): one charge per order whatever the
 //! message ids, deterministic declines, one refund per payment.
 

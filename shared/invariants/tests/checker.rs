@@ -1,5 +1,5 @@
-//! The checker against real databases: throwaway databases on the machine's
-//! own PostgreSQL (TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432),
+//! The checker against real databases: throwaway databases on the test
+//! stack's PostgreSQL (TEST_POSTGRES_URL, see test-support),
 //! migrated with the services' real migrations, filled with a consistent
 //! little world, then corrupted one row at a time. Each corruption must fail
 //! exactly the invariant it breaks, naming the culprit. These tests fail,

@@ -1,6 +1,7 @@
 //! Fixtures for the tests that run a service's code against a real database:
-//! a throwaway database on the machine's own PostgreSQL (`TEST_POSTGRES_URL`,
-//! default `postgres://postgres@127.0.0.1:5432`) migrated with the service's
+//! a throwaway database on the test stack's PostgreSQL (`TEST_POSTGRES_URL`,
+//! which `cargo xtask test` sets; default `postgres://postgres@127.0.0.1:22432`,
+//! the test stack's port) migrated with the service's
 //! real migrations, the messages a handler receives, and a way to handle one
 //! as the consumer would.
 //!
@@ -14,8 +15,9 @@ use sqlx::{Executor, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The server used when `TEST_POSTGRES_URL` is not set.
-pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:5432";
+/// The server used when `TEST_POSTGRES_URL` is not set: the one `cargo
+/// xtask test` (or `cargo xtask infra up --stack test`) starts.
+pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:22432";
 
 /// The PostgreSQL server the tests create their databases on, without a
 /// database name.
