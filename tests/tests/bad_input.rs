@@ -410,6 +410,7 @@ async fn query_cases(p: &mut Probe<'_>) {
         ("order", "/orders/", "", "id"),
         ("payment", "/payments/", "", "payment_id"),
         ("shipping", "/shipments/", "", "id"),
+        ("email", "/emails/", "", "id"),
     ];
     for (service, prefix, suffix, field) in uuid_routes {
         let route = format!("{service} GET {prefix}{{{field}}}{suffix}");
@@ -564,6 +565,7 @@ async fn operational_cases(p: &mut Probe<'_>) {
         ("shipping", Method::POST, "/shipments".to_owned()),
         ("shipping", Method::PATCH, format!("/shipments/{some_id}")),
         ("email", Method::POST, "/emails".to_owned()),
+        ("email", Method::DELETE, format!("/emails/{some_id}")),
         ("loyalty", Method::POST, "/customers/c-1/loyalty".to_owned()),
         ("loyalty", Method::DELETE, "/customers/c-1/loyalty".to_owned()),
     ];

@@ -64,6 +64,9 @@ async fn every_path_of_the_saga_ends_where_it_should() {
     assert!(report.passed(), "{report}");
     let (_, emails) = system.get_json("email", &format!("/emails?order_id={declined}")).await.unwrap();
     assert_eq!(emails["emails"].as_array().unwrap().len(), 1, "one cancellation notice: {emails}");
+    let notice = &emails["emails"][0];
+    let (_, one) = system.get_json("email", &format!("/emails/{}", notice["id"].as_str().unwrap())).await.unwrap();
+    assert_eq!(&one, notice, "GET /emails/{{id}} answers the e-mail the order's list shows");
 
     // The outbox and inbox show up in the metrics of every service involved.
     for (service, series) in [

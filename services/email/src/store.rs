@@ -52,15 +52,21 @@ pub async fn record(
     Ok(inserted == 1)
 }
 
+const SENT_EMAIL_COLUMNS: &str = "id, order_id, kind, recipient, subject, body, message_id_header, created_at, \
+     smtp_delivered_at, smtp_rejected_at, smtp_attempts, smtp_last_error";
+
 pub async fn emails_of_order(pool: &PgPool, order_id: Uuid) -> Result<Vec<SentEmail>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, order_id, kind, recipient, subject, body, message_id_header, created_at, smtp_delivered_at,
-                smtp_rejected_at, smtp_attempts, smtp_last_error
-         FROM sent_emails WHERE order_id = $1 ORDER BY created_at, id",
-    )
-    .bind(order_id)
-    .fetch_all(pool)
-    .await
+    sqlx::query_as(&format!("SELECT {SENT_EMAIL_COLUMNS} FROM sent_emails WHERE order_id = $1 ORDER BY created_at, id"))
+        .bind(order_id)
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn email(pool: &PgPool, id: Uuid) -> Result<Option<SentEmail>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {SENT_EMAIL_COLUMNS} FROM sent_emails WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// An e-mail the sender has claimed for one delivery attempt.
