@@ -152,10 +152,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let chaos_stack = Stack::chaos(&repo_root);
             let backend = if compose {
-                xtask::chaos::backend::Backend::Compose {
-                    file: repo_root.join("docker-compose.yml"),
-                    database_url_template: "postgres://postgres:postgres@127.0.0.1:5432/{service}".to_owned(),
-                }
+                xtask::chaos::backend::Backend::compose(repo_root.join("docker-compose.yml"))
             } else {
                 // The runner starts the services from their binaries: build
                 // them first, as `up` does, so the run uses today's code.

@@ -8,7 +8,7 @@
 //! and dead-letter destinations carry no namespace: the checker reads them
 //! with the empty one.
 
-use crate::infra::{Component, Stack};
+use crate::infra::{Component, Stack, percent_encode};
 use crate::services::{SERVICES, service_spec};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;
@@ -21,11 +21,30 @@ pub enum Backend<'a> {
     Local(&'a Stack),
     /// A compose project started from `file`; services on the host ports of
     /// the file, PostgreSQL reachable at `database_url_template`
-    /// (`{service}` is replaced by the service name).
-    Compose { file: PathBuf, database_url_template: String },
+    /// (`{service}` is replaced by the service name), RabbitMQ at `amqp_url`.
+    Compose { file: PathBuf, database_url_template: String, amqp_url: String },
 }
 
 impl Backend<'_> {
+    /// The deployment of docker-compose.yml `file` as seen from this host,
+    /// with the credentials and ports the file itself takes from the
+    /// environment (`POSTGRES_PASSWORD`, `POSTGRES_HOST_PORT`,
+    /// `RABBITMQ_USER`, `RABBITMQ_PASSWORD`), or its defaults.
+    pub fn compose(file: PathBuf) -> Backend<'static> {
+        Self::compose_with(file, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    fn compose_with(file: PathBuf, var: impl Fn(&str) -> Option<String>) -> Backend<'static> {
+        let var = |name: &str, default: &str| percent_encode(&var(name).unwrap_or_else(|| default.to_owned()));
+        let (password, port) = (var("POSTGRES_PASSWORD", "postgres"), var("POSTGRES_HOST_PORT", "5432"));
+        let (user, rabbit_password) = (var("RABBITMQ_USER", "ordermesh"), var("RABBITMQ_PASSWORD", "ordermesh"));
+        Backend::Compose {
+            file,
+            database_url_template: format!("postgres://postgres:{password}@127.0.0.1:{port}/{{service}}"),
+            amqp_url: format!("amqp://{user}:{rabbit_password}@127.0.0.1:5672/%2f"),
+        }
+    }
+
     /// Whether the services get the `env` given to [`Backend::prepare`] and
     /// [`Backend::start`]; the compose deployment does not.
     pub fn applies_env(&self) -> bool {
@@ -160,10 +179,15 @@ impl Backend<'_> {
             },
             Backend::Compose { file, .. } => {
                 compose(file, &["start", target])?;
-                if let Some(spec) = service_spec(target) {
-                    wait_http_ready(&format!("http://127.0.0.1:{}", spec.base_port), Duration::from_secs(90)).await?;
+                match service_spec(target) {
+                    Some(spec) => {
+                        wait_http_ready(&format!("http://127.0.0.1:{}", spec.base_port), Duration::from_secs(90)).await
+                    }
+                    // A broker or database counts as restarted once its own
+                    // health check passes, as the local backend waits for
+                    // its component to answer.
+                    None => wait_container_healthy(file, target, Duration::from_secs(120)).await,
                 }
-                Ok(())
             }
         }
     }
@@ -185,7 +209,7 @@ impl Backend<'_> {
     pub fn amqp_url(&self) -> String {
         match self {
             Backend::Local(stack) => stack.amqp_url(),
-            Backend::Compose { .. } => "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            Backend::Compose { amqp_url, .. } => amqp_url.clone(),
         }
     }
 
@@ -350,6 +374,30 @@ fn compose(file: &PathBuf, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Waits until the container of compose service `target` reports its health
+/// check as passed (`docker inspect`, the same with Compose v1 and v2).
+async fn wait_container_healthy(file: &PathBuf, target: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let container = compose_output(file, &["ps", "--quiet", target])?;
+        if let Some(id) = container.split_whitespace().next() {
+            let output = std::process::Command::new("docker")
+                .args(["inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}", id])
+                .output()
+                .context("running `docker inspect`")?;
+            last = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            if last == "healthy" {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("{target} not healthy after {timeout:?} (last health status: `{last}`)");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn wait_http_ready(base: &str, timeout: Duration) -> Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + timeout;
@@ -369,6 +417,23 @@ async fn wait_http_ready(base: &str, timeout: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_compose_backend_uses_the_credentials_the_compose_file_is_given() {
+        let defaults = Backend::compose_with("docker-compose.yml".into(), |_| None);
+        assert_eq!(defaults.amqp_url(), "amqp://ordermesh:ordermesh@127.0.0.1:5672/%2f");
+        assert_eq!(defaults.database_url("order"), "postgres://postgres:postgres@127.0.0.1:5432/order");
+
+        let overridden = Backend::compose_with("docker-compose.yml".into(), |name| match name {
+            "POSTGRES_PASSWORD" => Some("p@ss".to_owned()),
+            "POSTGRES_HOST_PORT" => Some("15432".to_owned()),
+            "RABBITMQ_USER" => Some("ops".to_owned()),
+            "RABBITMQ_PASSWORD" => Some("s/cret".to_owned()),
+            _ => None,
+        });
+        assert_eq!(overridden.amqp_url(), "amqp://ops:s%2Fcret@127.0.0.1:5672/%2f");
+        assert_eq!(overridden.database_url("stock"), "postgres://postgres:p%40ss@127.0.0.1:15432/stock");
+    }
 
     #[test]
     fn broker_panics_after_the_offset_are_found_with_their_message() {

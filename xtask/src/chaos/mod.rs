@@ -814,10 +814,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unsafe_mode_is_refused_on_compose_before_anything_runs() {
-        let backend = Backend::Compose {
-            file: "/nonexistent/docker-compose.yml".into(),
-            database_url_template: "postgres://127.0.0.1:1/{service}".to_owned(),
-        };
+        let backend = Backend::compose("/nonexistent/docker-compose.yml".into());
         let options = ChaosOptions { unsafe_mode: Some(UnsafeMode::SkipInbox), ..ChaosOptions::default() };
         let error = run(&backend, options).await.err().unwrap();
         assert!(error.to_string().contains("needs the local backend"), "{error:#}");
@@ -869,10 +866,7 @@ mod tests {
 
     #[tokio::test]
     async fn partitions_are_refused_on_compose_before_anything_runs() {
-        let backend = Backend::Compose {
-            file: "/nonexistent/docker-compose.yml".into(),
-            database_url_template: "postgres://127.0.0.1:1/{service}".to_owned(),
-        };
+        let backend = Backend::compose("/nonexistent/docker-compose.yml".into());
         let options = ChaosOptions { partitions: 3, ..ChaosOptions::default() };
         let error = run(&backend, options).await.err().unwrap();
         assert!(error.to_string().contains("--partitions needs the local backend"), "{error:#}");
