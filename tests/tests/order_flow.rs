@@ -1,6 +1,6 @@
 //! The whole order flow across the six services: every path of the saga,
-//! idempotent placement, and 200 concurrent mixed orders checked by the
-//! invariant checker.
+//! idempotent placement, 200 concurrent mixed orders checked by the
+//! invariant checker, and the flow with Kafka consumer groups.
 
 #![allow(clippy::unwrap_used)]
 
@@ -151,5 +151,45 @@ async fn two_hundred_concurrent_mixed_orders_settle_with_every_invariant_holding
     }
     assert!(report.passed(), "{report}");
     assert!(completed > 100 && completed < 200, "a mix of outcomes: {completed} completed");
+    system.shutdown().await;
+}
+
+/// 20 mixed orders of the chaos load's `seed`, placed one after another.
+async fn place_mixed(system: &TestSystem, seed: u64) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(place(system, &xtask::chaos::load::order_body(seed, i)).await);
+    }
+    ids
+}
+
+/// The deployment's Kafka mode (docker-compose.yml: `KAFKA_ASSIGNMENT=group`,
+/// static membership), which the runner and the other tests replace with
+/// `all-partitions` because Tansu never evicts a member killed with
+/// SIGKILL. Without kills, Tansu's group coordinator is enough to show the
+/// subscribe path: mixed orders complete, a consumer stopped with SIGTERM
+/// and started again takes its partitions back, and the checker passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_completes_with_kafka_consumer_groups_across_a_consumer_restart() {
+    let mut system = TestSystem::start("groups", &ALL_SERVICES, &[("KAFKA_ASSIGNMENT", "group")]).await.unwrap();
+    let mut ids = place_mixed(&system, 7).await;
+    system.wait_for_statuses(&ids, &["COMPLETED", "CANCELLED"], Duration::from_secs(90)).await.unwrap();
+
+    // A graceful restart of a group member (static membership: it comes
+    // back under the same instance id).
+    let status = system.terminate("loyalty", Duration::from_secs(15)).await.unwrap();
+    assert!(status.success(), "loyalty exited with {status}");
+    ids.extend(place_mixed(&system, 8).await);
+    system.restart("loyalty").await.unwrap();
+    system.wait_for_statuses(&ids, &["COMPLETED", "CANCELLED"], Duration::from_secs(90)).await.unwrap();
+
+    let report = settle_and_check(&system, &ids, Duration::from_secs(90)).await;
+    assert!(report.passed(), "{report}");
+    for service in ["order", "shipping", "email", "loyalty"] {
+        let log = system.log_text(service);
+        assert!(log.contains("group assigned partitions"), "{service} got no partitions from its group:\n{log}");
+    }
+    let assignments = system.log_text("loyalty").matches("group assigned partitions").count();
+    assert_eq!(assignments, 2, "loyalty's partitions, once per start");
     system.shutdown().await;
 }

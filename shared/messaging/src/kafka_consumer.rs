@@ -22,7 +22,7 @@ use crate::safety;
 use crate::wire;
 use contracts::Topology;
 use health::Readiness;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -512,6 +512,23 @@ impl ClientContext for LagContext {
 }
 
 impl ConsumerContext for LagContext {
+    /// Group mode only: what the group coordinator gave or took (one line
+    /// per rebalance, so an operator sees a replica take its share).
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let described = |partitions: &TopicPartitionList| {
+            partitions.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>()
+        };
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(group = %self.group, partitions = ?described(partitions), "group assigned partitions")
+            }
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(group = %self.group, partitions = ?described(partitions), "group revoked partitions")
+            }
+            Rebalance::Error(error) => tracing::warn!(group = %self.group, %error, "group rebalance failed"),
+        }
+    }
+
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         let failed: Vec<((String, i32), i64)> = offsets
             .elements()
