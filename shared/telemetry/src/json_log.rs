@@ -169,33 +169,19 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use crate::CapturedLogs;
     use tracing_subscriber::layer::SubscriberExt;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn a_json_line_carries_span_fields_as_plain_text() {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry().with(layer("stock", move || writer.clone()));
+        let lines = CapturedLogs::default();
+        let subscriber = tracing_subscriber::registry().with(layer("stock", lines.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("process", order_id = "o-1", attempt = 2);
             let _entered = span.enter();
             tracing::info!(sku = "sku-1", "reserved");
         });
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         assert!(!text.contains('\u{1b}'), "terminal colour codes in a JSON log line: {text}");
         let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["service"], "stock");

@@ -5,6 +5,7 @@
 //! OTLP exporter is attached only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the
 //! traces-specific variant) is set. Sampling follows `OTEL_TRACES_SAMPLER`.
 
+mod captured_logs;
 mod json_log;
 pub mod propagation;
 
@@ -18,6 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+pub use captured_logs::CapturedLogs;
 pub use propagation::{TraceHeaders, current_trace_headers, current_trace_id, set_remote_parent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

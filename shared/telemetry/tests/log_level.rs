@@ -4,36 +4,21 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
-use telemetry::{LogFormat, TelemetryConfig, current_trace_headers, current_trace_id};
-
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use telemetry::{CapturedLogs, LogFormat, TelemetryConfig, current_trace_headers, current_trace_id};
 
 /// `RUST_LOG=warn` once switched the `info` spans off for the OpenTelemetry
 /// layer too: no `traceparent` in the service's outbox rows (every trace
 /// through it broken) and warn lines without a trace id.
 #[test]
 fn logging_at_warn_still_traces_info_spans_and_puts_their_ids_on_warn_lines() {
-    let lines = Lines::default();
-    let writer = lines.clone();
+    let lines = CapturedLogs::default();
     let config = TelemetryConfig {
         service_name: "stock".to_owned(),
         log_format: LogFormat::Json,
         export_traces: false,
         log_filter: "warn".to_owned(),
     };
-    let telemetry = telemetry::init_writing_to(&config, move || writer.clone()).unwrap();
+    let telemetry = telemetry::init_writing_to(&config, lines.clone()).unwrap();
 
     let (headers, trace_id) = {
         let span = tracing::info_span!("process");
@@ -47,7 +32,7 @@ fn logging_at_warn_still_traces_info_spans_and_puts_their_ids_on_warn_lines() {
     let trace_id = trace_id.expect("an info span has a trace id when logging at warn");
     let traceparent = headers.traceparent.expect("an info span gives a traceparent when logging at warn");
     assert!(traceparent.contains(&trace_id), "{traceparent} is not of trace {trace_id}");
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = lines.text();
     let logged: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(logged.len(), 1, "only the warn line is logged: {text}");
     assert_eq!(logged[0]["message"], "retrying");
