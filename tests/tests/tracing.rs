@@ -63,7 +63,16 @@ async fn one_order_is_one_unbroken_trace_across_all_six_services() {
         let seen = consumers.get(service).copied().unwrap_or(0);
         assert!(seen >= at_least, "{service}: {seen} consumer spans in the trace, expected at least {at_least}");
     }
-    assert!(spans.iter().any(|s| s.name == "POST /orders" && s.kind == 2), "the HTTP server span");
+    let server = spans.iter().find(|s| s.name == "POST /orders" && s.kind == 2).expect("the HTTP server span");
+    for (key, value) in [
+        ("http.request.method", "POST"),
+        ("http.route", "/orders"),
+        ("url.path", "/orders"),
+        ("url.scheme", "http"),
+        ("http.response.status_code", "202"),
+    ] {
+        assert_eq!(server.attributes.get(key).map(String::as_str), Some(value), "{key} of {server:#?}");
+    }
     assert!(spans.iter().any(|s| s.name == "send order.replies" || s.name.ends_with(".order.replies")));
     system.shutdown().await;
 }

@@ -17,6 +17,10 @@ const POSTGRES_LIB_DIR: &str = "/usr/lib/postgresql";
 /// `su` to the `rabbitmq` user and read `/etc/rabbitmq`.
 const RABBITMQ_BIN_DIR: &str = "/usr/lib/rabbitmq/bin";
 const APT_INSTALL: &str = "apt-get update && apt-get install -y --no-install-recommends postgresql rabbitmq-server";
+/// The Tansu release the runner installs: the one this project was built and
+/// measured against (its quirks are in the README's notes on the design), so
+/// a newer release never changes a fresh machine's broker unasked.
+const TANSU_VERSION: &str = "0.6.0";
 /// Longest we wait for somebody else's `cargo install tansu` to finish.
 const FOREIGN_INSTALL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
@@ -164,15 +168,21 @@ pub async fn ensure_tansu() -> Result<PathBuf> {
     }
 
     let root = tools_root()?;
-    println!("Installing Tansu (Kafka-compatible broker) into {}; this takes 10–15 minutes…", root.display());
+    println!(
+        "Installing Tansu {TANSU_VERSION} (Kafka-compatible broker) into {}; this takes 10–20 minutes…",
+        root.display()
+    );
     let status = Command::new("cargo")
-        .args(["install", "tansu", "--locked", "--features", "libsql", "--root"])
+        .args(["install", "tansu", "--version", TANSU_VERSION, "--locked", "--features", "libsql", "--root"])
         .arg(&root)
         .status()
         .await
         .context("running `cargo install tansu` (is cargo on PATH?)")?;
     if !status.success() {
-        bail!("`cargo install tansu --locked --features libsql --root {}` failed with {status}", root.display());
+        bail!(
+            "`cargo install tansu --version {TANSU_VERSION} --locked --features libsql --root {}` failed with {status}",
+            root.display()
+        );
     }
     let path = root.join("bin/tansu");
     if !path.is_file() {
@@ -193,7 +203,7 @@ async fn check_tansu_has_sqlite(tansu: &Path) -> Result<()> {
     let help = String::from_utf8_lossy(&output.stdout);
     if !help.contains("libsql") {
         bail!(
-            "{} lacks the sqlite storage engine (built without the `libsql` feature); reinstall with `cargo install tansu --locked --features libsql --root {}`",
+            "{} lacks the sqlite storage engine (built without the `libsql` feature); reinstall with `cargo install tansu --version {TANSU_VERSION} --locked --features libsql --root {}`",
             tansu.display(),
             tools_root()?.display()
         );

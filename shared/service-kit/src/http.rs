@@ -127,6 +127,8 @@ async fn trace_and_measure(request: Request, next: Next) -> Response {
         http.request.method = %method,
         http.route = %route,
         url.path = %request.uri().path(),
+        // The servers speak plain HTTP; TLS, if any, ends in front of them.
+        url.scheme = "http",
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
