@@ -97,7 +97,12 @@ pub struct ServiceRoutes {
 
 /// `postgres://postgres@127.0.0.1:<port>/<database>`, the form of every stack.
 pub fn postgres_url_at(port: u16, database: &str) -> String {
-    format!("postgres://postgres@127.0.0.1:{port}/{}", percent_encode(database))
+    format!("{}/{}", postgres_server_url_at(port), percent_encode(database))
+}
+
+/// `postgres://postgres@127.0.0.1:<port>`: the server, without a database.
+fn postgres_server_url_at(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}")
 }
 
 /// `amqp://guest:guest@127.0.0.1:<port>/%2f`, the form of every stack.
@@ -290,7 +295,7 @@ impl Stack {
 
     /// `postgres://postgres@127.0.0.1:<port>`: the server, without a database.
     pub fn postgres_server_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}", self.ports.postgres)
+        postgres_server_url_at(self.ports.postgres)
     }
     /// `postgres://postgres@127.0.0.1:<port>/<database>`
     pub fn postgres_url(&self, database: &str) -> String {

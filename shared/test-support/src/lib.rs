@@ -16,7 +16,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The server used when `TEST_POSTGRES_URL` is not set: the one `cargo
-/// xtask test` (or `cargo xtask infra up --stack test`) starts.
+/// xtask test` (or `cargo xtask --stack test infra up`) starts.
 pub const DEFAULT_SERVER_URL: &str = "postgres://postgres@127.0.0.1:22432";
 
 /// The PostgreSQL server the tests create their databases on, without a
