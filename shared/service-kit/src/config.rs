@@ -100,6 +100,10 @@ pub struct CommonConfig {
     /// `KAFKA_ASSIGNMENT`: `group` (consumer groups, default) or
     /// `all-partitions` (single replica; the local runner's choice for Tansu).
     pub kafka_assignment: messaging::kafka_consumer::Assignment,
+    /// `KAFKA_CONSUMER_REPLACE_AFTER_SECS`: a Kafka consumer that hears
+    /// nothing but errors this long is replaced by a new one; 0 never
+    /// (only to show why it must be).
+    pub kafka_consumer_replace_after: Option<Duration>,
     /// `KAFKA_DEBUG`: librdkafka debug contexts, empty for none.
     pub kafka_debug: Option<String>,
     /// `OUTBOX_RETENTION_SECS`, `INBOX_RETENTION_SECS`.
@@ -136,6 +140,13 @@ impl CommonConfig {
             admin_token: std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty()).map(Secret::new),
             kafka_group_instance_id: env_or("KAFKA_GROUP_INSTANCE_ID", &format!("{database}-{hostname}")),
             kafka_assignment: env_parse("KAFKA_ASSIGNMENT", messaging::kafka_consumer::Assignment::Group)?,
+            kafka_consumer_replace_after: match env_parse(
+                "KAFKA_CONSUMER_REPLACE_AFTER_SECS",
+                messaging::kafka_consumer::DEFAULT_REPLACE_AFTER.as_secs(),
+            )? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             kafka_debug: std::env::var("KAFKA_DEBUG").ok().filter(|d| !d.trim().is_empty()),
             retention: messaging::retention::RetentionConfig {
                 sent_outbox: Duration::from_secs(env_parse("OUTBOX_RETENTION_SECS", 24 * 3600)?),

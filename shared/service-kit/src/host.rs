@@ -241,7 +241,8 @@ impl ServiceHost {
         )
         .with_group_instance_id(Some(self.config.kafka_group_instance_id.clone()))
         .with_debug(self.config.kafka_debug.clone())
-        .with_assignment(self.config.kafka_assignment);
+        .with_assignment(self.config.kafka_assignment)
+        .with_replacement_after(self.config.kafka_consumer_replace_after);
         let shutdown = self.shutdown.clone();
         self.spawn(format!("kafka-consumer:{group}"), consumer.run(shutdown));
     }

@@ -1,0 +1,99 @@
+//! Whether a consumer still hears from the brokers. librdkafka reconnects by
+//! itself, but a consumer has been seen to stay for good on "1/1 brokers are
+//! down" while the broker served every other client (README, Notes on the
+//! design): a consumer that has heard only errors for [`ConsumerLiveness`]'s
+//! bound is replaced, as [`crate::kafka::KafkaPublisher`] replaces a failed
+//! producer.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// What one consumer (one generation) heard since it was created: records
+/// and answered metadata requests are signs of life; receive errors and
+/// failed metadata requests are errors.
+#[derive(Clone)]
+pub(super) struct ConsumerLiveness(Arc<Mutex<Heard>>);
+
+struct Heard {
+    /// Creation, or the last sign of life.
+    since: Instant,
+    /// Errors since then, and the last one.
+    errors: u64,
+    last_error: Option<String>,
+    /// When the last record came.
+    last_record: Option<Instant>,
+}
+
+impl ConsumerLiveness {
+    pub(super) fn new(now: Instant) -> Self {
+        Self(Arc::new(Mutex::new(Heard { since: now, errors: 0, last_error: None, last_record: None })))
+    }
+
+    /// An answered request.
+    pub(super) fn alive(&self, now: Instant) {
+        let mut heard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (heard.since, heard.errors, heard.last_error) = (now, 0, None);
+    }
+
+    pub(super) fn record(&self, now: Instant) {
+        self.alive(now);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).last_record = Some(now);
+    }
+
+    /// Whether a record came within `window` before `now`.
+    pub(super) fn record_within(&self, window: Duration, now: Instant) -> bool {
+        let heard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        heard.last_record.is_some_and(|at| now.saturating_duration_since(at) <= window)
+    }
+
+    pub(super) fn error(&self, error: &dyn std::fmt::Display) {
+        let mut heard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        heard.errors += 1;
+        heard.last_error = Some(error.to_string());
+    }
+
+    /// Why the consumer is stuck, if nothing but errors came for `bound`
+    /// (silence without errors is an idle topic, not a fault).
+    pub(super) fn stuck(&self, bound: Duration, now: Instant) -> Option<String> {
+        let heard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let quiet = now.saturating_duration_since(heard.since);
+        (heard.errors > 0 && quiet >= bound).then(|| {
+            format!(
+                "no record and no answered metadata request for {}s, {} errors, the last: {}",
+                quiet.as_secs(),
+                heard.errors,
+                heard.last_error.as_deref().unwrap_or("none")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn stuck_only_after_nothing_but_errors_for_the_bound() {
+        let start = Instant::now();
+        let liveness = ConsumerLiveness::new(start);
+        assert_eq!(liveness.stuck(BOUND, start + BOUND * 2), None, "an idle topic without errors is not stuck");
+        liveness.error(&"AllBrokersDown");
+        assert_eq!(liveness.stuck(BOUND, start + BOUND / 2), None, "not for long enough");
+        let stuck = liveness.stuck(BOUND, start + BOUND).expect("errors only, for the bound");
+        assert!(stuck.contains("1 errors") && stuck.contains("AllBrokersDown"), "{stuck}");
+    }
+
+    #[test]
+    fn a_sign_of_life_starts_the_bound_again() {
+        let start = Instant::now();
+        let liveness = ConsumerLiveness::new(start);
+        liveness.error(&"timed out");
+        liveness.record(start + BOUND / 2);
+        assert!(liveness.record_within(Duration::from_secs(1), start + BOUND / 2));
+        assert_eq!(liveness.stuck(BOUND, start + BOUND), None, "a record came in between");
+        liveness.error(&"timed out");
+        assert!(liveness.stuck(BOUND, start + BOUND / 2 + BOUND).is_some());
+    }
+}

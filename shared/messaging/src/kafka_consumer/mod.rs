@@ -1,0 +1,483 @@
+//! Consumes Kafka topics through the [`MessageProcessor`], one record at a
+//! time so each order's events are applied in order. Offsets are committed
+//! manually, never auto-committed, and only for records whose handler
+//! transaction has committed: together, at most every
+//! [`OFFSET_COMMIT_INTERVAL`], and on shutdown. A crash therefore redelivers
+//! up to that interval's records, which the inbox absorbs; a commit per
+//! record would cost a broker round trip each and only narrow that window.
+//! A record that can never be handled is copied to `<topic>.<group>.dlq`
+//! (delivery confirmed) before its offset may be committed.
+//!
+//! `kafka_consumer_lag{topic,partition,group}`: records of each assigned
+//! partition past the group's committed offset, from librdkafka's statistics
+//! every [`STATISTICS_INTERVAL`] (read off the consumer's own polling, no
+//! extra broker calls). A partition whose lag librdkafka does not know yet
+//! (nothing committed) is not reported.
+
+mod context;
+mod liveness;
+mod offsets;
+mod statistics;
+
+use crate::consumer::{Disposition, IncomingMessage, MessageHandler, MessageProcessor, MessageSource};
+use crate::dead_letter;
+use crate::kafka::{KafkaPublishError, KafkaPublisher, probe_loop};
+use crate::retry::Backoff;
+use crate::safety;
+use crate::wire;
+use context::LagContext;
+use contracts::Topology;
+use health::Readiness;
+use liveness::ConsumerLiveness;
+use offsets::{HandledOffsets, commit};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub const CONSUMER_COMPONENT: &str = "kafka-consumer";
+
+/// Longest a handled record's offset waits to be committed.
+pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often librdkafka reports the statistics the lag gauge is set from.
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The consumer, with the context that turns its statistics into the lag gauge.
+type LagConsumer = StreamConsumer<LagContext>;
+
+/// How a consumer gets its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Assignment {
+    /// Kafka consumer groups: the brokers share partitions among the
+    /// replicas of a service and rebalance when one comes or goes.
+    #[default]
+    Group,
+    /// Every partition, taken directly (offsets still committed to the
+    /// group): for a single replica on a broker whose group coordinator
+    /// cannot be trusted to evict a killed member. Tansu 0.6 never evicts a
+    /// SIGKILLed member, so its partitions are never reassigned.
+    AllPartitions,
+}
+
+impl std::str::FromStr for Assignment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "group" => Ok(Self::Group),
+            "all-partitions" => Ok(Self::AllPartitions),
+            other => Err(format!("expected `group` or `all-partitions`, got `{other}`")),
+        }
+    }
+}
+
+pub struct KafkaConsumer<H> {
+    brokers: String,
+    group: String,
+    topics: Vec<String>,
+    processor: Arc<MessageProcessor<H>>,
+    dead_letters: Arc<KafkaPublisher>,
+    readiness: Readiness,
+    group_instance_id: Option<String>,
+    debug: Option<String>,
+    assignment: Assignment,
+    replace_after: Option<Duration>,
+}
+
+/// Default of [`KafkaConsumer::with_replacement_after`]: far above a broker
+/// restart (under a second for Tansu) and the metadata probe's 2 s timeout,
+/// so only a consumer that has given up is replaced.
+pub const DEFAULT_REPLACE_AFTER: Duration = Duration::from_secs(30);
+
+/// How often the consumer loop asks whether its consumer is stuck.
+const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How one consumer (one generation) ended.
+enum GenerationEnd {
+    Shutdown,
+    /// Heard only errors for the bound: replace it.
+    Stuck(String),
+    /// Cannot be created or subscribed: a configuration error, for good.
+    Failed,
+}
+
+impl<H: MessageHandler> KafkaConsumer<H> {
+    pub fn new(
+        brokers: &str,
+        group: &str,
+        topics: Vec<String>,
+        processor: Arc<MessageProcessor<H>>,
+        dead_letters: Arc<KafkaPublisher>,
+        readiness: Readiness,
+    ) -> Self {
+        readiness.register(CONSUMER_COMPONENT);
+        Self {
+            brokers: brokers.to_owned(),
+            group: group.to_owned(),
+            topics,
+            processor,
+            dead_letters,
+            readiness,
+            group_instance_id: None,
+            debug: None,
+            assignment: Assignment::Group,
+            replace_after: Some(DEFAULT_REPLACE_AFTER),
+        }
+    }
+
+    /// Static group membership: a restarted consumer with the same instance
+    /// id takes its old place at once instead of waiting for the group to
+    /// notice the dead member and rebalance. Must be unique per replica.
+    pub fn with_group_instance_id(mut self, id: Option<String>) -> Self {
+        self.group_instance_id = id.filter(|i| !i.is_empty());
+        self
+    }
+
+    pub fn with_assignment(mut self, assignment: Assignment) -> Self {
+        self.assignment = assignment;
+        self
+    }
+
+    /// librdkafka debug contexts (e.g. `cgrp,topic`), for diagnosing group trouble.
+    pub fn with_debug(mut self, contexts: Option<String>) -> Self {
+        self.debug = contexts.filter(|d| !d.is_empty());
+        self
+    }
+
+    /// Replaces the consumer by a new one once it has heard nothing but
+    /// errors for `bound` (see the liveness module); `None` never does (the
+    /// negative control of the test that shows why it must).
+    pub fn with_replacement_after(mut self, bound: Option<Duration>) -> Self {
+        self.replace_after = bound;
+        self
+    }
+
+    fn consumer_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .set("client.id", format!("{}-consumer", self.group))
+            // The offset moves only when we say so, after the commit.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("reconnect.backoff.max.ms", "2000")
+            .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
+        if let Some(id) = &self.group_instance_id {
+            config.set("group.instance.id", id);
+        }
+        if let Some(contexts) = &self.debug {
+            config.set("debug", contexts);
+        }
+        config
+    }
+
+    /// Consumes until `shutdown`; the record in progress is finished and its
+    /// offset committed first. A consumer that is stuck is replaced by a new
+    /// one, which starts from the committed offsets (the inbox absorbs what
+    /// is read again).
+    pub async fn run(self, shutdown: CancellationToken) {
+        for generation in 0_u64.. {
+            match self.run_generation(generation, &shutdown).await {
+                GenerationEnd::Shutdown | GenerationEnd::Failed => return,
+                GenerationEnd::Stuck(reason) => {
+                    metrics::counter!("kafka_consumer_replacements_total", "group" => self.group.clone()).increment(1);
+                    tracing::warn!(group = %self.group, generation = generation + 1, %reason, "Kafka consumer stuck: replaced");
+                    self.readiness.not_ready(CONSUMER_COMPONENT, format!("replacing a stuck Kafka consumer: {reason}"));
+                }
+            }
+        }
+    }
+
+    /// One consumer, from creation until shutdown or until it is stuck.
+    async fn run_generation(&self, generation: u64, shutdown: &CancellationToken) -> GenerationEnd {
+        let consumer: LagConsumer = match self.consumer_config().create_with_context(LagContext::new(&self.group)) {
+            Ok(c) => c,
+            Err(e) => {
+                // Only a configuration error gets here; the process cannot work.
+                self.readiness.not_ready(CONSUMER_COMPONENT, format!("creating Kafka consumer: {e}"));
+                tracing::error!(error = %e, "cannot create Kafka consumer");
+                return GenerationEnd::Failed;
+            }
+        };
+        let consumer = Arc::new(consumer);
+        let liveness = ConsumerLiveness::new(Instant::now());
+        // Ends this generation's probe with it.
+        let generation_over = shutdown.child_token();
+        let _stop_probe = generation_over.clone().drop_guard();
+        let end = match self.assignment {
+            Assignment::Group => {
+                let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+                match consumer.subscribe(&topics) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        self.readiness.not_ready(CONSUMER_COMPONENT, format!("subscribing: {e}"));
+                        tracing::error!(error = %e, "cannot subscribe");
+                        Some(GenerationEnd::Failed)
+                    }
+                }
+            }
+            Assignment::AllPartitions => self.assign_all_partitions(&consumer, &liveness, shutdown).await,
+        };
+        let end = match end {
+            Some(end) => end,
+            None => {
+                self.spawn_probe(&consumer, &liveness, generation_over.clone());
+                tracing::info!(group = %self.group, topics = ?self.topics, generation, "consuming");
+                self.consume(&consumer, &liveness, shutdown).await
+            }
+        };
+        generation_over.cancel();
+        // librdkafka's close blocks (up to a broker timeout when it is
+        // unreachable): off the runtime, so the next consumer starts at once.
+        tokio::task::spawn_blocking(move || drop(consumer));
+        end
+    }
+
+    /// Reports readiness from a metadata request every few seconds; an
+    /// answer is also a sign of life for the liveness check.
+    fn spawn_probe(&self, consumer: &Arc<LagConsumer>, liveness: &ConsumerLiveness, stop: CancellationToken) {
+        let (consumer, liveness) = (consumer.clone(), liveness.clone());
+        tokio::spawn(probe_loop(self.readiness.clone(), CONSUMER_COMPONENT, stop, move || {
+            match consumer.client().fetch_metadata(None, Duration::from_secs(2)) {
+                Ok(_) => {
+                    liveness.alive(Instant::now());
+                    Ok(())
+                }
+                // The consumer's requests queue behind its fetches: a busy,
+                // slow broker (Tansu under load) can time the metadata out
+                // while records keep arriving, which is being ready.
+                Err(_) if liveness.record_within(RECORDS_COUNT_AS_READY, Instant::now()) => Ok(()),
+                Err(e) => {
+                    liveness.error(&e);
+                    Err(e)
+                }
+            }
+        }));
+    }
+
+    /// The consume loop of one generation.
+    async fn consume(
+        &self,
+        consumer: &Arc<LagConsumer>,
+        liveness: &ConsumerLiveness,
+        shutdown: &CancellationToken,
+    ) -> GenerationEnd {
+        let backoff = Backoff::default();
+        let mut failures = 0;
+        let mut handled = HandledOffsets::default();
+        let mut commit_tick = tokio::time::interval(OFFSET_COMMIT_INTERVAL);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness_tick = tokio::time::interval(LIVENESS_CHECK_INTERVAL);
+        liveness_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let end = loop {
+            let record = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break GenerationEnd::Shutdown,
+                _ = commit_tick.tick() => {
+                    handled.commit(consumer);
+                    continue;
+                }
+                _ = liveness_tick.tick() => {
+                    match self.stuck(liveness) {
+                        Some(reason) => break GenerationEnd::Stuck(reason),
+                        None => continue,
+                    }
+                }
+                // Cancel-safe: a record is taken off the queue only when recv returns it.
+                r = consumer.recv() => r,
+            };
+            match record {
+                Ok(record) => {
+                    failures = 0;
+                    liveness.record(Instant::now());
+                    match self.handle(consumer, &record, shutdown).await {
+                        Handled::Done => handled.record(&record),
+                        // Its offset was committed before handling.
+                        Handled::CommittedEarly => {}
+                        Handled::Abandoned => break GenerationEnd::Shutdown,
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    liveness.error(&e);
+                    tracing::warn!(error = %e, "Kafka receive error");
+                    // A broker down for good must not hold up shutdown by a backoff.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break GenerationEnd::Shutdown,
+                        _ = tokio::time::sleep(backoff.delay(failures.min(6))) => {}
+                    }
+                }
+            }
+        };
+        // Everything handled before the stop, and nothing abandoned (a
+        // stuck consumer's commit most likely fails: redelivery, absorbed
+        // by the inbox).
+        handled.commit_and_wait(consumer).await;
+        if matches!(end, GenerationEnd::Shutdown) {
+            tracing::info!(group = %self.group, "Kafka consumer stopped");
+        }
+        end
+    }
+
+    fn stuck(&self, liveness: &ConsumerLiveness) -> Option<String> {
+        self.replace_after.and_then(|bound| liveness.stuck(bound, Instant::now()))
+    }
+
+    /// Takes every partition of the topics, starting at the group's committed
+    /// offsets, retrying until the brokers answer. `None` once assigned.
+    async fn assign_all_partitions(
+        &self,
+        consumer: &Arc<LagConsumer>,
+        liveness: &ConsumerLiveness,
+        shutdown: &CancellationToken,
+    ) -> Option<GenerationEnd> {
+        let mut failures = 0;
+        loop {
+            let (client, topics) = (consumer.clone(), self.topics.clone());
+            let listed = tokio::task::spawn_blocking(move || {
+                let mut partitions = TopicPartitionList::new();
+                for topic in &topics {
+                    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+                    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+                        for p in t.partitions() {
+                            partitions.add_partition_offset(topic, p.id(), Offset::Stored)?;
+                        }
+                    }
+                }
+                Ok::<_, rdkafka::error::KafkaError>(partitions)
+            })
+            .await;
+            match listed {
+                Ok(Ok(partitions)) if partitions.count() > 0 => {
+                    liveness.alive(Instant::now());
+                    match consumer.assign(&partitions) {
+                        Ok(()) => return None,
+                        Err(e) => tracing::warn!(error = %e, "assigning partitions failed"),
+                    }
+                }
+                Ok(Ok(_)) => tracing::warn!(topics = ?self.topics, "no partitions yet"),
+                Ok(Err(e)) => {
+                    liveness.error(&e);
+                    tracing::warn!(error = %e, "reading partitions failed");
+                }
+                Err(e) => tracing::warn!(error = %e, "partition lookup panicked"),
+            }
+            if let Some(reason) = self.stuck(liveness) {
+                return Some(GenerationEnd::Stuck(reason));
+            }
+            failures += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => return Some(GenerationEnd::Shutdown),
+                _ = tokio::time::sleep(Backoff::default().delay(failures.min(6))) => {}
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        consumer: &LagConsumer,
+        record: &BorrowedMessage<'_>,
+        shutdown: &CancellationToken,
+    ) -> Handled {
+        let unsafe_early_commit = safety::unsafe_modes().ack_before_commit;
+        if unsafe_early_commit {
+            commit(consumer, record);
+        }
+        let source = MessageSource::Topic {
+            topic: record.topic().to_owned(),
+            group: self.group.clone(),
+            partition: record.partition(),
+            offset: record.offset(),
+        };
+        let disposition = match wire::envelope_from_kafka(record.headers()) {
+            Ok(envelope) => {
+                let message =
+                    IncomingMessage { envelope, payload: record.payload().unwrap_or_default().to_vec(), source };
+                self.processor.process(&message, shutdown).await
+            }
+            Err(e) => Disposition::DeadLetter { reason: format!("malformed envelope: {e}"), attempts: 1 },
+        };
+        if unsafe_early_commit {
+            return Handled::CommittedEarly;
+        }
+        match disposition {
+            Disposition::Acknowledge => Handled::Done,
+            Disposition::DeadLetter { reason, attempts } => {
+                let mut failures = 0;
+                // The offset must not move past a record that is not safely
+                // in the dead-letter topic.
+                while let Err(e) = self.dead_letter(record, &reason, attempts).await {
+                    failures += 1;
+                    tracing::error!(error = %e, "could not dead-letter; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Handled::Abandoned,
+                        _ = tokio::time::sleep(Backoff::default().delay(failures.min(6))) => {}
+                    }
+                }
+                Handled::Done
+            }
+            Disposition::Abandon => Handled::Abandoned,
+        }
+    }
+
+    /// Copies the record, byte for byte (key, payload, headers) to the
+    /// dead-letter topic, adding (replacing) only the dead-letter headers.
+    async fn dead_letter(&self, record: &BorrowedMessage<'_>, reason: &str, attempts: u32) -> Result<(), String> {
+        let topic = Topology::dead_letter_topic(record.topic(), &self.group);
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = record.headers() {
+            for header in original.iter().filter(|h| !dead_letter::ALL.contains(&h.key)) {
+                headers = headers.insert(Header { key: header.key, value: header.value });
+            }
+        }
+        for (key, value) in dead_letter::headers(reason, attempts, record.topic(), self.processor.consumer()) {
+            headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
+        }
+        let payload = record.payload().unwrap_or_default();
+        match self.send_dead_letter(&topic, record.key(), payload, headers.clone()).await {
+            Err(e) if e.is_record_refused() => {
+                // Retrying the same copy would stall every partition of this
+                // consumer for good: keep the headers, and where the
+                // original still is, instead.
+                let left_at = format!("{}:{} ({e})", record.partition(), record.offset());
+                tracing::error!(error = %e, %topic, left_at, "dead-letter topic refused the copy; sending its headers only");
+                let headers =
+                    headers.insert(Header { key: dead_letter::PAYLOAD_LEFT_AT, value: Some(left_at.as_bytes()) });
+                self.send_dead_letter(&topic, record.key(), &[], headers).await.map_err(|e| e.to_string())?;
+            }
+            result => result.map_err(|e| e.to_string())?,
+        }
+        metrics::counter!("dead_letters_total", "destination" => topic).increment(1);
+        Ok(())
+    }
+
+    async fn send_dead_letter(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<(), KafkaPublishError> {
+        self.dead_letters.send_copy(topic, key, payload, headers).await?.delivered().await.map(|_| ())
+    }
+}
+
+/// How recent a received record must be to prove the broker serves this
+/// consumer when a metadata request does not come back in time.
+const RECORDS_COUNT_AS_READY: Duration = Duration::from_secs(10);
+
+/// What became of one record.
+enum Handled {
+    /// Its effect committed (or it is safely dead-lettered): its offset may be committed.
+    Done,
+    /// `UNSAFE_ACK_BEFORE_COMMIT`: its offset was committed before handling.
+    CommittedEarly,
+    /// Shutdown interrupted it: its offset must not be committed.
+    Abandoned,
+}
