@@ -2,12 +2,18 @@
 //! service databases and the brokers: dead letters, and anything still in
 //! flight (by default all on the dev stack; `--no-brokers` skips the brokers).
 //!
-//! Exit status: 0 when no check failed, 1 when one did, 2 on a usage or
-//! connection error.
+//! A database or broker that does not answer does not stop the checker: the
+//! invariants that read it are reported as SKIP with the error, the others
+//! are still checked, and the report is printed.
+//!
+//! Exit status: 0 when every check was made and none failed (checks skipped
+//! by `--no-brokers` do not count), 1 when one failed (whatever else could
+//! not be checked: a violation is a verdict), 2 when none failed but a
+//! database or broker did not answer, or on a usage error.
 
 use anyhow::Context;
 use clap::Parser;
-use invariants::{Brokers, CheckOptions, DatabaseUrls, Databases};
+use invariants::{Brokers, CheckOptions, DatabaseUrls};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,8 +68,9 @@ async fn main() -> ExitCode {
     // clap exits with 2 itself on a usage error.
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(Verdict::Passed) => ExitCode::SUCCESS,
+        Ok(Verdict::Failed) => ExitCode::from(1),
+        Ok(Verdict::Unchecked) => ExitCode::from(2),
         Err(error) => {
             eprintln!("check-invariants: {error:#}");
             ExitCode::from(2)
@@ -71,8 +78,14 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Whether every check passed (or was skipped).
-async fn run(cli: Cli) -> anyhow::Result<bool> {
+enum Verdict {
+    Passed,
+    Failed,
+    /// Nothing failed, but something did not answer: nothing concluded.
+    Unchecked,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Verdict> {
     let accepted = match &cli.accepted {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -101,10 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             topology: contracts::Topology::new(cli.namespace),
         }
     };
-    let databases = Databases::connect(&urls).await?;
     let options = CheckOptions { accepted, brokers, max_offenders: cli.max_offenders };
-    let report = invariants::check(&databases, &options).await?;
-    databases.close().await;
+    let invariants::Checked { report, unanswered } = invariants::check_what_answers(&urls, &options).await;
+    for error in &unanswered {
+        eprintln!("check-invariants: {error}");
+    }
     let text = if cli.json { format!("{:#}\n", report.to_json()) } else { report.to_string() };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
@@ -112,7 +126,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e).context("writing the report"),
         _ => {}
     }
-    Ok(report.passed())
+    Ok(if !report.passed() {
+        Verdict::Failed
+    } else if !unanswered.is_empty() {
+        Verdict::Unchecked
+    } else {
+        Verdict::Passed
+    })
 }
 
 #[cfg(test)]
