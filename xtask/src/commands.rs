@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::{
     infra::{Component, Stack, StartOutcome},
+    kafka_supervisor,
     services::{self, SERVICE_READY_TIMEOUT, SERVICE_STOP_TIMEOUT, SERVICES, ServiceSpec},
     tools,
 };
@@ -169,6 +170,14 @@ pub async fn infra_up(stack: &Stack) -> Result<()> {
     if !failures.is_empty() {
         bail!("{}", failures.join("\n"));
     }
+    if let Some(outcome) = stack.kafka_supervisor().start_or_warn().await {
+        println!(
+            "{:<9} {} (restarts a wedged Kafka; log {})",
+            kafka_supervisor::NAME,
+            describe_start(outcome),
+            stack.kafka_supervisor().log_path().display()
+        );
+    }
     Ok(())
 }
 
@@ -176,7 +185,11 @@ pub async fn infra_up(stack: &Stack) -> Result<()> {
 pub async fn infra_down(stack: &Stack) -> Result<()> {
     let running: Vec<Component> =
         Component::ALL.into_iter().filter(|component| stack.component_pid(*component).is_some()).collect();
+    let supervised = stack.kafka_supervisor().pid().is_some();
     stack.stop_infra().await?;
+    if supervised {
+        println!("{:<9} stopped", kafka_supervisor::NAME);
+    }
     for component in running {
         println!("{:<9} stopped", component.name());
     }
@@ -187,18 +200,22 @@ pub async fn infra_down(stack: &Stack) -> Result<()> {
 pub fn status(stack: &Stack) -> String {
     let mut table = String::new();
     let _ = writeln!(table, "stack {} ({})", stack.name(), stack.dir().display());
-    let _ = writeln!(table, "{:<10} {:>8} {:<8} {:>6}", "COMPONENT", "PID", "RUNNING", "PORT");
-    let mut row = |name: &str, pid: Option<u32>, port: u16| {
+    let _ = writeln!(table, "{:<16} {:>8} {:<8} {:>6}", "COMPONENT", "PID", "RUNNING", "PORT");
+    let mut row = |name: &str, pid: Option<u32>, port: Option<u16>, note: &str| {
         let pid_text = pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
         let running = if pid.is_some() { "yes" } else { "no" };
-        let _ = writeln!(table, "{name:<10} {pid_text:>8} {running:<8} {port:>6}");
+        let port = port.map_or_else(|| "-".to_owned(), |port| port.to_string());
+        let _ = writeln!(table, "{}", format!("{name:<16} {pid_text:>8} {running:<8} {port:>6} {note}").trim_end());
     };
     for component in Component::ALL {
-        row(component.name(), stack.component_pid(component), stack.component_port(component));
+        row(component.name(), stack.component_pid(component), Some(stack.component_port(component)), "");
     }
+    let supervisor = stack.kafka_supervisor();
+    let restarts = format!("{} restart(s) of a wedged kafka", supervisor.restarts());
+    row(kafka_supervisor::NAME, supervisor.pid(), None, &restarts);
     for spec in &SERVICES {
         let service = stack.service(spec);
-        row(spec.name, service.pid(), service.port());
+        row(spec.name, service.pid(), Some(service.port()), "");
     }
     table
 }

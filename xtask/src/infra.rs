@@ -35,6 +35,7 @@ use tokio::{
 };
 
 use crate::{
+    kafka_supervisor::KafkaSupervisor,
     process::{self, OWNER_ENV, POLL_INTERVAL},
     tools,
 };
@@ -240,6 +241,23 @@ impl Stack {
         )
     }
 
+    /// The stack `dev`, `test` or `chaos`; `None` for any other name.
+    pub fn named(name: &str, repo_root: impl AsRef<Path>) -> Option<Stack> {
+        match name {
+            "dev" => Some(Stack::dev(repo_root)),
+            "test" => Some(Stack::test(repo_root)),
+            "chaos" => Some(Stack::chaos(repo_root)),
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of the named stacks as [`Stack::named`] builds
+    /// it (not a stack of a test's own): only those can be rebuilt from
+    /// their name by another process, e.g. the Kafka supervisor.
+    pub fn is_named(&self) -> bool {
+        Stack::named(&self.name, &self.repo_root).is_some_and(|named| named.ports == self.ports)
+    }
+
     /// A Kafka of its own for the network-fault tests, on port 22192, to
     /// put behind a proxy ([`Stack::with_kafka_advertised_port`]). Only its
     /// Kafka is meant to run: its other ports are the test stack's.
@@ -292,6 +310,9 @@ impl Stack {
     pub fn kafka(&self) -> Kafka<'_> {
         Kafka { stack: self }
     }
+    pub fn kafka_supervisor(&self) -> KafkaSupervisor<'_> {
+        KafkaSupervisor::new(self)
+    }
 
     /// `postgres://postgres@127.0.0.1:<port>`: the server, without a database.
     pub fn postgres_server_url(&self) -> String {
@@ -337,14 +358,18 @@ impl Stack {
             self.rabbitmq().wait_ready(RABBITMQ_READY_TIMEOUT),
             self.kafka().wait_ready(KAFKA_READY_TIMEOUT),
         )?;
+        self.kafka_supervisor().start_or_warn().await;
         Ok(())
     }
 
-    /// Gracefully stops all three components; tries all of them even if one fails.
+    /// Gracefully stops all three components (and first Kafka's
+    /// supervisor, so it does not take the stop for a wedge); tries all of
+    /// them even if one fails.
     pub async fn stop_infra(&self) -> Result<()> {
+        let supervisor = self.kafka_supervisor().stop().await;
         let (kafka, rabbitmq, postgres) =
             tokio::join!(self.kafka().stop(), self.rabbitmq().stop(), self.postgres().stop(),);
-        let failures: Vec<String> = [kafka, rabbitmq, postgres]
+        let failures: Vec<String> = [supervisor, kafka, rabbitmq, postgres]
             .into_iter()
             .filter_map(|result| result.err().map(|error| format!("{error:#}")))
             .collect();
@@ -474,7 +499,7 @@ impl Stack {
 
     /// SIGTERMs the process group recorded for `name` and waits; escalates to
     /// SIGKILL (reported as an error) if it does not exit in time.
-    async fn terminate_owned(&self, name: &str, timeout: Duration) -> Result<()> {
+    pub(crate) async fn terminate_owned(&self, name: &str, timeout: Duration) -> Result<()> {
         if let Some(pid) = self.owned_pid(name) {
             process::signal_group(pid, Signal::SIGTERM)?;
             if !process::wait_for_exit(&[pid], timeout).await {
@@ -1173,6 +1198,33 @@ impl Kafka<'_> {
     /// Spawns `tansu broker` with sqlite storage unless already running.
     pub async fn start(self) -> Result<StartOutcome> {
         let _lock = process::lock_file_async(&self.stack.start_lock_path(Self::NAME)).await?;
+        self.start_locked().await
+    }
+
+    /// SIGKILLs the broker `pid`, alive but not answering, and starts it
+    /// again on the same data file, under the start lock so that no other
+    /// start races it. Leaves it alone (`Ok(None)`) if `pid` is no longer
+    /// the broker (someone killed or restarted it meanwhile) or is stopped
+    /// (frozen on purpose). The new broker advertises what the old one did
+    /// (a chaos run's proxy, see [`Stack::with_kafka_advertised_port`]).
+    /// Returns the new pid.
+    pub async fn restart_unresponsive(self, pid: u32) -> Result<Option<u32>> {
+        let _lock = process::lock_file_async(&self.stack.start_lock_path(Self::NAME)).await?;
+        if self.pid() != Some(pid) || process::is_stopped(pid) {
+            return Ok(None);
+        }
+        let advertised = process::process_args(pid).and_then(|args| advertised_port(&args));
+        self.stack.mark_log(Self::NAME, &format!("the supervisor kills unresponsive (pid {pid})"))?;
+        self.kill().await?;
+        let stack = match advertised {
+            Some(port) if port != self.stack.ports.kafka => self.stack.clone().with_kafka_advertised_port(port),
+            _ => self.stack.clone(),
+        };
+        Ok(Some(stack.kafka().start_locked().await?.pid()))
+    }
+
+    /// [`Kafka::start`], the start lock held by the caller.
+    async fn start_locked(self) -> Result<StartOutcome> {
         if let Some(pid) = self.pid() {
             return Ok(StartOutcome::AlreadyRunning { pid });
         }
@@ -1192,7 +1244,7 @@ impl Kafka<'_> {
             .args(["--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .env(OWNER_ENV, self.stack.owner_tag(Self::NAME));
-        self.stack.mark_log(Self::NAME, "starting")?;
+        self.stack.mark_log(Self::NAME, KAFKA_START_MARK)?;
         let pid = process::spawn_detached(
             command.into_std(),
             &self.stack.log_path(Self::NAME),
@@ -1320,6 +1372,17 @@ impl Kafka<'_> {
     }
 }
 
+/// What Kafka's log is marked with at each start ([`Stack::mark_log`]):
+/// "===== ordermesh runner: starting kafka (unix time …) =====".
+pub(crate) const KAFKA_START_MARK: &str = "starting";
+
+/// The port of `--advertised-listener-url tcp://host:port` in a Tansu
+/// command line.
+fn advertised_port(args: &[String]) -> Option<u16> {
+    let url = args.iter().skip_while(|arg| *arg != "--advertised-listener-url").nth(1)?;
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
 /// Creates `dir` (and parents) owned by the cluster owner with mode 0700:
 /// private to that user, which is what PostgreSQL expects of its own areas.
 fn create_owned_dir(dir: &Path, owner: &ClusterOwner) -> Result<()> {
@@ -1417,6 +1480,29 @@ mod tests {
         assert!(all.iter().all(|port| *port < 32768), "a port in Linux's ephemeral range: {all:?}");
         let distinct: std::collections::BTreeSet<u16> = all.iter().copied().collect();
         assert_eq!(distinct.len(), all.len(), "two stacks share a port: {all:?}");
+    }
+
+    #[test]
+    fn a_restarted_broker_keeps_the_port_it_advertised() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let tansu = args(&[
+            "tansu",
+            "broker",
+            "--listener-url",
+            "tcp://127.0.0.1:23092",
+            "--advertised-listener-url",
+            "tcp://127.0.0.1:40123",
+        ]);
+        assert_eq!(advertised_port(&tansu), Some(40123));
+        assert_eq!(advertised_port(&args(&["tansu", "broker"])), None);
+    }
+
+    #[test]
+    fn only_the_named_stacks_are_named() {
+        assert!(Stack::chaos("/repo").is_named());
+        assert_eq!(Stack::named("test", "/repo").map(|s| s.ports().kafka), Some(22092));
+        assert!(Stack::named("prod", "/repo").is_none());
+        assert!(!Stack::test_kafka_behind_proxy("/repo").is_named());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! - [`tools`]: finding / installing the external programs
 //! - [`infra`]: [`Stack`]s and their components ([`infra::Postgres`], [`infra::RabbitMq`], [`infra::Kafka`])
+//! - [`kafka_supervisor`], [`kafka_probe`]: restarting a wedged Kafka, as a liveness probe would
 //! - [`services`]: the service table and service processes
 //! - [`commands`]: what the CLI subcommands do
 //! - [`process`]: detached processes, pid files, signals
@@ -11,6 +12,8 @@
 pub mod chaos;
 pub mod commands;
 pub mod infra;
+pub mod kafka_probe;
+pub mod kafka_supervisor;
 pub mod process;
 pub mod services;
 pub mod tools;

@@ -84,6 +84,10 @@ enum Command {
         #[arg(long)]
         compose: bool,
     },
+    /// The stack's Kafka supervisor itself (started by `up`, `infra up` and
+    /// the stacks' own start; see xtask/src/kafka_supervisor.rs).
+    #[command(name = "supervise-kafka", hide = true)]
+    SuperviseKafka,
     /// Infrastructure only (PostgreSQL, RabbitMQ, Kafka), e.g. for tests.
     Infra {
         #[command(subcommand)]
@@ -166,6 +170,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::SuperviseKafka => xtask::kafka_supervisor::supervise(&stack).await,
         Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
         Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,
     }
@@ -174,6 +179,12 @@ async fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_supervisor_subcommand_is_the_one_it_is_started_with() {
+        let cli = Cli::try_parse_from(["xtask", xtask::kafka_supervisor::SUBCOMMAND, "--stack", "chaos"]).unwrap();
+        assert!(matches!((cli.command, cli.stack), (Command::SuperviseKafka, StackName::Chaos)));
+    }
 
     #[test]
     fn an_unsafe_mode_is_refused_with_the_compose_backend() {

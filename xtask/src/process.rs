@@ -134,6 +134,29 @@ pub fn is_alive(pid: u32) -> bool {
         .is_some_and(|state| !matches!(state.as_str(), "Z" | "X" | "x"))
 }
 
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T` for stopped by a
+/// signal, `t` by a tracer, `Z`, …); `None` if there is no such process.
+pub fn process_state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// Whether `pid` is stopped (SIGSTOP or a tracer): alive, but answering
+/// nothing on purpose.
+pub fn is_stopped(pid: u32) -> bool {
+    matches!(process_state(pid), Some('T' | 't'))
+}
+
+/// The command line of `pid`, one string per argument.
+pub fn process_args(pid: u32) -> Option<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|byte| *byte == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect(),
+    )
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name (state, ppid,
 /// pgrp, …). The name is parenthesised and may itself contain spaces or
 /// parentheses: the fields start after the last ')'.
@@ -308,6 +331,25 @@ mod tests {
     fn own_process_is_alive_and_bogus_pid_is_not() {
         assert!(is_alive(std::process::id()));
         assert!(!is_alive(u32::MAX - 1));
+    }
+
+    #[test]
+    fn a_stopped_process_is_told_from_a_running_one() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert!(!is_stopped(pid));
+        assert_eq!(process_args(pid).unwrap(), ["sleep", "30"]);
+        signal_process(pid, Signal::SIGSTOP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_stopped(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(process_state(pid), Some('T'));
+        assert!(is_alive(pid), "a stopped process is alive");
+        signal_process(pid, Signal::SIGKILL).unwrap();
+        let _ = child.wait();
+        assert_eq!(process_state(pid), None);
+        assert!(!is_stopped(pid));
     }
 
     #[test]

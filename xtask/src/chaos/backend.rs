@@ -9,6 +9,7 @@
 //! with the empty one.
 
 use crate::infra::{Component, Stack, percent_encode};
+use crate::kafka_supervisor;
 use crate::services::{SERVICES, service_spec};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;
@@ -88,7 +89,11 @@ impl Backend<'_> {
 
     /// How far the brokers' logs have grown (local processes; 0 otherwise).
     pub fn broker_log_lens(&self) -> BrokerLogLens {
-        BrokerLogLens { kafka: self.log_len("kafka"), rabbitmq: self.log_len("rabbitmq") }
+        BrokerLogLens {
+            kafka: self.log_len("kafka"),
+            rabbitmq: self.log_len("rabbitmq"),
+            supervisor: self.log_len(kafka_supervisor::NAME),
+        }
     }
 
     fn log_len(&self, component: &str) -> u64 {
@@ -109,18 +114,15 @@ impl Backend<'_> {
     /// its storage task, which leaves the process listening but unable to
     /// answer anything.
     pub fn broker_panics_since(&self, since: BrokerLogLens) -> Vec<String> {
-        let Some(tail) = self.log_since("kafka", since.kafka) else { return Vec::new() };
-        let lines: Vec<&str> = tail.lines().collect();
-        lines
-            .iter()
-            .enumerate()
-            .filter(|(_, line)| line.contains("panicked at"))
-            .map(|(i, line)| {
-                let location = line.split("panicked at").nth(1).unwrap_or_default().trim().trim_end_matches(':');
-                let message = lines.get(i + 1).copied().unwrap_or_default().trim();
-                format!("{message} ({location})")
-            })
-            .collect()
+        self.log_since("kafka", since.kafka).map(|tail| panics_in(&tail)).unwrap_or_default()
+    }
+
+    /// The restarts the stack's Kafka supervisor made since `since` (local
+    /// processes only; see [`crate::kafka_supervisor`]).
+    pub fn supervisor_restarts_since(&self, since: BrokerLogLens) -> Vec<kafka_supervisor::RestartRecord> {
+        self.log_since(kafka_supervisor::NAME, since.supervisor)
+            .map(|tail| kafka_supervisor::restarts_in(&tail))
+            .unwrap_or_default()
     }
 
     /// Quorum queues of `namespace` that RabbitMQ, restarted since `since`,
@@ -283,9 +285,9 @@ impl Backend<'_> {
     }
 
     /// Runs the invariant checker on this system; `namespace` is the run's
-    /// (empty on compose, see the module docs).
-    pub async fn check_invariants(&self, accepted: &BTreeSet<Uuid>, namespace: &str) -> Result<invariants::Report> {
-        let databases = invariants::Databases::connect(&self.database_urls()).await?;
+    /// (empty on compose, see the module docs). What does not answer is
+    /// reported in the result, never an early exit.
+    pub async fn check_invariants(&self, accepted: &BTreeSet<Uuid>, namespace: &str) -> invariants::Checked {
         let options = invariants::CheckOptions {
             accepted: Some(accepted.clone()),
             brokers: invariants::Brokers {
@@ -295,9 +297,7 @@ impl Backend<'_> {
             },
             ..invariants::CheckOptions::default()
         };
-        let report = invariants::check(&databases, &options).await;
-        databases.close().await;
-        Ok(report?)
+        invariants::check_what_answers(&self.database_urls(), &options).await
     }
 }
 
@@ -306,6 +306,25 @@ impl Backend<'_> {
 pub struct BrokerLogLens {
     kafka: u64,
     rabbitmq: u64,
+    /// The Kafka supervisor's log.
+    supervisor: u64,
+}
+
+/// The panics in a Kafka (Tansu) log, each as "<message> (<location>)":
+/// Rust prints `thread '…' panicked at <location>:` and the message on the
+/// next line.
+pub fn panics_in(log: &str) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.contains("panicked at"))
+        .map(|(i, line)| {
+            let location = line.split("panicked at").nth(1).unwrap_or_default().trim().trim_end_matches(':');
+            let message = lines.get(i + 1).copied().unwrap_or_default().trim();
+            format!("{message} ({location})")
+        })
+        .collect()
 }
 
 /// See [`Backend::leaderless_queues_since`]: the queues of `namespace` whose

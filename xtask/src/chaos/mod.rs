@@ -10,6 +10,7 @@ pub mod load;
 pub mod network;
 pub mod plan;
 
+use crate::kafka_supervisor;
 use anyhow::{Context, Result, bail};
 use backend::Backend;
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,7 +128,14 @@ pub struct ChaosReport {
     pub time_to_drain: Option<Duration>,
     /// Panics of the Kafka broker itself during the run (local Tansu): a
     /// broker defect, named so a failed run is not blamed on the system.
+    /// One the stack's Kafka supervisor recovered from (see
+    /// `supervisor_restarts`) is a finding; any other fails the run.
     pub broker_panics: Vec<String>,
+    /// Restarts of a wedged Kafka by the stack's supervisor during the run
+    /// (local Tansu; see [`crate::kafka_supervisor`]), each a broker defect.
+    pub supervisor_restarts: Vec<kafka_supervisor::RestartRecord>,
+    /// Ids the API accepted orders with that are not order ids.
+    pub malformed_ids: Vec<String>,
     /// Quorum queues of the run that RabbitMQ left without a leader after a
     /// restart (local RabbitMQ): a broker defect, named likewise.
     pub leaderless_queues: Vec<String>,
@@ -174,6 +182,7 @@ impl ChaosReport {
         if !self.failed.is_empty() {
             problems.push(format!("{} orders got no definitive answer", self.failed.len()));
         }
+        problems.extend(self.malformed_ids.iter().map(|id| format!("the API accepted an order with id {id:?}")));
         // A chaos run always has the databases and both brokers at hand:
         // an invariant not checked is one not proven.
         for invariant in invariants::Invariant::ALL {
@@ -214,10 +223,48 @@ impl ChaosReport {
                  confirmed); a broker defect, see README, Notes on the design"
             )
         }));
-        problems.extend(self.broker_panics.iter().map(|p| {
+        problems.extend(self.unrecovered_panics().into_iter().map(|p| {
             format!("the Kafka broker (Tansu) panicked: {p}; a broker defect, see README, Notes on the design")
         }));
+        problems.extend(self.supervisor_restarts.iter().filter(|r| r.new_pid.is_none()).map(|r| {
+            format!("the Kafka supervisor killed a wedged broker and could not start it again: {}", r.describe())
+        }));
         problems
+    }
+
+    /// What the run found that does not fail it: each wedged Kafka the
+    /// stack's supervisor restarted, a broker defect the system rode out
+    /// (the run still had to drain and every invariant to hold).
+    pub fn findings(&self) -> Vec<String> {
+        self.supervisor_restarts
+            .iter()
+            .filter(|r| r.new_pid.is_some())
+            .map(|r| {
+                format!(
+                    "the Kafka broker (Tansu) wedged and its supervisor restarted it {}; a broker defect, see README, \
+                     Notes on the design",
+                    r.describe()
+                )
+            })
+            .collect()
+    }
+
+    /// The broker's panics not covered by a supervisor restart that
+    /// brought it back (each restart names the panics since the broker's
+    /// start, read from the same log by the same parser).
+    pub fn unrecovered_panics(&self) -> Vec<&String> {
+        let mut recovered: Vec<&String> =
+            self.supervisor_restarts.iter().filter(|r| r.new_pid.is_some()).flat_map(|r| r.panics.iter()).collect();
+        self.broker_panics
+            .iter()
+            .filter(|panic| match recovered.iter().position(|r| r == panic) {
+                Some(at) => {
+                    recovered.swap_remove(at);
+                    false
+                }
+                None => true,
+            })
+            .collect()
     }
 
     /// Planned infrastructure targets without one confirmed kill and restart.
@@ -286,6 +333,9 @@ impl std::fmt::Display for ChaosReport {
             None => writeln!(f, "did NOT drain within {:?}", o.drain_timeout)?,
         }
         write!(f, "{}", self.invariants)?;
+        for finding in self.findings() {
+            writeln!(f, "finding: {finding}")?;
+        }
         for problem in self.problems() {
             writeln!(f, "run problem: {problem}")?;
         }
@@ -389,37 +439,43 @@ async fn run_with(
         Ok(()) => println!("accepted order ids: {}", accepted_file.display()),
         Err(e) => println!("could not write {}: {e}", accepted_file.display()),
     }
-    let accepted_ids = accepted
-        .iter()
-        .map(|id| id.parse::<Uuid>().with_context(|| format!("the API accepted an order with id {id:?}")))
-        .collect::<Result<BTreeSet<Uuid>>>()?;
+    // From here on nothing ends the run early: whatever goes wrong is in the report.
+    let (mut accepted_ids, mut malformed_ids) = (BTreeSet::new(), Vec::new());
+    for id in &accepted {
+        match id.parse::<Uuid>() {
+            Ok(id) => {
+                accepted_ids.insert(id);
+            }
+            Err(_) => malformed_ids.push(id.clone()),
+        }
+    }
     let drained = backend.wait_drained(&accepted_ids, options.drain_timeout).await;
     let time_to_drain = drained.then(|| faults_done.elapsed());
     // Consumers may still be catching up on the last events: poll the
     // checker until it passes or the bound is reached.
     let deadline = faults_done + options.drain_timeout;
     // A broker or database that does not answer one check (Tansu under
-    // load, say) is asked again until the bound; only then is it an error.
+    // load, say) is asked again until the bound; then the invariants it
+    // could not check are reported as such, with the reason.
     let check = || async {
         loop {
-            match backend.check_invariants(&accepted_ids, &namespace).await {
-                Ok(report) => return Ok(report),
-                Err(e) if Instant::now() < deadline => {
-                    println!("the checker could not read everything ({e:#}); asking again");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                Err(e) => return Err(e),
+            let checked = backend.check_invariants(&accepted_ids, &namespace).await;
+            if checked.unanswered.is_empty() || Instant::now() >= deadline {
+                return checked.report;
             }
+            let why: Vec<String> = checked.unanswered.iter().map(ToString::to_string).collect();
+            println!("the checker could not read everything ({}); asking again", why.join("; "));
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     };
     let invariants = loop {
-        let report = check().await?;
+        let report = check().await;
         if !drained || Instant::now() >= deadline {
             break report;
         }
         if report.passed() {
             tokio::time::sleep(CONFIRM_AFTER).await;
-            let again = check().await?;
+            let again = check().await;
             // Effects never go away: failing after a pass means one
             // happened twice, and that is the verdict.
             if !again.passed() || same_counts(&report, &again) {
@@ -430,6 +486,7 @@ async fn run_with(
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     let broker_panics = backend.broker_panics_since(broker_log_start);
+    let supervisor_restarts = backend.supervisor_restarts_since(broker_log_start);
     let leaderless_queues = backend.leaderless_queues_since(broker_log_start, &namespace);
     let (mut planned, mut planned_partitions) = (BTreeMap::new(), BTreeMap::new());
     for fault in &schedule {
@@ -468,6 +525,8 @@ async fn run_with(
         load_duration: load.elapsed,
         time_to_drain,
         broker_panics,
+        supervisor_restarts,
+        malformed_ids,
         leaderless_queues,
         invariants,
         options,
@@ -696,6 +755,8 @@ mod tests {
             load_duration: Duration::from_secs(1),
             time_to_drain: Some(Duration::from_secs(1)),
             broker_panics: Vec::new(),
+            supervisor_restarts: Vec::new(),
+            malformed_ids: Vec::new(),
             leaderless_queues: Vec::new(),
             invariants: invariants::Report {
                 checks: invariants::Invariant::ALL
@@ -782,6 +843,71 @@ mod tests {
             assert!(!report.passed());
             assert!(report.to_string().contains(named), "{report}");
         }
+    }
+
+    fn supervisor_restart(panics: &[&str], new_pid: Option<u32>) -> kafka_supervisor::RestartRecord {
+        kafka_supervisor::RestartRecord {
+            at: "2026-12-06T15:10:03Z".to_owned(),
+            old_pid: 100,
+            new_pid,
+            reason: "3 failed probes over 15.0s, last: reading the answer's size: early eof".to_owned(),
+            panics: panics.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_panic_the_supervisor_recovered_from_is_named_and_does_not_fail_the_run() {
+        const ROW: &str = "more or less than one row (/r/tansu-storage-0.6.0/src/lite.rs:503:13)";
+        const UNREACHABLE: &str =
+            "internal error: entered unreachable code (/r/tansu-storage-0.6.0/src/service.rs:337:13)";
+        let mut report = clean_report();
+        report.broker_panics = vec![ROW.to_owned(), UNREACHABLE.to_owned()];
+        report.supervisor_restarts.push(supervisor_restart(&[ROW, UNREACHABLE], Some(200)));
+        assert!(report.passed(), "{report}");
+        let text = report.to_string();
+        assert!(
+            text.contains(&format!(
+                "finding: the Kafka broker (Tansu) wedged and its supervisor restarted it at 2026-12-06T15:10:03Z \
+                 pid 100 -> pid 200 (3 failed probes over 15.0s, last: reading the answer's size: early eof): \
+                 {ROW}; {UNREACHABLE}"
+            )),
+            "{text}"
+        );
+
+        // The same panic again later, with no restart after it: not recovered.
+        let mut again = report.clone();
+        again.broker_panics.push(ROW.to_owned());
+        assert!(!again.passed());
+        assert_eq!(again.unrecovered_panics(), [ROW]);
+        assert!(again.to_string().contains(&format!("run problem: the Kafka broker (Tansu) panicked: {ROW}")));
+
+        // Killed, never back: a failure, and its panics are not recovered.
+        let mut not_back = clean_report();
+        not_back.broker_panics = vec![ROW.to_owned()];
+        not_back.supervisor_restarts.push(supervisor_restart(&[ROW], None));
+        assert!(!not_back.passed());
+        let text = not_back.to_string();
+        assert!(
+            text.contains("could not start it again: at 2026-12-06T15:10:03Z pid 100 -> not started again"),
+            "{text}"
+        );
+        assert!(text.contains("run problem: the Kafka broker (Tansu) panicked: more or less"), "{text}");
+        assert!(!text.contains("finding:"), "{text}");
+
+        // A restart with no panic logged (a hung broker) is a finding too.
+        let mut hung = clean_report();
+        hung.supervisor_restarts.push(supervisor_restart(&[], Some(200)));
+        assert!(hung.passed());
+        assert!(hung.to_string().contains("pid 100 -> pid 200 (3 failed probes"), "{hung}");
+        assert!(hung.to_string().contains("early eof): no panic logged; a broker defect"), "{hung}");
+    }
+
+    #[test]
+    fn an_order_accepted_with_a_malformed_id_fails_the_run() {
+        let mut report = clean_report();
+        report.malformed_ids.push("not-a-uuid".to_owned());
+        assert!(!report.passed());
+        assert!(report.to_string().contains("run problem: the API accepted an order with id \"not-a-uuid\""));
     }
 
     #[test]
