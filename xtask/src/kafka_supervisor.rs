@@ -124,9 +124,9 @@ impl Tracker {
         Self { policy, streak: None }
     }
 
-    /// Failed probes in the current streak.
-    pub fn failures(&self) -> u32 {
-        self.streak.as_ref().map_or(0, |s| s.failures)
+    /// Failed probes in the current streak of broker `pid`.
+    pub fn failures(&self, pid: u32) -> u32 {
+        self.streak.as_ref().filter(|s| s.pid == pid).map_or(0, |s| s.failures)
     }
 
     pub fn observe(&mut self, observation: Observation, now: Instant) -> Decision {
@@ -302,13 +302,12 @@ pub async fn supervise(stack: &Stack) -> Result<()> {
             return Ok(());
         }
         let observation = observe(stack, address).await;
-        let failures_before = tracker.failures();
         match &observation {
             Observation::Unanswered { pid, error } => {
-                say(&format!("kafka pid {pid} did not answer ({} in a row): {error}", failures_before + 1));
+                say(&format!("kafka pid {pid} did not answer ({} in a row): {error}", tracker.failures(*pid) + 1));
             }
-            Observation::Answered { pid } if failures_before > 0 => {
-                say(&format!("kafka pid {pid} answers again after {failures_before} failed probe(s)"));
+            Observation::Answered { pid } if tracker.failures(*pid) > 0 => {
+                say(&format!("kafka pid {pid} answers again after {} failed probe(s)", tracker.failures(*pid)));
             }
             _ => {}
         }
