@@ -233,17 +233,22 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             }
         };
         generation_over.cancel();
-        // librdkafka's close blocks (up to a broker timeout when it is
-        // unreachable): off the runtime, so the next consumer starts at once.
-        tokio::task::spawn_blocking(move || drop(consumer));
+        // A stuck consumer's close may never finish: the next one starts
+        // at once. On shutdown it gets a moment to leave its group.
+        let wait = if matches!(end, GenerationEnd::Shutdown) { CLOSE_WAIT_ON_SHUTDOWN } else { Duration::ZERO };
+        close_off_runtime(consumer, wait).await;
         end
     }
 
     /// Reports readiness from a metadata request every few seconds; an
     /// answer is also a sign of life for the liveness check.
     fn spawn_probe(&self, consumer: &Arc<LagConsumer>, liveness: &ConsumerLiveness, stop: CancellationToken) {
-        let (consumer, liveness) = (consumer.clone(), liveness.clone());
+        // Weak: the probe task must never hold the last reference, or the
+        // consumer would be closed (and block) on a runtime thread.
+        let (consumer, liveness) = (Arc::downgrade(consumer), liveness.clone());
         tokio::spawn(probe_loop(self.readiness.clone(), CONSUMER_COMPONENT, stop, move || {
+            // Runs on a blocking thread: if this is the last reference, the close happens there.
+            let Some(consumer) = consumer.upgrade() else { return Ok(()) };
             match consumer.client().fetch_metadata(None, Duration::from_secs(2)) {
                 Ok(_) => {
                     liveness.alive(Instant::now());
@@ -471,6 +476,37 @@ impl<H: MessageHandler> KafkaConsumer<H> {
 /// How recent a received record must be to prove the broker serves this
 /// consumer when a metadata request does not come back in time.
 const RECORDS_COUNT_AS_READY: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for a consumer's close (it leaves its group).
+const CLOSE_WAIT_ON_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// Closes `consumer` on a thread of its own, waiting at most `wait` for it.
+/// librdkafka's close waits for the brokers, for good while they cannot be
+/// reached; on a runtime thread it would block the tasks sharing it (seen:
+/// a whole test runtime hung), and on tokio's blocking pool it would hold
+/// up the process's exit, which waits for that pool.
+async fn close_off_runtime(consumer: Arc<LagConsumer>, wait: Duration) {
+    let (closed, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("kafka-consumer-close".into()).spawn(move || {
+        // A probe or a final commit may still hold it for their own
+        // (bounded) timeouts: the close must happen here, not there.
+        while Arc::strong_count(&consumer) > 1 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(consumer);
+        let _ = closed.send(());
+    });
+    match spawned {
+        Ok(_) if wait.is_zero() => {}
+        Ok(_) => {
+            if tokio::time::timeout(wait, done).await.is_err() {
+                tracing::warn!(?wait, "the Kafka consumer did not close in time; left closing");
+            }
+        }
+        // The consumer went down with the closure, on this thread.
+        Err(e) => tracing::error!(error = %e, "no thread to close the Kafka consumer on; closed here"),
+    }
+}
 
 /// What became of one record.
 enum Handled {

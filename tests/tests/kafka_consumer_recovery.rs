@@ -1,0 +1,344 @@
+//! A Kafka consumer started while the broker is being killed and restarted
+//! must catch up once the broker is back: the reproduction of a consumer
+//! seen stuck on "1/1 brokers are down" in CI while Tansu served every
+//! other client, and the proof that such a consumer replaces itself.
+//!
+//! Runs on the chaos stack (it kills its Kafka); cargo runs test binaries
+//! one after another, so nothing else uses that stack meanwhile.
+
+#![allow(clippy::unwrap_used)]
+
+use chaos_proxy::ChaosProxy;
+use contracts::MessageContract;
+use contracts::catalogue::{OrderLine, ReserveStock};
+use health::Readiness;
+use messaging::consumer::{MessageProcessor, RetryPolicy};
+use messaging::kafka::KafkaPublisher;
+use messaging::kafka_consumer::{Assignment, KafkaConsumer};
+use messaging::{HandlerError, IncomingMessage, MessageFactory, MessageHandler};
+use sqlx::{PgConnection, PgPool};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use system_tests::{chaos_stack, fresh_database, test_stack, unique_namespace};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use xtask::{Component, Stack};
+
+/// Records every message it handles, so a test sees what was applied and how often.
+struct RecordingHandler;
+
+impl MessageHandler for RecordingHandler {
+    fn message_types(&self) -> &'static [&'static str] {
+        &[ReserveStock::MESSAGE_TYPE]
+    }
+
+    async fn handle(&self, conn: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
+        let cmd: ReserveStock = message.decode()?;
+        sqlx::query("INSERT INTO effects (order_id, message_id) VALUES ($1, $2)")
+            .bind(cmd.order_id)
+            .bind(message.envelope.message_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Setup {
+    pool: PgPool,
+    brokers: String,
+    topic: String,
+    group: String,
+    publisher: Arc<KafkaPublisher>,
+}
+
+async fn setup(stack: &'static Stack, test: &str) -> Setup {
+    stack.start_infra().await.unwrap();
+    setup_with(stack, &stack.kafka_brokers(), test).await
+}
+
+/// A database on `stack`, the topic and publisher on `brokers`.
+async fn setup_with(stack: &'static Stack, brokers: &str, test: &str) -> Setup {
+    let namespace = unique_namespace(test);
+    let pool = fresh_database(stack, &format!("{namespace}_db")).await;
+    messaging::migrations::run_messaging(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let topology = contracts::Topology::new(format!("{namespace}."));
+    let brokers = brokers.to_owned();
+    let topic = topology.orders_topic();
+    messaging::kafka::ensure_topics(&brokers, std::slice::from_ref(&topic), 4).await.unwrap();
+    let publisher = Arc::new(KafkaPublisher::new(&brokers, "test-recovery").unwrap());
+    Setup { pool, brokers, topic, group: topology.consumer_group("recovery"), publisher }
+}
+
+impl Setup {
+    fn consumer(&self, replace_after: Option<Duration>, readiness: Readiness) -> KafkaConsumer<RecordingHandler> {
+        let processor =
+            MessageProcessor::new(self.pool.clone(), "test-recovery", RecordingHandler, RetryPolicy::default());
+        KafkaConsumer::new(
+            &self.brokers,
+            &self.group,
+            vec![self.topic.clone()],
+            processor,
+            self.publisher.clone(),
+            readiness,
+        )
+        .with_assignment(Assignment::AllPartitions)
+        .with_replacement_after(replace_after)
+        .with_debug(std::env::var("KAFKA_DEBUG").ok())
+    }
+
+    /// Publishes one message for a new order, retrying until the broker confirms it.
+    async fn publish(&self) -> Uuid {
+        let order_id = Uuid::now_v7();
+        let payload = ReserveStock { order_id, lines: vec![OrderLine { sku: "SKU-1".into(), quantity: 1 }] };
+        let message = MessageFactory::new("test").event(&self.topic, &order_id.to_string(), 1, None, &payload).unwrap();
+        let bytes = serde_json::to_vec(&message.payload).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let sent = async {
+                self.publisher
+                    .send(&self.topic, &order_id.to_string(), &message.envelope, &bytes, &[])
+                    .await?
+                    .delivered()
+                    .await
+            };
+            match sent.await {
+                Ok(_) => return order_id,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("publish failed ({e}); again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the broker took no record for a minute: {e}"),
+            }
+        }
+    }
+
+    async fn effects_of(&self, order_id: Uuid) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM effects WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        n
+    }
+
+    /// How long until `order_id`'s message was applied, `None` if not within `bound`.
+    async fn applied_within(&self, order_id: Uuid, bound: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if self.effects_of(order_id).await > 0 {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+/// When the consumer starts: `offset_ms` after the broker's kill
+/// (negative: before it), or after the broker was started again.
+#[derive(Debug, Clone, Copy)]
+enum ConsumerStart {
+    AroundKill(i64),
+    AfterRestart(u64),
+}
+
+/// Kills the broker, starts a consumer at `start`, restarts the broker and
+/// publishes: how long until the consumer applied the message, `None` if
+/// not within `bound`.
+async fn consumer_started_around_a_kill(
+    s: &Setup,
+    stack: &Stack,
+    start: ConsumerStart,
+    replace_after: Option<Duration>,
+    bound: Duration,
+) -> Option<Duration> {
+    let shutdown = CancellationToken::new();
+    let start_consumer = || tokio::spawn(s.consumer(replace_after, Readiness::new()).run(shutdown.clone()));
+    let mut consumer = None;
+    if let ConsumerStart::AroundKill(offset_ms) = start
+        && offset_ms < 0
+    {
+        consumer = Some(start_consumer());
+        tokio::time::sleep(Duration::from_millis(offset_ms.unsigned_abs())).await;
+    }
+    assert!(stack.kill_component(Component::Kafka).await.unwrap(), "Kafka was not running");
+    if let ConsumerStart::AroundKill(offset_ms) = start
+        && offset_ms >= 0
+    {
+        tokio::time::sleep(Duration::from_millis(offset_ms.unsigned_abs())).await;
+        consumer = Some(start_consumer());
+    }
+    stack.start_component(Component::Kafka).await.unwrap();
+    if let ConsumerStart::AfterRestart(offset_ms) = start {
+        tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+        consumer = Some(start_consumer());
+    }
+    stack.wait_component_ready(Component::Kafka).await.unwrap();
+    let order_id = s.publish().await;
+    let applied = s.applied_within(order_id, bound).await;
+    shutdown.cancel();
+    if let Some(consumer) = consumer {
+        let _ = tokio::time::timeout(Duration::from_secs(10), consumer).await;
+    }
+    applied
+}
+
+/// Offsets (ms) of the consumer's start around the kill, from "its first
+/// metadata request in flight when the broker dies" to "created while the
+/// broker is down".
+const STARTS: [ConsumerStart; 10] = [
+    ConsumerStart::AroundKill(-150),
+    ConsumerStart::AroundKill(-20),
+    ConsumerStart::AroundKill(0),
+    ConsumerStart::AroundKill(30),
+    ConsumerStart::AroundKill(200),
+    ConsumerStart::AfterRestart(0),
+    ConsumerStart::AfterRestart(5),
+    ConsumerStart::AfterRestart(20),
+    ConsumerStart::AfterRestart(60),
+    ConsumerStart::AfterRestart(150),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_started_around_a_broker_kill_catches_up() {
+    let stack = chaos_stack().await;
+    let s = setup(stack, "kcrecover").await;
+    let rounds: usize = std::env::var("RECOVERY_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let replace_after = match std::env::var("RECOVERY_REPLACE_AFTER_SECS").ok().and_then(|r| r.parse().ok()) {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => Some(Duration::from_secs(20)),
+    };
+    let bound = Duration::from_secs(75);
+    let mut stuck = Vec::new();
+    for round in 0..rounds {
+        for start in STARTS {
+            let took = consumer_started_around_a_kill(&s, stack, start, replace_after, bound).await;
+            println!("round {round} {start:?}: {took:?}");
+            if took.is_none() {
+                stuck.push((round, start));
+            }
+        }
+    }
+    stack.start_infra().await.unwrap();
+    assert!(stuck.is_empty(), "consumers that never caught up (round, start): {stuck:?}");
+}
+
+/// How one stranded consumer fared: when it applied the message published
+/// after the heal (from the heal), and what readiness said meanwhile.
+struct Stranded {
+    caught_up: Option<Duration>,
+    readiness_details: Vec<String>,
+    effects: Vec<i64>,
+}
+
+/// A consumer whose connections a silent partition stranded (every byte
+/// dropped, nothing closed: librdkafka waits for its requests until
+/// `socket.timeout.ms`, 60 s), after the network healed: how long until it
+/// applied a message published after the heal, within `bound`, and then
+/// (waiting up to librdkafka's own recovery) how often each message was
+/// applied.
+async fn consumer_after_a_silent_partition(replace_after: Option<Duration>, bound: Duration) -> Stranded {
+    // Both tests use the one Kafka behind a proxy.
+    static OWN_KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _alone = OWN_KAFKA.lock().await;
+    let stack = test_stack().await;
+    stack.start_infra().await.unwrap();
+    let kafka_stack = Stack::test_kafka_behind_proxy(xtask::repo_root());
+    let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], kafka_stack.ports().kafka))).await.unwrap();
+    // Kafka clients connect where the broker says: it must advertise the proxy.
+    let kafka_stack = kafka_stack.with_kafka_advertised_port(proxy.port());
+    kafka_stack.kafka().restart_empty().await.unwrap();
+    let brokers = format!("127.0.0.1:{}", proxy.port());
+    let s = setup_with(stack, &brokers, "kcpartition").await;
+    let shutdown = CancellationToken::new();
+    let readiness = Readiness::new();
+    let consumer = tokio::spawn(s.consumer(replace_after, readiness.clone()).run(shutdown.clone()));
+    let before = s.publish().await;
+    assert!(s.applied_within(before, Duration::from_secs(30)).await.is_some(), "nothing consumed before the cut");
+
+    proxy.partition();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.heal();
+    let healed = Instant::now();
+    // A new publisher: the old one's connections are stranded too.
+    let s = Setup { publisher: Arc::new(KafkaPublisher::new(&brokers, "test-recovery-2").unwrap()), ..s };
+    let after = s.publish().await;
+    let mut readiness_details = Vec::new();
+    let mut caught_up = None;
+    while healed.elapsed() < bound {
+        if let Some(detail) =
+            readiness.snapshot().get(messaging::kafka_consumer::CONSUMER_COMPONENT).and_then(|c| c.detail.clone())
+            && readiness_details.last() != Some(&detail)
+        {
+            readiness_details.push(detail);
+        }
+        if s.effects_of(after).await > 0 {
+            caught_up = Some(healed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // However long it took, the message must arrive, once: librdkafka gives
+    // up on the stranded connection at its 60 s request timeout.
+    let eventually = s.applied_within(after, Duration::from_secs(90)).await;
+    assert!(eventually.is_some(), "the message published after the heal never arrived");
+    // Redeliveries, if any, have had their offset-commit interval to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let effects = vec![s.effects_of(before).await, s.effects_of(after).await];
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), consumer).await;
+    if let Err(e) = kafka_stack.kafka().kill().await {
+        eprintln!("stopping the test's own Kafka: {e:#}");
+    }
+    Stranded { caught_up, readiness_details, effects }
+}
+
+/// The replacement bound these tests use (the services default to 30 s).
+const TEST_REPLACE_AFTER: Duration = Duration::from_secs(10);
+
+/// From the heal until a replacing consumer must have caught up: its bound,
+/// plus the readiness probe's period and timeout (2 s each, which notice
+/// the errors), librdkafka's reconnect backoff (at most 2 s) and a new
+/// consumer's start (metadata, assignment, first fetch: about a second),
+/// with room to spare. Well below the 60 s a stranded librdkafka waits.
+const CAUGHT_UP_WITHIN: Duration = Duration::from_secs(25);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stranded_by_a_silent_partition_replaces_itself_and_catches_up() {
+    let run = consumer_after_a_silent_partition(Some(TEST_REPLACE_AFTER), CAUGHT_UP_WITHIN).await;
+    println!(
+        "with replacement after {TEST_REPLACE_AFTER:?}: caught up {:?} after the heal; readiness said {:?}",
+        run.caught_up, run.readiness_details
+    );
+    assert!(
+        run.caught_up.is_some(),
+        "not caught up within {CAUGHT_UP_WITHIN:?} of the heal: {:?}",
+        run.readiness_details
+    );
+    assert_eq!(run.effects, [1, 1], "each message applied exactly once");
+    assert!(
+        run.readiness_details.iter().any(|d| d.starts_with("replacing a stuck Kafka consumer")),
+        "readiness never named the replacement: {:?}",
+        run.readiness_details
+    );
+}
+
+/// The negative control: the same partition, replacement off. The consumer
+/// stays on its stranded connection past the bound the replacing one met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_replacement_a_stranded_consumer_stays_stuck() {
+    let run = consumer_after_a_silent_partition(None, CAUGHT_UP_WITHIN).await;
+    println!(
+        "without replacement: caught up {:?} after the heal; readiness said {:?}",
+        run.caught_up, run.readiness_details
+    );
+    assert_eq!(run.caught_up, None, "caught up without being replaced: the test would not notice a broken replacement");
+    assert!(!run.readiness_details.is_empty(), "readiness never reported the stuck consumer");
+    assert_eq!(run.effects, [1, 1], "each message applied exactly once");
+}
