@@ -42,6 +42,10 @@ pub const CONSUMER_COMPONENT: &str = "kafka-consumer";
 /// Longest a handled record's offset waits to be committed.
 pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Group mode: how long the coordinator waits for a silent member. A
+/// replacing consumer may wait that long for its predecessor's partitions.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often librdkafka reports the statistics the lag gauge is set from.
 pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -164,7 +168,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
             .set("heartbeat.interval.ms", "1000")
             .set("reconnect.backoff.max.ms", "2000")
             .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
