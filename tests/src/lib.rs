@@ -9,6 +9,7 @@
 
 pub mod brokers;
 pub mod checker;
+pub mod effects;
 pub mod flow;
 pub mod otlp;
 pub mod system;

@@ -9,40 +9,21 @@
 #![allow(clippy::unwrap_used)]
 
 use chaos_proxy::ChaosProxy;
-use contracts::MessageContract;
 use contracts::catalogue::{OrderLine, ReserveStock};
 use health::Readiness;
+use messaging::MessageFactory;
 use messaging::consumer::{MessageProcessor, RetryPolicy};
 use messaging::kafka::KafkaPublisher;
 use messaging::kafka_consumer::{Assignment, KafkaConsumer};
-use messaging::{HandlerError, IncomingMessage, MessageFactory, MessageHandler};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use system_tests::effects::{self, ReserveStockRecorder};
 use system_tests::{chaos_stack, fresh_database, test_stack, unique_namespace};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use xtask::{Component, Stack};
-
-/// Records every message it handles, so a test sees what was applied and how often.
-struct RecordingHandler;
-
-impl MessageHandler for RecordingHandler {
-    fn message_types(&self) -> &'static [&'static str] {
-        &[ReserveStock::MESSAGE_TYPE]
-    }
-
-    async fn handle(&self, conn: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
-        let cmd: ReserveStock = message.decode()?;
-        sqlx::query("INSERT INTO effects (order_id, message_id) VALUES ($1, $2)")
-            .bind(cmd.order_id)
-            .bind(message.envelope.message_id)
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-}
 
 struct Setup {
     pool: PgPool,
@@ -62,10 +43,7 @@ async fn setup_with(stack: &'static Stack, brokers: &str, test: &str) -> Setup {
     let namespace = unique_namespace(test);
     let pool = fresh_database(stack, &format!("{namespace}_db")).await;
     messaging::migrations::run_messaging(&pool).await.unwrap();
-    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    effects::create_table(&pool).await;
     let topology = contracts::Topology::new(format!("{namespace}."));
     let brokers = brokers.to_owned();
     let topic = topology.orders_topic();
@@ -75,7 +53,7 @@ async fn setup_with(stack: &'static Stack, brokers: &str, test: &str) -> Setup {
 }
 
 impl Setup {
-    fn consumer(&self, replace_after: Option<Duration>, readiness: Readiness) -> KafkaConsumer<RecordingHandler> {
+    fn consumer(&self, replace_after: Option<Duration>, readiness: Readiness) -> KafkaConsumer<ReserveStockRecorder> {
         self.consumer_in(Assignment::AllPartitions, replace_after, readiness)
     }
 
@@ -84,9 +62,9 @@ impl Setup {
         assignment: Assignment,
         replace_after: Option<Duration>,
         readiness: Readiness,
-    ) -> KafkaConsumer<RecordingHandler> {
+    ) -> KafkaConsumer<ReserveStockRecorder> {
         let processor =
-            MessageProcessor::new(self.pool.clone(), "test-recovery", RecordingHandler, RetryPolicy::default());
+            MessageProcessor::new(self.pool.clone(), "test-recovery", ReserveStockRecorder, RetryPolicy::default());
         KafkaConsumer::new(
             &self.brokers,
             &self.group,
@@ -130,12 +108,7 @@ impl Setup {
     }
 
     async fn effects_of(&self, order_id: Uuid) -> i64 {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM effects WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
-        n
+        effects::of_order(&self.pool, order_id).await
     }
 
     /// How long until `order_id`'s message was applied, `None` if not within `bound`.

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use contracts::catalogue::{OrderLine, ReserveStock};
-use contracts::{Envelope, MessageContract};
+use contracts::Envelope;
 use health::Readiness;
 use messaging::amqp::{AmqpConnector, AmqpPublisher};
 use messaging::amqp_consumer::AmqpConsumer;
@@ -12,12 +12,13 @@ use messaging::consumer::{MessageProcessor, RetryPolicy};
 use messaging::kafka::KafkaPublisher;
 use messaging::kafka_consumer::KafkaConsumer;
 use messaging::relay::{OutboxRelay, RelayConfig};
-use messaging::{HandlerError, IncomingMessage, MessageFactory, MessageHandler, Outbox, OutboxMessage};
-use sqlx::{PgConnection, PgPool};
+use messaging::{MessageFactory, Outbox, OutboxMessage};
+use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use system_tests::brokers::{Received, drain_queue, drain_topic};
+use system_tests::effects::{self, ReserveStockRecorder};
 use system_tests::{fresh_database, test_stack, unique_namespace};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -282,32 +283,9 @@ async fn two_relays_keep_each_aggregates_order() {
     }
 }
 
-/// Counts effects in a table of its own, like a real handler's business row.
-struct CountingHandler;
-
-impl MessageHandler for CountingHandler {
-    fn message_types(&self) -> &'static [&'static str] {
-        &[ReserveStock::MESSAGE_TYPE]
-    }
-
-    async fn handle(&self, conn: &mut PgConnection, message: &IncomingMessage) -> Result<(), HandlerError> {
-        let cmd: ReserveStock = message.decode()?;
-        sqlx::query("INSERT INTO effects (order_id, message_id) VALUES ($1, $2)")
-            .bind(cmd.order_id)
-            .bind(message.envelope.message_id)
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-}
-
-async fn effects(pool: &PgPool) -> Vec<(Uuid, Uuid)> {
-    sqlx::query_as("SELECT order_id, message_id FROM effects").fetch_all(pool).await.unwrap()
-}
-
 async fn wait_for_effects(pool: &PgPool, n: usize) {
     for _ in 0..200 {
-        if effects(pool).await.len() >= n {
+        if effects::all(pool).await.len() >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -317,13 +295,11 @@ async fn wait_for_effects(pool: &PgPool, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_delivered_several_times_has_one_effect_on_rabbitmq_and_on_kafka() {
     let s = setup("inboxdup").await;
-    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
-        .execute(&s.pool)
-        .await
-        .unwrap();
+    effects::create_table(&s.pool).await;
     let shutdown = CancellationToken::new();
 
-    let amqp_processor = MessageProcessor::new(s.pool.clone(), "test-amqp", CountingHandler, RetryPolicy::default());
+    let amqp_processor =
+        MessageProcessor::new(s.pool.clone(), "test-amqp", ReserveStockRecorder, RetryPolicy::default());
     let connector = AmqpConnector::new(&s.amqp_url, "test-consumer", Readiness::new());
     let queue = s.topology.stock_commands();
     tokio::spawn(
@@ -331,7 +307,8 @@ async fn a_message_delivered_several_times_has_one_effect_on_rabbitmq_and_on_kaf
     );
 
     let kafka = Arc::new(KafkaPublisher::new(&s.brokers, "test-producer").unwrap());
-    let kafka_processor = MessageProcessor::new(s.pool.clone(), "test-kafka", CountingHandler, RetryPolicy::default());
+    let kafka_processor =
+        MessageProcessor::new(s.pool.clone(), "test-kafka", ReserveStockRecorder, RetryPolicy::default());
     let group = s.topology.consumer_group("inbox-test");
     let topic = s.topology.orders_topic();
     tokio::spawn(
@@ -349,7 +326,7 @@ async fn a_message_delivered_several_times_has_one_effect_on_rabbitmq_and_on_kaf
     }
     wait_for_effects(&s.pool, 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let all = effects(&s.pool).await;
+    let all = effects::all(&s.pool).await;
     assert_eq!(all.len(), 2, "one effect per message and consumer: {all:?}");
     let (inbox,): (i64,) = sqlx::query_as("SELECT count(*) FROM inbox").fetch_one(&s.pool).await.unwrap();
     assert_eq!(inbox, 2);
@@ -401,12 +378,9 @@ async fn retention_deletes_only_sent_outbox_rows_and_inbox_rows_past_their_windo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_naming_a_foreign_return_address_is_dead_lettered_unhandled() {
     let s = setup("replyto").await;
-    sqlx::query("CREATE TABLE effects (order_id UUID NOT NULL, message_id UUID NOT NULL)")
-        .execute(&s.pool)
-        .await
-        .unwrap();
+    effects::create_table(&s.pool).await;
     let shutdown = CancellationToken::new();
-    let processor = MessageProcessor::new(s.pool.clone(), "test-amqp", CountingHandler, RetryPolicy::default());
+    let processor = MessageProcessor::new(s.pool.clone(), "test-amqp", ReserveStockRecorder, RetryPolicy::default());
     let connector = AmqpConnector::new(&s.amqp_url, "test-consumer", Readiness::new());
     let queue = s.topology.stock_commands();
     tokio::spawn(AmqpConsumer::new(connector, s.topology.clone(), queue.clone(), 8, processor).run(shutdown.clone()));
@@ -428,7 +402,7 @@ async fn a_command_naming_a_foreign_return_address_is_dead_lettered_unhandled() 
     let dlq = contracts::Topology::dead_letter_queue(&queue);
     let dead = drain_queue(&s.amqp_url, &dlq, Duration::from_secs(2), Duration::from_secs(20)).await;
     shutdown.cancel();
-    let effects = effects(&s.pool).await;
+    let effects = effects::all(&s.pool).await;
     assert_eq!(effects.iter().map(|(_, m)| *m).collect::<Vec<_>>(), [good.envelope.message_id], "only the good one");
     assert_eq!(dead.iter().map(|r| r.envelope.message_id).collect::<Vec<_>>(), [foreign.envelope.message_id]);
 }
