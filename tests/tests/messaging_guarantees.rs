@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use contracts::catalogue::{OrderLine, ReserveStock};
 use contracts::Envelope;
+use contracts::catalogue::{OrderLine, ReserveStock};
 use health::Readiness;
 use messaging::amqp::{AmqpConnector, AmqpPublisher};
 use messaging::amqp_consumer::AmqpConsumer;
