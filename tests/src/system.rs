@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -64,9 +65,35 @@ async fn ensure_binaries() {
     let _ = BUILT.set(());
 }
 
+/// Where the services' ports are drawn from: above the runner's stacks
+/// (21xxx–23xxx), below the kernel's ephemeral range.
+const SERVICE_PORTS_FROM: u16 = 24_000;
+
+/// A port for a service to listen on, free now and outside the kernel's
+/// ephemeral range: a port read off an ephemeral bind and released can be
+/// handed to an outgoing connection before the service binds it (seen in
+/// CI: stock exited with "Address already in use").
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let below = ephemeral_ports_start().max(SERVICE_PORTS_FROM + 1_000);
+    let span = below - SERVICE_PORTS_FROM;
+    // Test binaries run one after another: each starts elsewhere in the span.
+    let offset = u16::try_from(std::process::id() % u32::from(span)).unwrap_or(0);
+    for _ in 0..span {
+        let port = SERVICE_PORTS_FROM + (offset + NEXT.fetch_add(1, Ordering::Relaxed) % span) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {SERVICE_PORTS_FROM}..{below}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 when unreadable).
+fn ephemeral_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A `POST /orders` body.

@@ -189,7 +189,20 @@ async fn the_flow_completes_with_kafka_consumer_groups_across_a_consumer_restart
         let log = system.log_text(service);
         assert!(log.contains("group assigned partitions"), "{service} got no partitions from its group:\n{log}");
     }
-    let assignments = system.log_text("loyalty").matches("group assigned partitions").count();
-    assert_eq!(assignments, 2, "loyalty's partitions, once per start");
+    // At least once per start, and assigned at the end. Tansu may take the
+    // partitions back once more after the restart: it expires the stopped
+    // member's session (10 s) by member id, whatever its instance id, and
+    // rebalances then if the new member joined before (seen in CI).
+    let loyalty = system.log_text("loyalty");
+    let assignments = loyalty.matches("group assigned partitions").count();
+    assert!(assignments >= 2, "loyalty's partitions, at least once per start: {assignments}");
+    let last_event = loyalty
+        .lines()
+        .rev()
+        .find(|l| l.contains("group assigned partitions") || l.contains("group revoked partitions"));
+    assert!(
+        last_event.is_some_and(|l| l.contains("group assigned partitions")),
+        "loyalty ended without its partitions: {last_event:?}"
+    );
     system.shutdown().await;
 }
