@@ -34,6 +34,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -88,6 +89,18 @@ pub struct KafkaConsumer<H> {
     debug: Option<String>,
     assignment: Assignment,
     replace_after: Option<Duration>,
+    replacements: Replacements,
+}
+
+/// How many times a [`KafkaConsumer`] replaced its consumer, readable while
+/// it runs (its metric is `kafka_consumer_replacements_total`).
+#[derive(Clone, Debug, Default)]
+pub struct Replacements(Arc<AtomicU64>);
+
+impl Replacements {
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Default of [`KafkaConsumer::with_replacement_after`]: far above a broker
@@ -128,7 +141,13 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             debug: None,
             assignment: Assignment::Group,
             replace_after: Some(DEFAULT_REPLACE_AFTER),
+            replacements: Replacements::default(),
         }
+    }
+
+    /// A handle on how many times this consumer replaced itself.
+    pub fn replacements(&self) -> Replacements {
+        self.replacements.clone()
     }
 
     /// Static group membership: a restarted consumer with the same instance
@@ -190,6 +209,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             match self.run_generation(generation, &shutdown).await {
                 GenerationEnd::Shutdown | GenerationEnd::Failed => return,
                 GenerationEnd::Stuck(reason) => {
+                    self.replacements.0.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("kafka_consumer_replacements_total", "group" => self.group.clone()).increment(1);
                     tracing::warn!(group = %self.group, generation = generation + 1, %reason, "Kafka consumer stuck: replaced");
                     self.readiness.not_ready(CONSUMER_COMPONENT, format!("replacing a stuck Kafka consumer: {reason}"));
