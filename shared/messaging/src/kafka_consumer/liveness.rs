@@ -35,9 +35,10 @@ impl ConsumerLiveness {
         (heard.since, heard.errors, heard.last_error) = (now, 0, None);
     }
 
+    /// A record came: alive, and proof the fetches work.
     pub(super) fn record(&self, now: Instant) {
-        self.alive(now);
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).last_record = Some(now);
+        let mut heard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        (heard.since, heard.errors, heard.last_error, heard.last_record) = (now, 0, None, Some(now));
     }
 
     /// Whether a record came within `window` before `now`.

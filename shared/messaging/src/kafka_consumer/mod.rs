@@ -233,7 +233,6 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         let liveness = ConsumerLiveness::new(Instant::now());
         // Ends this generation's probe with it.
         let generation_over = shutdown.child_token();
-        let _stop_probe = generation_over.clone().drop_guard();
         let end = match self.assignment {
             Assignment::Group => {
                 let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
