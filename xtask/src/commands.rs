@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::{
     infra::{Component, Stack, StartOutcome},
     kafka_supervisor,
-    services::{self, SERVICE_READY_TIMEOUT, SERVICE_STOP_TIMEOUT, SERVICES, ServiceSpec},
+    services::{self, CONSOLE, SERVICE_READY_TIMEOUT, SERVICE_STOP_TIMEOUT, SERVICES, ServiceSpec},
     tools,
 };
 
@@ -54,7 +54,8 @@ pub async fn up(stack: &Stack, build: bool) -> Result<()> {
     }
 
     let mut failures = Vec::new();
-    for spec in &SERVICES {
+    // The console first, so that the services send it their spans from the start.
+    for spec in [&CONSOLE].into_iter().chain(&SERVICES) {
         let service = stack.service(spec);
         let Some(binary) = service.binary() else {
             println!(
@@ -101,7 +102,7 @@ pub async fn up(stack: &Stack, build: bool) -> Result<()> {
 
 /// Creates the six databases and the Kafka topics (idempotent).
 pub async fn provision(stack: &Stack) -> Result<()> {
-    for spec in &SERVICES {
+    for spec in SERVICES.iter().chain([&CONSOLE]) {
         stack.create_database(spec.name).await.with_context(|| format!("creating the {} database", spec.name))?;
     }
     let topics = services::topics();
@@ -120,7 +121,8 @@ pub async fn provision(stack: &Stack) -> Result<()> {
 /// `cargo xtask down`: services first (they hold connections), then infrastructure.
 pub async fn down(stack: &Stack) -> Result<()> {
     let mut failures = Vec::new();
-    for spec in &SERVICES {
+    // The console last: it shows the others going.
+    for spec in SERVICES.iter().chain([&CONSOLE]) {
         let service = stack.service(spec);
         if service.is_running() {
             match service.stop(SERVICE_STOP_TIMEOUT).await {
@@ -213,7 +215,7 @@ pub fn status(stack: &Stack) -> String {
     let supervisor = stack.kafka_supervisor();
     let restarts = format!("{} restart(s) of a wedged kafka", supervisor.restarts());
     row(kafka_supervisor::NAME, supervisor.pid(), None, &restarts);
-    for spec in &SERVICES {
+    for spec in SERVICES.iter().chain([&CONSOLE]) {
         let service = stack.service(spec);
         row(spec.name, service.pid(), Some(service.port()), "");
     }
@@ -270,6 +272,25 @@ pub async fn kill(stack: &Stack, target: Target) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask stop NAME`: SIGTERM, and wait until it has exited.
+pub async fn stop(stack: &Stack, target: Target) -> Result<()> {
+    let started = Instant::now();
+    let pid = match target {
+        Target::Infra(component) => stack.component_pid(component),
+        Target::Service(spec) => stack.service(spec).pid(),
+    };
+    let Some(pid) = pid else {
+        println!("{} is not running on stack {}", target.name(), stack.name());
+        return Ok(());
+    };
+    match target {
+        Target::Infra(component) => stack.stop_component(component).await?,
+        Target::Service(spec) => stack.service(spec).stop(SERVICE_STOP_TIMEOUT).await?,
+    }
+    println!("{} (pid {pid}) stopped with SIGTERM in {:.1}s", target.name(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// `cargo xtask restart NAME`: graceful stop if running, start, wait until ready.
 pub async fn restart(stack: &Stack, target: Target) -> Result<()> {
     let started = Instant::now();
@@ -284,6 +305,8 @@ pub async fn restart(stack: &Stack, target: Target) -> Result<()> {
 /// Every address a developer needs, plus where the logs are.
 pub fn endpoints(stack: &Stack) -> String {
     let mut text = String::new();
+    let console = stack.service(&CONSOLE);
+    let _ = writeln!(text, "console    {:<24} follow an order, break the system and watch it recover", console.url());
     let _ = writeln!(text, "postgres   postgres://postgres@127.0.0.1:{}/<database>", stack.ports().postgres);
     let _ = writeln!(text, "amqp       {}", stack.amqp_url());
     if let Some(port) = stack.ports().rabbit_management {

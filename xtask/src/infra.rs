@@ -401,6 +401,14 @@ impl Stack {
             Component::Kafka => self.kafka().kill().await,
         }
     }
+    /// Stops `component` gracefully (SIGTERM) and waits until it has exited.
+    pub async fn stop_component(&self, component: Component) -> Result<()> {
+        match component {
+            Component::Postgres => self.postgres().stop().await,
+            Component::RabbitMq => self.rabbitmq().stop().await,
+            Component::Kafka => self.kafka().stop().await,
+        }
+    }
     pub async fn restart_component(&self, component: Component) -> Result<u32> {
         match component {
             Component::Postgres => self.postgres().restart().await,

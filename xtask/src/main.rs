@@ -45,6 +45,8 @@ enum Command {
     },
     /// SIGKILL a component or service (simulates a crash).
     Kill { name: String },
+    /// SIGTERM a component or service and wait until it has exited (a graceful stop).
+    Stop { name: String },
     /// Restart a component or service and wait until it is ready.
     Restart { name: String },
     /// Set up everything the tests need (tools, test stack, binaries) and run every test.
@@ -134,6 +136,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Logs { name, follow } => commands::logs(&stack, name.parse::<Target>()?, follow).await,
         Command::Kill { name } => commands::kill(&stack, name.parse::<Target>()?).await,
+        Command::Stop { name } => commands::stop(&stack, name.parse::<Target>()?).await,
         Command::Restart { name } => commands::restart(&stack, name.parse::<Target>()?).await,
         Command::Test { args } => commands::test(&args).await,
         Command::Chaos { orders, kills, partitions, seed, rate, concurrency, drain_timeout, unsafe_mode, compose } => {

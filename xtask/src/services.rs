@@ -53,6 +53,19 @@ pub const SERVICES: [ServiceSpec; 6] = [
     ServiceSpec { name: "loyalty", package: "loyalty-service", base_port: 8085, http_dependencies: &[] },
 ];
 
+/// The console (console/): run by the runner like a service, on its own
+/// database, told where the six services are and how to reach the runner.
+pub const CONSOLE: ServiceSpec = ServiceSpec {
+    name: "console",
+    package: "console",
+    base_port: 8090,
+    http_dependencies: &["order", "stock", "payment", "shipping", "email", "loyalty"],
+};
+
+/// The OpenTelemetry variables that, set by the user, choose where spans
+/// go instead of the console.
+const USER_OTLP_VARIABLES: [&str; 2] = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"];
+
 /// Kafka topics of the un-namespaced topology (events and dead letters),
 /// with their partition counts. The services create them too; creating them
 /// up front lets `up` show them.
@@ -66,7 +79,7 @@ pub fn topics() -> Vec<(String, i32)> {
 
 /// Looks a service up by name.
 pub fn service_spec(name: &str) -> Option<&'static ServiceSpec> {
-    SERVICES.iter().find(|spec| spec.name == name)
+    SERVICES.iter().chain([&CONSOLE]).find(|spec| spec.name == name)
 }
 
 /// `CARGO_TARGET_DIR` (relative to the current directory, as cargo does) or `<repo>/target`.
@@ -106,13 +119,13 @@ pub async fn build_services(repo_root: &Path) -> Result<()> {
     if service_profile() == "release" {
         command.arg("--release");
     }
-    for spec in &SERVICES {
+    for spec in SERVICES.iter().chain([&CONSOLE]) {
         command.args(["-p", spec.package]);
     }
     let status = command.status().await.context("running cargo build for the services")?;
     if !status.success() {
         bail!(
-            "`cargo build --bins -p order-service -p stock-service -p payment-service -p shipping-service -p email-service -p loyalty-service` failed with {status}"
+            "`cargo build --bins -p order-service -p stock-service -p payment-service -p shipping-service -p email-service -p loyalty-service -p console` failed with {status}"
         );
     }
     Ok(())
@@ -189,7 +202,43 @@ impl Service<'_> {
                 env.push((format!("{}_URL", dependency.to_uppercase()), other.url()));
             }
         }
+        if self.spec == &CONSOLE {
+            env.extend(self.console_env());
+        } else {
+            env.extend(self.tracing_env());
+        }
         env
+    }
+
+    /// The console controls processes through this runner, on this stack.
+    fn console_env(self) -> Vec<(String, String)> {
+        let mut env = vec![("CONSOLE_STACK".to_owned(), self.stack.name().to_owned())];
+        if let Ok(runner) = std::env::current_exe() {
+            env.push(("CONSOLE_RUNNER".to_owned(), runner.display().to_string()));
+        }
+        env
+    }
+
+    /// Spans go to the stack's console when it runs, unless the user chose
+    /// where they go; sent in small batches every half second (the SDK's
+    /// default waits 5 s), so a journey fills in while the order travels.
+    fn tracing_env(self) -> Vec<(String, String)> {
+        let console = self.stack.service(&CONSOLE);
+        if USER_OTLP_VARIABLES.iter().any(|v| std::env::var_os(v).is_some()) || !console.is_running() {
+            return Vec::new();
+        }
+        let defaults = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", console.url()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "500".to_owned()),
+            // A console that hangs holds the exporter's thread this long at
+            // most; the service's spans queue (bounded) meanwhile.
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000".to_owned()),
+        ];
+        defaults
+            .into_iter()
+            .filter(|(name, _)| std::env::var_os(name).is_none())
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect()
     }
 
     pub fn pid(self) -> Option<u32> {

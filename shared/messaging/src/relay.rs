@@ -453,6 +453,9 @@ impl OutboxRelay {
             let (sent, span) = match row.envelope() {
                 Ok(envelope) => {
                     let span = publish_span(&envelope, &row.transport, &row.destination);
+                    if let Some(written) = row.created_at.timestamp_nanos_opt() {
+                        span.record("ordermesh.outbox.written_at_unix_nano", written);
+                    }
                     (self.send(row, envelope).instrument(span.clone()).await, span)
                 }
                 Err(corrupt) => (Err(corrupt), tracing::Span::none()),
@@ -597,6 +600,9 @@ fn publish_span(envelope: &Envelope, transport: &str, destination: &str) -> trac
         order_id = %envelope.correlation_id,
         messaging.destination.partition.id = tracing::field::Empty,
         messaging.kafka.offset = tracing::field::Empty,
+        // When the outbox row was written: the console shows how long the
+        // message waited there before this publish.
+        ordermesh.outbox.written_at_unix_nano = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
     telemetry::set_remote_parent(
