@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod brokers;
+pub mod browser;
 pub mod checker;
 pub mod effects;
 pub mod flow;

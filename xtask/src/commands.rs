@@ -341,6 +341,7 @@ pub async fn test(extra_args: &[String]) -> Result<()> {
     let root = crate::repo_root();
     tools::ensure_all().await.context("installing or locating PostgreSQL, RabbitMQ and Tansu")?;
     tools::ensure_docker_compose().await.context("installing docker-compose (validates docker-compose.yml)")?;
+    tools::ensure_chromium().await.context("installing Chromium and chromedriver (the console's browser tests)")?;
     let stack = Stack::test(&root);
     stack.start_infra().await.context("starting the test infrastructure stack")?;
     // Every test works in a namespace of its own, so what earlier runs left

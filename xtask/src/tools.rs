@@ -260,6 +260,21 @@ pub async fn ensure_docker_compose() -> Result<PathBuf> {
     find_on_path("docker-compose").context("docker-compose still missing after apt-get install")
 }
 
+/// Debian's Chromium and its WebDriver, for the console's browser tests
+/// (installed from the distribution, never a browser a tool downloads).
+pub async fn ensure_chromium() -> Result<()> {
+    const BINARIES: [&str; 2] = ["/usr/bin/chromium", "/usr/bin/chromedriver"];
+    if BINARIES.iter().all(|b| std::path::Path::new(b).is_file()) {
+        return Ok(());
+    }
+    let install = "apt-get update && apt-get install -y chromium chromium-driver";
+    apt_install(&anyhow::anyhow!("chromium or chromium-driver is not installed"), install).await?;
+    match BINARIES.iter().find(|b| !std::path::Path::new(b).is_file()) {
+        Some(missing) => bail!("{missing} still missing after `{install}`"),
+        None => Ok(()),
+    }
+}
+
 async fn apt_install(missing: &anyhow::Error, command: &str) -> Result<()> {
     let is_root = nix::unistd::geteuid().is_root();
     let has_apt = find_on_path("apt-get").is_some();
