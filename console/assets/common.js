@@ -54,7 +54,7 @@ const OM = (() => {
 
   function fmtRate(perSecond) {
     if (perSecond === null || perSecond === undefined || !Number.isFinite(perSecond)) return '?/s';
-    return `${perSecond < 10 ? perSecond.toFixed(1) : Math.round(perSecond)}/s`;
+    return `${perSecond < 100 ? perSecond.toFixed(1) : Math.round(perSecond)}/s`;
   }
 
   function fmtSeconds(seconds) {
@@ -72,6 +72,11 @@ const OM = (() => {
     if (s < 5400) return `${Math.round(s / 60)} min ago`;
     if (s < 172800) return `${Math.round(s / 3600)} h ago`;
     return `${Math.round(s / 86400)} d ago`;
+  }
+
+  function fmtDate(date) {
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
   }
 
   function fmtClock(date) {
@@ -93,9 +98,12 @@ const OM = (() => {
     return h('span', { ...attrs, class: cls }, known ? status : 'unknown');
   }
 
+  // Swaps only the status-* class, so a badge keeps its other classes (size).
   function updateBadge(node, status) {
     const fresh = statusBadge(status);
-    if (node.className !== fresh.className) node.className = fresh.className;
+    const statusClass = [...fresh.classList].find((c) => c.startsWith('status-'));
+    for (const c of [...node.classList]) if (c.startsWith('status-') && c !== statusClass) node.classList.remove(c);
+    node.classList.add('badge', statusClass);
     setText(node, fresh.textContent);
   }
 
@@ -162,6 +170,13 @@ const OM = (() => {
     } catch { /* storage disabled: the token lives only until the form closes */ }
   }
 
+  // Drawn, not an emoji: not every machine has an emoji font.
+  function lockIcon() {
+    return svg('svg', { class: 'lock-icon', viewBox: '0 0 16 16', width: 14, height: 14, 'aria-hidden': 'true' },
+      svg('rect', { x: 3, y: 7, width: 10, height: 8, rx: 1.5, fill: 'currentColor' }),
+      svg('path', { d: 'M5 7V5a3 3 0 0 1 6 0v2', fill: 'none', stroke: 'currentColor', 'stroke-width': 1.6 }));
+  }
+
   // One form for every request that got a 401 at the same time: they all
   // wait on the same promise and retry once the token is entered.
   let pendingToken = null;
@@ -176,7 +191,7 @@ const OM = (() => {
         if (token) resolve(token); else reject(new ApiError(401, 'unauthorized', 'Cancelled: this action needs the admin token.'));
       };
       const form = h('form', { id: 'token-form', class: 'token-form', onsubmit: (e) => { e.preventDefault(); finish(input.value.trim()); } },
-        h('span', { class: 'token-lock', 'aria-hidden': 'true' }, '🔒'),
+        lockIcon(),
         h('div', { class: 'token-text' },
           h('strong', {}, 'Admin token required. '),
           why || 'This console protects its actions with a bearer token.'),
@@ -281,9 +296,9 @@ const OM = (() => {
 
   return {
     h, svg, $, setText,
-    fmtMs, fmtRate, fmtSeconds, fmtAgo, fmtClock, shortId,
+    fmtMs, fmtRate, fmtSeconds, fmtAgo, fmtDate, fmtClock, shortId,
     FINAL_STATUSES, statusBadge, updateBadge,
-    showError, clearError, toast,
+    showError, clearError, toast, lockIcon,
     api, ApiError, poll, storedToken, storeToken,
   };
 })();

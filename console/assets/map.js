@@ -12,18 +12,18 @@
   const STALE_AFTER_S = 5;
 
   // ------------------------------------------------------------ layout
-  // A fixed drawing, 970 x 700 units, scaled to the column's width. The
+  // A fixed drawing, 982 x 680 units, scaled to the column's width. The
   // system is small and known, so every box and channel has a hand-placed
   // position and route: no layout engine, and no edge crosses another.
 
-  const STAGE_W = 970;
-  const STAGE_H = 700;
+  const STAGE_W = 982;
+  const STAGE_H = 688;
   const BOX_W = 200;
   const SERVICE_H = 118;
-  const INFRA_H = 84;
-  const COL = [20, 385, 750];
+  const INFRA_H = 86;
+  const COL = [16, 386, 766];
   const ROW = [12, 224, 436];
-  const INFRA_Y = 604;
+  const INFRA_Y = 596;
 
   const PLACES = {
     order: [COL[0], ROW[1]],
@@ -48,6 +48,7 @@
   // Components the server names but the layout does not know go on a spare
   // row below the infrastructure instead of being dropped.
   const extraPlaces = new Map();
+  let stageHeight = STAGE_H; // grows if extra components need rows
 
   function boxOf(name, kind) {
     let place = PLACES[name];
@@ -56,7 +57,12 @@
       place = extraPlaces.get(name);
     }
     const infra = kind === 'infrastructure' || ['postgres', 'rabbitmq', 'kafka'].includes(name);
-    return { x: place[0], y: place[1], w: BOX_W, h: infra ? INFRA_H : SERVICE_H };
+    const box = { x: place[0], y: place[1], w: BOX_W, h: infra ? INFRA_H : SERVICE_H };
+    if (box.y + box.h + 12 > stageHeight) {
+      stageHeight = box.y + box.h + 12;
+      fitStage();
+    }
+    return box;
   }
 
   const top = (b, dx) => [b.x + dx, b.y];
@@ -100,7 +106,7 @@
       },
       'orders:shipping': {
         branches: [{ from: 'order', points: [bottom(o, 140), [o.x + 140, sh.y + 44], left(sh, 44)] }],
-        label: [gapAB + 40, sh.y + 44],
+        label: [gapAB, sh.y + 44],
       },
       'shipments:order': {
         branches: [{ from: 'shipping', points: [left(sh, 94), [o.x + 60, sh.y + 94], bottom(o, 60)] }],
@@ -173,8 +179,7 @@
 
   function initStage() {
     stage.style.width = `${STAGE_W}px`;
-    stage.style.height = `${STAGE_H}px`;
-    edgeLayer = svg('svg', { class: 'edges', width: STAGE_W, height: STAGE_H, viewBox: `0 0 ${STAGE_W} ${STAGE_H}`, 'aria-hidden': 'false' },
+    edgeLayer = svg('svg', { class: 'edges', width: STAGE_W, height: stageHeight, viewBox: `0 0 ${STAGE_W} ${stageHeight}` },
       svg('defs', {}, ...['rabbitmq', 'kafka', 'waiting', 'other'].map(arrowMarker)));
     stage.append(edgeLayer);
     stage.append(h('div', { class: 'map-waiting-first', id: 'map-waiting-first' }, 'Waiting for the first sample of the system…'));
@@ -194,8 +199,13 @@
   function fitStage() {
     const available = viewport.clientWidth - 24;
     const scale = Math.min(1, available / STAGE_W);
+    stage.style.height = `${stageHeight}px`;
+    if (edgeLayer) {
+      edgeLayer.setAttribute('height', stageHeight);
+      edgeLayer.setAttribute('viewBox', `0 0 ${STAGE_W} ${stageHeight}`);
+    }
     stage.style.transform = `scale(${scale})`;
-    viewport.style.height = `${Math.ceil(STAGE_H * scale) + 16}px`;
+    viewport.style.height = `${Math.ceil(stageHeight * scale) + 16}px`;
   }
 
   // --------------------------------------------------------- components
@@ -225,7 +235,6 @@
     h('div', { class: 'comp-head' },
       infra ? h('span', { class: `broker-dot ${name}` }) : null,
       h('span', { class: 'comp-name' }, DISPLAY_NAMES[name] || name),
-      h('span', { class: 'comp-kind' }, infra ? '' : 'service'),
       stateText),
     infra ? null : h('div', { class: 'comp-line url' }, url),
     infra ? null : backlog,
@@ -252,7 +261,7 @@
       } else {
         setText(node.url, 'no address');
       }
-      updateBacklog(node.backlog, component.outbox);
+      updateBacklog(node.backlog, component.outbox, component.state);
       updateRates(node.rates, component);
     }
     // The detail says why a component is not ready; for services it takes
@@ -267,10 +276,18 @@
   }
 
   function infraSummary(state) {
-    return { ready: 'accepting connections', not_ready: 'not ready', down: 'not reachable' }[state] || '';
+    return { ready: 'reachable', not_ready: 'not ready', down: 'not reachable' }[state] || '';
   }
 
-  function updateBacklog(line, outbox) {
+  function updateBacklog(line, outbox, state) {
+    // A service that answers without outbox figures has no outbox: email
+    // and loyalty only consume.
+    if (!outbox && state !== 'down') {
+      line.replaceChildren('no outbox (consumes only)');
+      line.classList.remove('backlog');
+      line.title = 'This service publishes nothing, so it has no outbox.';
+      return;
+    }
     if (!outbox) {
       line.replaceChildren('outbox ', h('b', {}, '?'), ' (unknown)');
       line.classList.remove('backlog');
@@ -325,7 +342,7 @@
     const waitingLabel = svg('tspan');
     const rate = svg('tspan');
     const trend = svg('tspan', { class: 'trend' });
-    const stats = svg('text', { class: 'label-stats', 'text-anchor': 'middle', y: 11 }, waitingLabel, waiting, rate, trend);
+    const stats = svg('text', { class: 'label-stats', 'text-anchor': 'middle', y: 12 }, waitingLabel, waiting, trend, rate);
     const label = svg('g', { class: 'label', transform: `translate(${route.label[0]},${route.label[1]})` }, bg, channel, stats);
     group.append(title, label);
     edgeLayer.append(group);
@@ -357,10 +374,10 @@
 
     node.group.setAttribute('class', `edge ${broker}${waiting > 0 ? ' waiting' : ''}${unknown ? ' unknown' : ''}${moving ? '' : ' idle'}`);
     // More waiting, thicker line: log scale so 5 and 5000 both read.
-    const width = waiting > 0 ? 2.5 + Math.min(5, Math.log2(1 + waiting)) : 2;
+    const width = waiting > 0 ? 2.5 + Math.min(4.5, Math.log2(1 + waiting)) : 2;
     for (const line of node.lines) {
       line.style.strokeWidth = `${width}px`;
-      line.setAttribute('marker-end', `url(#arrow-${waiting > 0 ? 'waiting' : broker})`);
+      line.setAttribute('marker-end', `url(#arrow-${waiting > 0 ? 'waiting' : unknown ? 'other' : broker})`);
     }
 
     setText(node.channel, edge.channel);
@@ -397,19 +414,24 @@
 
   // ------------------------------------------------------- dead letters
 
+  // One row per broker, so eight destinations stay readable in two lines.
   function renderDeadLetters(deadLetters) {
     const panel = $('#dead-letters');
-    const chips = deadLetters.map((dl) => {
-      const unknown = dl.pending === null || dl.pending === undefined;
-      const count = unknown ? '?' : String(dl.pending);
-      return h('span', {
-        class: `dlq${!unknown && dl.pending > 0 ? ' has-letters' : ''}`,
-        dataset: { destination: dl.destination },
-        title: `${dl.destination}: ${unknown ? 'unknown' : dl.pending} dead letter(s) from ${dl.from} (${dl.broker})`,
-      }, h('span', { class: `broker-dot ${dl.broker}` }), dl.destination, h('span', { class: 'count', dataset: { field: 'pending' } }, count));
-    });
+    const brokers = [...new Set(deadLetters.map((dl) => dl.broker))];
+    const rows = brokers.map((broker) => h('div', { class: 'dlq-row' },
+      h('span', { class: 'dlq-broker' }, h('span', { class: `broker-dot ${broker}` }), DISPLAY_NAMES[broker] || broker),
+      deadLetters.filter((dl) => dl.broker === broker).map(deadLetterChip)));
     panel.replaceChildren(h('h3', {}, 'Dead letters'),
-      ...(chips.length ? chips : [h('span', { class: 'faint small' }, 'no dead-letter destinations reported')]));
+      rows.length ? h('div', { class: 'dlq-rows' }, rows) : h('span', { class: 'faint small' }, 'no dead-letter destinations reported'));
+  }
+
+  function deadLetterChip(dl) {
+    const unknown = dl.pending === null || dl.pending === undefined;
+    return h('span', {
+      class: `dlq${!unknown && dl.pending > 0 ? ' has-letters' : ''}`,
+      dataset: { destination: dl.destination },
+      title: `${dl.destination}: ${unknown ? 'unknown number of' : dl.pending} dead letter(s) that ${dl.from} gave up on`,
+    }, dl.destination, h('span', { class: 'count', dataset: { field: 'pending' } }, unknown ? '?' : String(dl.pending)));
   }
 
   function renderProblems(problems) {
@@ -430,7 +452,7 @@
     chip.hidden = !control.token_required;
     if (control.token_required) {
       const has = Boolean(OM.storedToken());
-      chip.replaceChildren('🔒 admin token required', has ? ' · token set · ' : '',
+      chip.replaceChildren(OM.lockIcon(), 'admin token required', has ? ' · token set · ' : '',
         has ? h('button', { type: 'button', class: 'linklike', onclick: () => { OM.storeToken(null); renderControl(control); } }, 'forget') : '');
     }
   }
