@@ -1,5 +1,5 @@
 # One image with all six service binaries (order, stock, payment, shipping,
-# email, loyalty); which one runs is the container's command:
+# email, loyalty) and the console; which one runs is the container's command:
 #
 #   docker build -t ordermesh .                     # what docker-compose.yml does
 #   docker run --rm ordermesh stock                 # pick the binary per container
@@ -74,8 +74,8 @@ RUN set -eu; \
 
 # ---------------------------------------------------------------------------
 FROM toolchain AS builder
-ARG PACKAGES="-p order-service -p stock-service -p payment-service -p shipping-service -p email-service -p loyalty-service"
-ARG BINARIES="order stock payment shipping email loyalty"
+ARG PACKAGES="-p order-service -p stock-service -p payment-service -p shipping-service -p email-service -p loyalty-service -p console"
+ARG BINARIES="order stock payment shipping email loyalty console"
 # --no-default-features: no crash points, no unsafe modes in an image (the
 # services' default feature `fault-injection` is for the tests only).
 # 1. Dependencies only, against the stubs (the cached layer). The stubs are

@@ -13,7 +13,7 @@
 # (which deletes the data) makes it run again.
 set -euo pipefail
 
-services=(order stock payment shipping email loyalty)
+services=(order stock payment shipping email loyalty console)
 
 for service in "${services[@]}"; do
     password_var="${service^^}_DB_PASSWORD"

@@ -18,14 +18,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The six services: compose service name and cargo package.
-const SERVICES: [(&str, &str); 6] = [
+/// The six services and the console: compose service name and cargo package.
+const SERVICES: [(&str, &str); 7] = [
     ("order", "order-service"),
     ("stock", "stock-service"),
     ("payment", "payment-service"),
     ("shipping", "shipping-service"),
     ("email", "email-service"),
     ("loyalty", "loyalty-service"),
+    ("console", "console"),
 ];
 
 /// Variables the code reads that compose deliberately leaves unset.
@@ -46,6 +47,10 @@ const NOT_IN_COMPOSE: &[(&str, &str)] = &[
     ("HOSTNAME", "set by the container runtime"),
     // librdkafka tracing, for a person diagnosing a consumer group.
     ("KAFKA_DEBUG", "diagnostics only"),
+    // The local runner's process control: compose owns the containers, so
+    // the console's actions are disabled there (and say why).
+    ("CONSOLE_RUNNER", "the local runner's binary; none in compose"),
+    ("CONSOLE_STACK", "the local runner's stack; none in compose"),
 ];
 
 /// Variables read inside libraries, recognised by the call that makes the
