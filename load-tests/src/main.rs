@@ -1,6 +1,7 @@
 //! Order throughput, latency, settle time and memory of the whole system, with
-//! tracing off and on: figures, not pass/fail. Each scenario starts a fresh
-//! system of the six services on the local runner's test stack.
+//! tracing off, on (spans to an in-memory receiver) and on with the console
+//! receiving and storing them: figures, not pass/fail. Each scenario starts
+//! a fresh system of the six services on the local runner's test stack.
 //!
 //! ```text
 //! cargo run -p load-tests -- --orders 500 --concurrency 16
@@ -32,7 +33,29 @@ struct Args {
     seed: u64,
 }
 
+/// Where the spans go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tracing {
+    Off,
+    /// An OTLP receiver that keeps them in memory: the cost of exporting.
+    Receiver,
+    /// The console, storing them in its PostgreSQL database: the cost of
+    /// the console on the same machine.
+    Console,
+}
+
+impl Tracing {
+    fn name(self) -> &'static str {
+        match self {
+            Tracing::Off => "tracing off",
+            Tracing::Receiver => "tracing on",
+            Tracing::Console => "to the console",
+        }
+    }
+}
+
 struct Figures {
+    name: &'static str,
     placed_per_second: f64,
     latency_ms: [f64; 3],
     settled_after: Duration,
@@ -50,39 +73,63 @@ async fn main() -> Result<()> {
         args.concurrency,
         xtask::services::service_profile()
     );
-    let off = scenario(&args, false).await.context("tracing off")?;
-    let on = scenario(&args, true).await.context("tracing on")?;
+    let mut all = Vec::new();
+    for tracing in [Tracing::Off, Tracing::Receiver, Tracing::Console] {
+        all.push(scenario(&args, tracing).await.context(tracing.name())?);
+    }
     println!();
-    println!("{:<28} {:>14} {:>14}", "", "tracing off", "tracing on");
-    println!("{:<28} {:>14.1} {:>14.1}", "POST /orders per second", off.placed_per_second, on.placed_per_second);
+    let row = |label: &str, cells: Vec<String>| {
+        println!("{label:<28} {}", cells.iter().map(|c| format!("{c:>15}")).collect::<String>());
+    };
+    row("", [Tracing::Off, Tracing::Receiver, Tracing::Console].iter().map(|t| t.name().to_owned()).collect());
+    row("POST /orders per second", all.iter().map(|f| format!("{:.1}", f.placed_per_second)).collect());
     for (i, p) in ["p50", "p95", "p99"].iter().enumerate() {
-        println!("{:<28} {:>14.1} {:>14.1}", format!("POST latency {p} (ms)"), off.latency_ms[i], on.latency_ms[i]);
+        row(&format!("POST latency {p} (ms)"), all.iter().map(|f| format!("{:.1}", f.latency_ms[i])).collect());
     }
-    println!(
-        "{:<28} {:>14.2} {:>14.2}",
-        "all final after (s)",
-        off.settled_after.as_secs_f64(),
-        on.settled_after.as_secs_f64()
-    );
-    println!("{:<28} {:>14.1} {:>14.1}", "orders settled per second", off.settled_per_second, on.settled_per_second);
-    println!("{:<28} {:>14} {:>14}", "spans exported", off.spans, on.spans);
-    for ((service, a), (_, b)) in off.rss_mb.iter().zip(&on.rss_mb) {
-        println!("{:<28} {:>14.1} {:>14.1}", format!("{service} RSS (MB)"), a, b);
+    row("all final after (s)", all.iter().map(|f| format!("{:.2}", f.settled_after.as_secs_f64())).collect());
+    row("orders settled per second", all.iter().map(|f| format!("{:.1}", f.settled_per_second)).collect());
+    row("spans received", all.iter().map(|f| f.spans.to_string()).collect());
+    for (i, (service, _)) in all[0].rss_mb.iter().enumerate() {
+        row(&format!("{service} RSS (MB)"), all.iter().map(|f| format!("{:.1}", f.rss_mb[i].1)).collect());
     }
-    let overhead = (off.settled_per_second - on.settled_per_second) / off.settled_per_second * 100.0;
-    println!("\ntracing overhead on settled-order throughput: {overhead:.1}%");
+    let off = &all[0];
+    for figures in &all[1..] {
+        let overhead = (off.settled_per_second - figures.settled_per_second) / off.settled_per_second * 100.0;
+        let post = (off.placed_per_second - figures.placed_per_second) / off.placed_per_second * 100.0;
+        println!(
+            "{}: {overhead:.1}% fewer orders settled per second, {post:.1}% fewer POSTs per second than tracing off",
+            figures.name
+        );
+    }
     Ok(())
 }
 
-async fn scenario(args: &Args, tracing: bool) -> Result<Figures> {
+async fn scenario(args: &Args, tracing: Tracing) -> Result<Figures> {
     // Tansu slows down as its storage file grows: each scenario starts from
     // an empty broker, so the two are compared on equal terms and neither
     // measures what earlier test runs left behind.
     system_tests::test_stack().await.kafka().restart_empty().await.context("emptying Kafka")?;
-    let (receiver, endpoint) = OtlpReceiver::start().await;
-    let env: Vec<(&str, &str)> =
-        if tracing { vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())] } else { vec![] };
-    let system = TestSystem::start(if tracing { "loadon" } else { "loadoff" }, &ALL_SERVICES, &env).await?;
+    let (receiver, receiver_endpoint) = OtlpReceiver::start().await;
+    let console = match tracing {
+        Tracing::Console => Some(InProcessConsole::start().await?),
+        _ => None,
+    };
+    let endpoint = match (&console, tracing) {
+        (Some(console), _) => Some(console.url.clone()),
+        (None, Tracing::Receiver) => Some(receiver_endpoint),
+        _ => None,
+    };
+    // The runner's setting for a console: spans every half second.
+    let env: Vec<(&str, &str)> = match &endpoint {
+        Some(endpoint) => vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "500")],
+        None => vec![],
+    };
+    let name = match tracing {
+        Tracing::Off => "loadoff",
+        Tracing::Receiver => "loadon",
+        Tracing::Console => "loadconsole",
+    };
+    let system = TestSystem::start(name, &ALL_SERVICES, &env).await?;
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(args.orders);
     let mut ids: Vec<Uuid> = Vec::with_capacity(args.orders);
@@ -123,15 +170,22 @@ async fn scenario(args: &Args, tracing: bool) -> Result<Figures> {
         rss_mb.push((service, bytes / 1e6));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let spans = receiver.spans().len();
+    let spans = match &console {
+        Some(console) => console.stored_spans().await?,
+        None => receiver.spans().len(),
+    };
     system.shutdown().await;
+    if let Some(console) = console {
+        console.stop.cancel();
+    }
     println!(
-        "tracing {}: placed in {:.2}s, all final after {:.2}s",
-        if tracing { "on " } else { "off" },
+        "{}: placed in {:.2}s, all final after {:.2}s",
+        tracing.name(),
         placed.as_secs_f64(),
         settled_after.as_secs_f64()
     );
     Ok(Figures {
+        name: tracing.name(),
         placed_per_second: args.orders as f64 / placed.as_secs_f64(),
         latency_ms: [pct(0.5), pct(0.95), pct(0.99)],
         settled_after,
@@ -139,4 +193,42 @@ async fn scenario(args: &Args, tracing: bool) -> Result<Figures> {
         spans,
         rss_mb,
     })
+}
+
+/// The console on the test stack, in this process, with a database of its own.
+struct InProcessConsole {
+    url: String,
+    pool: sqlx::PgPool,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl InProcessConsole {
+    async fn start() -> Result<Self> {
+        let stack = system_tests::test_stack().await;
+        let database = system_tests::unique_namespace("loadconsole");
+        stack.create_database(&database).await?;
+        let mut config = console::config::ConsoleConfig::from_env()?;
+        config.database_url = service_kit::config::Secret::new(stack.postgres_url(&database));
+        config.amqp_url = service_kit::config::Secret::new(stack.amqp_url());
+        config.kafka_brokers = stack.kafka_brokers();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(console::run(config, listener, stop.clone()));
+        let pool = sqlx::PgPool::connect(&stack.postgres_url(&database)).await?;
+        let ready = format!("{url}/health/ready");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(&ready).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            if Instant::now() > deadline {
+                bail!("the console was not ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self { url, pool, stop })
+    }
+
+    async fn stored_spans(&self) -> Result<usize> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM spans").fetch_one(&self.pool).await?;
+        Ok(usize::try_from(count).unwrap_or_default())
+    }
 }
