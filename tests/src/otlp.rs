@@ -5,9 +5,6 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -51,54 +48,30 @@ impl OtlpReceiver {
     }
 }
 
+/// Decoded by the console's own OTLP decoder, so the tests read spans as
+/// the console does.
 async fn receive(State(receiver): State<OtlpReceiver>, body: Bytes) -> axum::http::StatusCode {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+    let Ok(export) = console::otlp::decode(&body, console::otlp::Encoding::Protobuf) else {
         return axum::http::StatusCode::BAD_REQUEST;
     };
-    let mut collected = Vec::new();
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .as_ref()
-            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-            .and_then(|kv| kv.value.as_ref())
-            .map(any_text)
-            .unwrap_or_default();
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                let attributes = span
-                    .attributes
-                    .iter()
-                    .map(|kv| (kv.key.clone(), kv.value.as_ref().map(any_text).unwrap_or_default()))
-                    .collect();
-                collected.push(CollectedSpan {
-                    service: service.clone(),
-                    name: span.name,
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
-                    parent_span_id: hex(&span.parent_span_id),
-                    kind: span.kind,
-                    attributes,
-                });
-            }
-        }
-    }
+    let collected = export.spans.into_iter().map(|span| CollectedSpan {
+        service: span.service,
+        name: span.name,
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        parent_span_id: span.parent_span_id,
+        kind: i32::from(span.kind),
+        attributes: span
+            .attributes
+            .into_iter()
+            .map(|(key, value)| match value {
+                serde_json::Value::String(text) => (key, text),
+                other => (key, other.to_string()),
+            })
+            .collect(),
+    });
     receiver.spans.lock().unwrap_or_else(|e| e.into_inner()).extend(collected);
     axum::http::StatusCode::OK
-}
-
-fn any_text(value: &opentelemetry_proto::tonic::common::v1::AnyValue) -> String {
-    match &value.value {
-        Some(AnyValue::StringValue(s)) => s.clone(),
-        Some(AnyValue::IntValue(i)) => i.to_string(),
-        Some(AnyValue::BoolValue(b)) => b.to_string(),
-        Some(AnyValue::DoubleValue(d)) => d.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What is wrong with a trace, if anything.

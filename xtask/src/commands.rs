@@ -245,17 +245,22 @@ pub async fn logs(stack: &Stack, target: Target, follow: bool) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask kill NAME`: SIGKILL, like a crash.
-pub async fn kill(stack: &Stack, target: Target) -> Result<()> {
-    let started = Instant::now();
+/// The pid of `target`, or `None` after saying it is not running.
+fn running_pid(stack: &Stack, target: Target) -> Option<u32> {
     let pid = match target {
         Target::Infra(component) => stack.component_pid(component),
         Target::Service(spec) => stack.service(spec).pid(),
     };
-    let Some(pid) = pid else {
+    if pid.is_none() {
         println!("{} is not running on stack {}", target.name(), stack.name());
-        return Ok(());
-    };
+    }
+    pid
+}
+
+/// `cargo xtask kill NAME`: SIGKILL, like a crash.
+pub async fn kill(stack: &Stack, target: Target) -> Result<()> {
+    let started = Instant::now();
+    let Some(pid) = running_pid(stack, target) else { return Ok(()) };
     let killed = match target {
         Target::Infra(component) => stack.kill_component(component).await?,
         Target::Service(spec) => {
@@ -275,14 +280,7 @@ pub async fn kill(stack: &Stack, target: Target) -> Result<()> {
 /// `cargo xtask stop NAME`: SIGTERM, and wait until it has exited.
 pub async fn stop(stack: &Stack, target: Target) -> Result<()> {
     let started = Instant::now();
-    let pid = match target {
-        Target::Infra(component) => stack.component_pid(component),
-        Target::Service(spec) => stack.service(spec).pid(),
-    };
-    let Some(pid) = pid else {
-        println!("{} is not running on stack {}", target.name(), stack.name());
-        return Ok(());
-    };
+    let Some(pid) = running_pid(stack, target) else { return Ok(()) };
     match target {
         Target::Infra(component) => stack.stop_component(component).await?,
         Target::Service(spec) => stack.service(spec).stop(SERVICE_STOP_TIMEOUT).await?,

@@ -444,6 +444,21 @@ mod tests {
     }
 
     #[test]
+    fn the_console_knows_every_service_and_its_stack_and_services_export_only_to_a_running_console() {
+        let stack = Stack::test("/nonexistent-repo");
+        let env = stack.service(&CONSOLE).env();
+        let lookup = |key: &str| env.iter().find(|(name, _)| name == key).map(|(_, value)| value.clone());
+        assert_eq!(lookup("HTTP_ADDR").unwrap(), "127.0.0.1:9090");
+        assert_eq!(lookup("DATABASE_URL").unwrap(), "postgres://postgres@127.0.0.1:22432/console");
+        assert_eq!(lookup("LOYALTY_URL").unwrap(), "http://127.0.0.1:9085");
+        assert_eq!(lookup("CONSOLE_STACK").unwrap(), "test");
+        assert!(lookup("OTEL_EXPORTER_OTLP_ENDPOINT").is_none(), "the console does not trace into itself");
+        // No console runs on this stack: the services are not pointed at one.
+        let order = stack.service_named("order").unwrap().env();
+        assert!(!order.iter().any(|(name, _)| name == "OTEL_EXPORTER_OTLP_ENDPOINT"));
+    }
+
+    #[test]
     fn dev_services_use_base_ports() {
         let stack = Stack::dev("/repo");
         let ports: Vec<u16> = SERVICES.iter().map(|spec| stack.service(spec).port()).collect();
