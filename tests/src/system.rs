@@ -181,8 +181,12 @@ impl TestSystem {
                 // See xtask's service environment: Tansu and consumer groups.
                 ("KAFKA_ASSIGNMENT".into(), "all-partitions".into()),
             ];
-            if let Some(stock) = ports.get("stock") {
-                vars.push(("STOCK_URL".into(), format!("http://127.0.0.1:{stock}")));
+            // Where the others are: stock's catalogue, and the synchronous
+            // twin's five peers.
+            for peer in ["stock", "payment", "shipping", "email", "loyalty"] {
+                if let Some(port) = ports.get(peer) {
+                    vars.push((format!("{}_URL", peer.to_ascii_uppercase()), format!("http://127.0.0.1:{port}")));
+                }
             }
             vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
             for (_, k, v) in service_env.iter().filter(|(s, _, _)| s == service) {

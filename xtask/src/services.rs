@@ -45,7 +45,13 @@ impl fmt::Display for ServiceSpec {
 }
 
 pub const SERVICES: [ServiceSpec; 6] = [
-    ServiceSpec { name: "order", package: "order-service", base_port: 8080, http_dependencies: &["stock"] },
+    // Stock for the catalogue; all five for the synchronous twin.
+    ServiceSpec {
+        name: "order",
+        package: "order-service",
+        base_port: 8080,
+        http_dependencies: &["stock", "payment", "shipping", "email", "loyalty"],
+    },
     ServiceSpec { name: "stock", package: "stock-service", base_port: 8081, http_dependencies: &[] },
     ServiceSpec { name: "payment", package: "payment-service", base_port: 8082, http_dependencies: &[] },
     ServiceSpec { name: "shipping", package: "shipping-service", base_port: 8083, http_dependencies: &[] },

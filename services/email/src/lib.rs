@@ -13,6 +13,7 @@ pub mod compose;
 pub mod events;
 pub mod smtp;
 pub mod store;
+pub mod sync_api;
 
 use service_kit::config::Secret;
 use service_kit::host::HostError;
@@ -59,6 +60,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         }
         None => tracing::info!("SMTP_URL is not set: e-mails are recorded, not delivered"),
     }
-    host.serve(api::router(pool)).await?;
+    let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
+    host.serve(api::router(pool).merge(sync_api::router(sync))).await?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod events;
 pub mod store;
+pub mod sync_api;
 
 use service_kit::host::HostError;
 use service_kit::{CommonConfig, ConfigError, ServiceHost};
@@ -34,6 +35,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     // Loyalty publishes nothing: no relay. The producer carries dead letters.
     let dead_letters = host.kafka_publisher(&topology.all_topics()).await?;
     host.consume_topics(pool.clone(), vec![topology.orders_topic()], events::LoyaltyEvents, dead_letters);
-    host.serve(api::router(pool)).await?;
+    let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
+    host.serve(api::router(pool).merge(sync_api::router(sync))).await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use crate::catalogue::{Catalogue, SkuCheck};
 use crate::store::{self, InsertOutcome, NewOrder};
+use crate::sync_peers::SyncPeers;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -35,12 +36,15 @@ pub struct AppState {
     pub max_outbox_backlog: i64,
     /// Unsent outbox rows, sampled in the background.
     pub outbox_backlog: OutboxBacklogMonitor,
+    /// The five services, for the synchronous twin (`POST /orders/sync`).
+    pub sync_peers: SyncPeers,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/orders", post(place_order).get(list_orders))
         .route("/orders/{id}", get(get_order))
+        .route("/orders/sync", post(crate::sync_order::place_order_sync))
         .with_state(state)
 }
 
@@ -75,7 +79,7 @@ fn valid_identifier(field: &str, value: &str) -> Result<(), ApiError> {
 
 /// Checks the shape of every field and returns the lines to order; the
 /// first problem found is reported with the path of its field.
-fn validate(req: &PlaceOrderRequest) -> Result<Vec<OrderLine>, ApiError> {
+pub(crate) fn validate(req: &PlaceOrderRequest) -> Result<Vec<OrderLine>, ApiError> {
     valid_identifier("customer_id", &req.customer_id)?;
     valid_identifier("payment_method", &req.payment_method)?;
     if req.lines.is_empty() {
@@ -103,7 +107,7 @@ fn validate(req: &PlaceOrderRequest) -> Result<Vec<OrderLine>, ApiError> {
 }
 
 /// Refuses a SKU the stock service does not sell.
-async fn check_skus(lines: &[OrderLine], catalogue: &Catalogue) -> Result<(), ApiError> {
+pub(crate) async fn check_skus(lines: &[OrderLine], catalogue: &Catalogue) -> Result<(), ApiError> {
     for (i, line) in lines.iter().enumerate() {
         if catalogue.check(&line.sku).await == SkuCheck::Unknown {
             return Err(ApiError::validation(format!("lines[{i}].sku"), format!("unknown SKU `{}`", line.sku)));
@@ -190,7 +194,7 @@ async fn place_order(
         idempotency_key: key,
         request_fingerprint: fingerprint.clone(),
         trace_id: telemetry::current_trace_id(),
-        awaiting_message_id: reserve.envelope.message_id,
+        awaiting_message_id: Some(reserve.envelope.message_id),
     };
 
     let write = write_order(&state, &new_order, &reserve, &placed)

@@ -1,6 +1,8 @@
 //! The order service: the public HTTP API and the order saga.
 //!
 //! - [`api`]: `POST /orders`, `GET /orders/{id}`.
+//! - [`sync_order`]: `POST /orders/sync`, the synchronous twin (the course's
+//!   phone call), calling the five services through [`sync_peers`].
 //! - [`saga`]: the order's state machine, driven by replies and events.
 //! - [`store`]: the SQL of the `orders`, `order_lines` and `order_history` tables.
 //! - [`catalogue`]: the SKUs `POST /orders` accepts, read from the stock service.
@@ -9,6 +11,8 @@ pub mod api;
 pub mod catalogue;
 pub mod saga;
 pub mod store;
+pub mod sync_order;
+pub mod sync_peers;
 
 use messaging::MessageFactory;
 use service_kit::host::HostError;
@@ -24,6 +28,11 @@ pub struct Config {
     pub common: CommonConfig,
     /// `STOCK_URL`: where the catalogue of SKUs is read (a query, not a command).
     pub stock_url: String,
+    /// `PAYMENT_URL`, `SHIPPING_URL`, `EMAIL_URL`, `LOYALTY_URL` (and
+    /// `STOCK_URL`): the synchronous twin's peers.
+    pub peer_urls: sync_peers::PeerUrls,
+    /// `SYNC_CALL_TIMEOUT_MS`: how long the twin waits for one peer.
+    pub sync_call_timeout: std::time::Duration,
     /// `ORDER_MAX_OUTBOX_BACKLOG`: above this many unsent messages,
     /// `POST /orders` answers 503 instead of queueing without limit.
     pub max_outbox_backlog: i64,
@@ -31,9 +40,18 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let stock_url = env_or("STOCK_URL", "http://127.0.0.1:8081");
         Ok(Self {
             common: CommonConfig::from_env(8080, "order")?,
-            stock_url: env_or("STOCK_URL", "http://127.0.0.1:8081"),
+            peer_urls: sync_peers::PeerUrls {
+                stock: stock_url.clone(),
+                payment: env_or("PAYMENT_URL", "http://127.0.0.1:8082"),
+                shipping: env_or("SHIPPING_URL", "http://127.0.0.1:8083"),
+                email: env_or("EMAIL_URL", "http://127.0.0.1:8084"),
+                loyalty: env_or("LOYALTY_URL", "http://127.0.0.1:8085"),
+            },
+            sync_call_timeout: std::time::Duration::from_millis(env_parse("SYNC_CALL_TIMEOUT_MS", 5_000)?),
+            stock_url,
             max_outbox_backlog: env_parse("ORDER_MAX_OUTBOX_BACKLOG", 5_000)?,
         })
     }
@@ -58,7 +76,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     );
     host.spawn("catalogue-refresh", catalogue.clone().refresh_periodically(host.shutdown()));
 
+    let sync_peers = sync_peers::SyncPeers::new(config.peer_urls.clone(), config.sync_call_timeout)
+        .map_err(|e| HostError::setup("the synchronous twin's HTTP client", e))?;
     let state = api::AppState {
+        sync_peers,
         pool,
         factory,
         topology,

@@ -52,8 +52,9 @@ pub struct NewOrder {
     pub idempotency_key: Option<String>,
     pub request_fingerprint: String,
     pub trace_id: Option<String>,
-    /// The `ReserveStock` command the saga now waits a reply to.
-    pub awaiting_message_id: Uuid,
+    /// The `ReserveStock` command the saga now waits a reply to (none for
+    /// the synchronous twin's orders: no saga runs them).
+    pub awaiting_message_id: Option<Uuid>,
 }
 
 pub enum InsertOutcome {
@@ -194,6 +195,34 @@ pub async fn transition(
     .execute(&mut *conn)
     .await?;
     record_history(conn, order.id, Some(order.status.0), to, Some(cause), fields.cancel_reason.as_deref()).await
+}
+
+/// The synchronous twin's transition (services/order/src/sync_order.rs):
+/// the same columns as [`transition`], caused by a call, not a message.
+pub async fn advance_sync(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    from: OrderStatus,
+    to: OrderStatus,
+    fields: &TransitionFields,
+    note: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE orders SET status = $2,
+                total_cents = COALESCE($3, total_cents),
+                payment_id = COALESCE($4, payment_id),
+                cancel_reason = COALESCE($5, cancel_reason),
+                updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(order_id)
+    .bind(to.as_str())
+    .bind(fields.total_cents)
+    .bind(fields.payment_id)
+    .bind(&fields.cancel_reason)
+    .execute(&mut *conn)
+    .await?;
+    record_history(conn, order_id, Some(from), to, None, Some(note)).await
 }
 
 pub async fn set_line_prices(

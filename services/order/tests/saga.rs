@@ -42,7 +42,7 @@ async fn placed_order(db: &ThrowawayDatabase) -> (Uuid, Envelope) {
         idempotency_key: None,
         request_fingerprint: "{}".into(),
         trace_id: None,
-        awaiting_message_id: reserve.envelope.message_id,
+        awaiting_message_id: Some(reserve.envelope.message_id),
     };
     let mut tx = db.pool().begin().await.expect("begin");
     store::insert_order(&mut tx, &order).await.expect("insert");

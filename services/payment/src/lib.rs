@@ -2,14 +2,18 @@
 //! refunds orders on command.
 //!
 //! - [`provider`]: the deterministic decision (approve or decline).
-//! - [`commands`]: `ProcessPayment` (one charge per order), `RefundPayment`.
+//! - [`charges`]: one charge per order, refunds (the domain).
+//! - [`commands`]: the `ProcessPayment` and `RefundPayment` commands.
+//! - [`sync_api`]: the same over HTTP, for the synchronous twin.
 //! - [`store`]: the SQL of `customer_limits`, `payments` and `refunds`.
 //! - [`api`]: `GET /payments?order_id=`, `GET /payments/{payment_id}`.
 
 pub mod api;
+pub mod charges;
 pub mod commands;
 pub mod provider;
 pub mod store;
+pub mod sync_api;
 
 use contracts::catalogue::Cents;
 use messaging::MessageFactory;
@@ -56,6 +60,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     host.start_relay(pool.clone(), Some(amqp), None);
     let handler = commands::PaymentCommands::new(MessageFactory::new(SERVICE), config.default_limit_cents);
     host.consume_queue(pool.clone(), topology.payment_commands(), SERVICE, handler);
-    host.serve(api::router(pool)).await?;
+    let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
+    host.serve(api::router(pool).merge(sync_api::router(sync, config.default_limit_cents))).await?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod events;
 pub mod store;
+pub mod sync_api;
 
 use messaging::MessageFactory;
 use service_kit::host::HostError;
@@ -40,8 +41,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     // Events only (Kafka): the producer publishes the outbox and dead letters.
     let kafka = host.kafka_publisher(&topology.all_topics()).await?;
     host.start_relay(pool.clone(), None, Some(kafka.clone()));
-    let handler = events::ShippingEvents::new(MessageFactory::new(SERVICE), topology.clone(), config.carrier);
+    let handler = events::ShippingEvents::new(MessageFactory::new(SERVICE), topology.clone(), config.carrier.clone());
     host.consume_topics(pool.clone(), vec![topology.orders_topic()], handler, kafka);
-    host.serve(api::router(pool)).await?;
+    let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
+    host.serve(api::router(pool).merge(sync_api::router(sync, config.carrier))).await?;
     Ok(())
 }

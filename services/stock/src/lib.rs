@@ -1,12 +1,16 @@
 //! The stock service: reserves and releases stock for orders, on command.
 //!
-//! - [`commands`]: `ReserveStock` (all lines or none), `ReleaseStock`.
+//! - [`reservations`]: reserve all lines or none, release (the domain).
+//! - [`commands`]: the `ReserveStock` and `ReleaseStock` commands.
+//! - [`sync_api`]: the same over HTTP, for the synchronous twin.
 //! - [`store`]: the SQL of `products` and `reservations`.
 //! - [`api`]: `GET /stock`, `GET /stock/{sku}`, `GET /reservations?order_id=`.
 
 pub mod api;
 pub mod commands;
+pub mod reservations;
 pub mod store;
+pub mod sync_api;
 
 use messaging::MessageFactory;
 use service_kit::host::HostError;
@@ -36,6 +40,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     host.start_relay(pool.clone(), Some(amqp), None);
     let handler = commands::StockCommands::new(MessageFactory::new(SERVICE));
     host.consume_queue(pool.clone(), topology.stock_commands(), SERVICE, handler);
-    host.serve(api::router(pool)).await?;
+    let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
+    host.serve(api::router(pool).merge(sync_api::router(sync))).await?;
     Ok(())
 }

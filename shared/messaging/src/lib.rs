@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod kafka_consumer;
 pub mod migrations;
 pub mod outbox;
+pub mod processing_delay;
 pub mod relay;
 pub mod retention;
 pub mod retry;

@@ -106,6 +106,9 @@ pub struct CommonConfig {
     pub kafka_consumer_replace_after: Option<Duration>,
     /// `KAFKA_DEBUG`: librdkafka debug contexts, empty for none.
     pub kafka_debug: Option<String>,
+    /// `PROCESSING_DELAY_MS`: an artificial processing time per message and
+    /// per synchronous call (the coupling lesson); 0, the default, none.
+    pub processing_delay: Duration,
     /// `OUTBOX_RETENTION_SECS`, `INBOX_RETENTION_SECS`.
     pub retention: messaging::retention::RetentionConfig,
 }
@@ -148,6 +151,7 @@ impl CommonConfig {
                 secs => Some(Duration::from_secs(secs)),
             },
             kafka_debug: std::env::var("KAFKA_DEBUG").ok().filter(|d| !d.trim().is_empty()),
+            processing_delay: Duration::from_millis(env_parse("PROCESSING_DELAY_MS", 0)?),
             retention: messaging::retention::RetentionConfig {
                 sent_outbox: Duration::from_secs(env_parse("OUTBOX_RETENTION_SECS", 24 * 3600)?),
                 inbox: Duration::from_secs(at_least(

@@ -161,6 +161,19 @@ impl From<messaging::outbox::OutboxError> for ApiError {
     }
 }
 
+/// A handler's domain logic called synchronously (the services' `sync_api`):
+/// a request it can never apply is the caller's error, a failure is ours.
+impl From<messaging::HandlerError> for ApiError {
+    fn from(e: messaging::HandlerError) -> Self {
+        match e {
+            messaging::HandlerError::Poison(reason) => ApiError::BadRequest(reason),
+            messaging::HandlerError::Database(db) => db.into(),
+            messaging::HandlerError::Outbox(outbox) => outbox.into(),
+            failed @ messaging::HandlerError::Failed(_) => ApiError::internal(failed),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -15,6 +15,7 @@ use messaging::consumer::{MessageHandler, MessageProcessor, RetryPolicy};
 use messaging::kafka::{KafkaPublishError, KafkaPublisher};
 use messaging::kafka_consumer::KafkaConsumer;
 use messaging::outbox::OutboxBacklogMonitor;
+use messaging::processing_delay::DelayedHandler;
 use messaging::relay::{OutboxRelay, RelayConfig};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -212,6 +213,7 @@ impl ServiceHost {
     /// Consumes RabbitMQ `queue` with `handler`, recording in the inbox as `consumer`.
     pub fn consume_queue<H: MessageHandler>(&mut self, pool: PgPool, queue: String, consumer: &str, handler: H) {
         self.dead_letter_destinations.push(Destination::rabbitmq(&queue));
+        let handler = DelayedHandler::new(handler, self.config.processing_delay);
         let processor = MessageProcessor::new(pool, consumer, handler, RetryPolicy::default());
         let amqp_consumer =
             AmqpConsumer::new(self.amqp_connector("consumer"), self.config.topology(), queue.clone(), 16, processor);
@@ -230,6 +232,7 @@ impl ServiceHost {
         let topology = self.config.topology();
         let group = topology.consumer_group(self.name);
         self.dead_letter_destinations.extend(topics.iter().map(|t| Destination::kafka(t, &group)));
+        let handler = DelayedHandler::new(handler, self.config.processing_delay);
         let processor = MessageProcessor::new(pool, self.name, handler, RetryPolicy::default());
         let consumer = KafkaConsumer::new(
             &self.config.kafka_brokers,

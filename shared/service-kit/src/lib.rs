@@ -12,6 +12,7 @@ pub mod http;
 pub mod json;
 pub mod operational_routes;
 pub mod process;
+pub mod sync_twin;
 
 pub use config::{CommonConfig, ConfigError, env_or, env_parse};
 pub use error::{ApiError, identifier_problem};

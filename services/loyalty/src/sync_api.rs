@@ -1,0 +1,49 @@
+//! The synchronous twin's call to loyalty (`POST /orders/sync` on the order
+//! service makes it): credit the order's points over HTTP, as `OrderPaid`
+//! does. The ledger has no business key (the inbox protects the events),
+//! so this call is made idempotent by order id: an order that already has
+//! ledger entries is not credited again.
+
+use crate::events::points_for;
+use crate::store::{self, EntryKind, NewEntry};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use contracts::catalogue::OrderPaid;
+use service_kit::sync_twin::SyncState;
+use service_kit::{ApiError, ApiJson};
+use uuid::Uuid;
+
+pub fn router(state: SyncState) -> Router {
+    Router::new().route("/sync/credits", post(credit)).with_state(state)
+}
+
+/// `POST /sync/credits` (the `OrderPaid` fields): 200 with the points the
+/// order earned (credited now, or before).
+async fn credit(
+    State(state): State<SyncState>,
+    ApiJson(paid): ApiJson<OrderPaid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if paid.amount_cents < 0 {
+        return Err(ApiError::validation("amount_cents", "must not be negative"));
+    }
+    state.process().await;
+    let points = points_for(paid.amount_cents);
+    let mut tx = state.pool.begin().await?;
+    // Under the account lock: two calls for one order must not both credit.
+    store::lock_account(&mut tx, &paid.customer_id).await?;
+    let credited_now = store::net_points_of_order(&mut tx, paid.order_id).await?.is_none();
+    if credited_now {
+        let entry = NewEntry {
+            customer_id: paid.customer_id.clone(),
+            order_id: paid.order_id,
+            kind: EntryKind::Credit,
+            points,
+            cause_message_id: Uuid::now_v7(),
+        };
+        store::append_entry(&mut tx, &entry).await?;
+        metrics::counter!("loyalty_points_credited_total").increment(points.unsigned_abs());
+    }
+    tx.commit().await?;
+    Ok(Json(serde_json::json!({ "order_id": paid.order_id, "points": points, "credited_now": credited_now })))
+}
