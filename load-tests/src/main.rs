@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The second form measures release builds of the services (what the
-//! figures in the README are for); debug builds exaggerate CPU costs such
+//! figures in docs/benchmarks.md are for); debug builds exaggerate CPU costs such
 //! as span export.
 
 use anyhow::{Context, Result, bail};

@@ -4,7 +4,7 @@
 use crate::TestSystem;
 use uuid::Uuid;
 
-/// Checks every invariant of DESIGN.md on `system`; a database or broker
+/// Checks every invariant of docs/design.md on `system`; a database or broker
 /// that did not answer is an error.
 pub async fn check_invariants(
     system: &TestSystem,

@@ -41,7 +41,7 @@ pub async fn wait_completed(system: &TestSystem, ids: &[Uuid], timeout: Duration
     assert!(unfinished.is_empty(), "not COMPLETED within {timeout:?}: {unfinished:?}");
 }
 
-/// Every invariant of DESIGN.md on the system, given the accepted orders.
+/// Every invariant of docs/design.md on the system, given the accepted orders.
 pub async fn assert_invariants(system: &TestSystem, accepted: &[Uuid]) {
     assert_invariants_within(system, accepted, Duration::from_secs(30)).await;
 }

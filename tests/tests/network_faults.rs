@@ -181,7 +181,7 @@ async fn negative_control_without_amqp_heartbeats_a_silent_rabbitmq_partition_st
         during.push(place(&system, &completing(&format!("c-during-{i}")), &format!("during-{i}"), secs(30)).await);
     }
     // Two of the safe heartbeats (10 s each) and then some: long enough for
-    // the safe services to have turned not ready (see the table in README).
+    // the safe services to have turned not ready (see the table in docs/chaos.md).
     tokio::time::sleep(secs(25)).await;
     let oblivious = [readiness(&system, "stock").await, readiness(&system, "payment").await];
     proxy.heal();

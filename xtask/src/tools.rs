@@ -18,7 +18,7 @@ const POSTGRES_LIB_DIR: &str = "/usr/lib/postgresql";
 const RABBITMQ_BIN_DIR: &str = "/usr/lib/rabbitmq/bin";
 const APT_INSTALL: &str = "apt-get update && apt-get install -y --no-install-recommends postgresql rabbitmq-server";
 /// The Tansu release the runner installs: the one this project was built and
-/// measured against (its quirks are in the README's notes on the design), so
+/// measured against (its quirks are in docs/broker-notes.md), so
 /// a newer release never changes a fresh machine's broker unasked.
 const TANSU_VERSION: &str = "0.6.0";
 /// Longest we wait for somebody else's `cargo install tansu` to finish.

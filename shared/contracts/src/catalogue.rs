@@ -1,4 +1,4 @@
-//! The message catalogue of DESIGN.md: every command, reply and event, with
+//! The message catalogue (docs/design.md): every command, reply and event, with
 //! its wire name and schema version. Commands are imperative, events and
 //! replies are past tense.
 //!

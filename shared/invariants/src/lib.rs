@@ -1,6 +1,6 @@
 //! The invariant checker: reads the six service databases (and, optionally,
 //! the brokers' dead-letter destinations) after a run has drained, and
-//! checks every invariant of DESIGN.md ("Invariants the chaos tests check").
+//! checks every invariant of docs/design.md (Invariants).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), invariants::CheckError> {

@@ -1,4 +1,4 @@
-//! `check-invariants`: checks the invariants of DESIGN.md against the six
+//! `check-invariants`: checks the invariants of docs/design.md against the six
 //! service databases and the brokers: dead letters, and anything still in
 //! flight (by default all on the dev stack; `--no-brokers` skips the brokers).
 //!
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 const DEV: &str = invariants::DEV_SERVER_URL;
 
 #[derive(Parser, Debug)]
-#[command(name = "check-invariants", about = "Check the invariants of DESIGN.md after a run has drained")]
+#[command(name = "check-invariants", about = "Check the invariants of docs/design.md after a run has drained")]
 struct Cli {
     #[arg(long, env = "ORDER_DATABASE_URL", default_value_t = format!("{DEV}/order"))]
     order_db: String,

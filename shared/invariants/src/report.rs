@@ -5,7 +5,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The invariants of DESIGN.md ("Invariants the chaos tests check"); the
+/// The invariants of docs/design.md (Invariants); the
 /// seventh is split by what it reads, since the brokers are optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,7 +48,7 @@ impl Invariant {
         Invariant::NothingInFlight,
     ];
 
-    /// Its number in DESIGN.md.
+    /// Its number in docs/design.md.
     pub fn number(self) -> &'static str {
         match self {
             Invariant::OrdersFinal => "1",

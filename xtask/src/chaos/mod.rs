@@ -222,12 +222,14 @@ impl ChaosReport {
         problems.extend(self.leaderless_queues.iter().map(|q| {
             format!(
                 "RabbitMQ left quorum queue {q} without a leader after a restart (nothing published to it is \
-                 confirmed); a broker defect, see README, Notes on the design"
+                 confirmed); a broker defect, see docs/broker-notes.md"
             )
         }));
-        problems.extend(self.unrecovered_panics().into_iter().map(|p| {
-            format!("the Kafka broker (Tansu) panicked: {p}; a broker defect, see README, Notes on the design")
-        }));
+        problems.extend(
+            self.unrecovered_panics()
+                .into_iter()
+                .map(|p| format!("the Kafka broker (Tansu) panicked: {p}; a broker defect, see docs/broker-notes.md")),
+        );
         problems.extend(self.supervisor_restarts.iter().filter(|r| r.new_pid.is_none()).map(|r| {
             format!("the Kafka supervisor killed a wedged broker and could not start it again: {}", r.describe())
         }));
@@ -243,8 +245,8 @@ impl ChaosReport {
             .filter(|r| r.new_pid.is_some())
             .map(|r| {
                 format!(
-                    "the Kafka broker (Tansu) wedged and its supervisor restarted it {}; a broker defect, see README, \
-                     Notes on the design",
+                    "the Kafka broker (Tansu) wedged and its supervisor restarted it {}; a broker defect, see \
+                     docs/broker-notes.md",
                     r.describe()
                 )
             })

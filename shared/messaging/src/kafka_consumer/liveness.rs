@@ -1,7 +1,6 @@
 //! Whether a consumer still hears from the brokers. librdkafka reconnects by
 //! itself, but a consumer has been seen to stay for good on "1/1 brokers are
-//! down" while the broker served every other client (README, Notes on the
-//! design): a consumer that has heard only errors for [`ConsumerLiveness`]'s
+//! down" while the broker served every other client (docs/broker-notes.md): a consumer that has heard only errors for [`ConsumerLiveness`]'s
 //! bound is replaced, as [`crate::kafka::KafkaPublisher`] replaces a failed
 //! producer.
 
