@@ -7,6 +7,7 @@
 //! - [`kafka_supervisor`], [`kafka_probe`]: restarting a wedged Kafka, as a liveness probe would
 //! - [`services`]: the service table and service processes
 //! - [`commands`]: what the CLI subcommands do
+//! - [`lesson`]: the course's lessons measured on the real system
 //! - [`process`]: detached processes, pid files, signals
 
 pub mod chaos;
@@ -14,6 +15,7 @@ pub mod commands;
 pub mod infra;
 pub mod kafka_probe;
 pub mod kafka_supervisor;
+pub mod lesson;
 pub mod process;
 pub mod services;
 pub mod tools;

@@ -86,6 +86,12 @@ enum Command {
         #[arg(long)]
         compose: bool,
     },
+    /// A lesson of the course measured on the real system (on the chaos
+    /// stack): `coupling`, the phone call against the mailbox.
+    Lesson {
+        #[command(subcommand)]
+        lesson: Lesson,
+    },
     /// The stack's Kafka supervisor itself (started by `up`, `infra up` and
     /// the stacks' own start; see xtask/src/kafka_supervisor.rs).
     #[command(name = "supervise-kafka", hide = true)]
@@ -94,6 +100,21 @@ enum Command {
     Infra {
         #[command(subcommand)]
         action: InfraAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum Lesson {
+    /// The caller's blocking time, sync (`POST /orders/sync`) against async
+    /// (`POST /orders`), with 1 to 5 services; then orders placed while
+    /// `email` is down, and after it restarts.
+    Coupling {
+        /// Orders placed each way to measure blocking.
+        #[arg(long, default_value_t = 40)]
+        orders: usize,
+        /// Orders placed each way while email is down.
+        #[arg(long, default_value_t = 10)]
+        while_down: usize,
     },
 }
 
@@ -171,6 +192,12 @@ async fn run(cli: Cli) -> Result<()> {
             if !report.passed() {
                 anyhow::bail!("the chaos run found a violation (seed {seed})");
             }
+            Ok(())
+        }
+        Command::Lesson { lesson: Lesson::Coupling { orders, while_down } } => {
+            xtask::services::build_services(&repo_root).await?;
+            let options = xtask::lesson::CouplingOptions { orders: orders.max(1), while_down: while_down.max(1) };
+            println!("{}", xtask::lesson::coupling(&Stack::chaos(&repo_root), options).await?);
             Ok(())
         }
         Command::SuperviseKafka => xtask::kafka_supervisor::supervise(&stack).await,
