@@ -638,6 +638,50 @@
   const ordersPoller = OM.poll('Recent orders', ORDERS_INTERVAL_MS, pollOrders);
   setInterval(tickFreshness, 200);
 
+  // ------------------------------------------------------------ coupling lesson
+
+  function fmtMs(ms) {
+    return ms === null || ms === undefined ? '—' : `${ms.toFixed(1)} ms`;
+  }
+
+  function renderCoupling(r) {
+    const failedAt = (m) => {
+      const named = Object.entries(m.failed_at || {}).map(([s, n]) => `${s} ×${n}`).join(', ');
+      return named ? `${m.failed} (${named})` : String(m.failed);
+    };
+    const rows = [
+      ['accepted', String(r.sync.accepted), String(r.async.accepted)],
+      ['failed, at', failedAt(r.sync), failedAt(r.async)],
+      ['caller blocked p50', fmtMs(r.sync.blocked_p50_ms), fmtMs(r.async.blocked_p50_ms)],
+      ['caller blocked p99', fmtMs(r.sync.blocked_p99_ms), fmtMs(r.async.blocked_p99_ms)],
+      ...r.sync_answered_p50_ms.map(([service, at]) => [`… until ${service} answered (p50)`, fmtMs(at), '—']),
+    ];
+    const body = $('#coupling-result tbody');
+    body.replaceChildren(...rows.map(([label, sync, mailbox]) =>
+      h('tr', { 'data-row': label }, h('td', {}, label), h('td', { 'data-field': 'sync' }, sync),
+        h('td', { 'data-field': 'async' }, mailbox))));
+    $('#coupling-result').hidden = false;
+  }
+
+  async function runCoupling(event) {
+    event.preventDefault();
+    const button = $('#coupling-run');
+    button.disabled = true;
+    button.textContent = 'Running…';
+    try {
+      const orders = Math.round(Number($('#coupling-orders').value));
+      renderCoupling(await OM.api('POST', '/api/lesson/coupling', { orders }));
+      OM.clearError('Coupling lesson');
+      ordersPoller.now();
+    } catch (e) {
+      OM.showError('Coupling lesson', e.message);
+    } finally {
+      button.disabled = false;
+      button.textContent = 'Run';
+    }
+  }
+
+  $('#coupling-form').addEventListener('submit', runCoupling);
   $('#place-order').addEventListener('click', placeOrder);
   $('#traffic-form').addEventListener('submit', startTraffic);
   $('#traffic-stop').addEventListener('click', stopTraffic);

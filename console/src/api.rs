@@ -200,3 +200,19 @@ pub async fn act_on_component(
     let body = serde_json::json!({ "component": name, "action": format!("{action:?}").to_ascii_lowercase(), "output": output });
     Ok(Json(body).into_response())
 }
+
+/// `POST /api/lesson/coupling` `{"orders": N}`: N orders each way, one at
+/// a time, and how long the caller was blocked (see [`crate::coupling`]).
+pub async fn coupling_lesson(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    body: Result<Json<crate::coupling::CouplingRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ConsoleError> {
+    state.authorize(&headers)?;
+    let Json(request) = body.map_err(|e| ConsoleError::BadRequest(e.body_text()))?;
+    if !(1..=crate::coupling::MAX_ORDERS).contains(&request.orders) {
+        let message = format!("must be from 1 to {}", crate::coupling::MAX_ORDERS);
+        return Err(ConsoleError::InvalidParameter { field: "orders", message });
+    }
+    Ok(Json(crate::coupling::run(&state.orders, request.orders).await).into_response())
+}

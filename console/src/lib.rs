@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod coupling;
 pub mod error;
 pub mod journey;
 pub mod order_service;
@@ -113,6 +114,7 @@ pub async fn run(
         .route("/api/orders/{id}", get(api::order_journey))
         .route("/api/traffic", get(api::traffic).post(api::start_traffic).delete(api::stop_traffic))
         .route("/api/components/{name}/{action}", post(api::act_on_component))
+        .route("/api/lesson/coupling", post(api::coupling_lesson))
         .route("/", get(pages::map_page))
         .route("/orders/{id}", get(pages::journey_page))
         .route("/assets/{name}", get(pages::asset))

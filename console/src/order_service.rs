@@ -8,6 +8,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// The twin waits for five services, each up to its own call timeout (5 s).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Products of the stock service's catalogue (migrations/stock).
 const SKUS: [&str; 8] = ["SKU-001", "SKU-002", "SKU-003", "SKU-004", "SKU-005", "SKU-006", "SKU-007", "SKU-008"];
 
@@ -78,24 +80,11 @@ impl OrderService {
 
     /// Places one order of one to three products, paid by card.
     pub async fn place(&self) -> Result<Placed, OrderServiceError> {
-        static PLACED: AtomicU64 = AtomicU64::new(0);
-        let n = PLACED.fetch_add(1, Ordering::Relaxed);
-        let lines: Vec<serde_json::Value> = (0..=(n % 3))
-            .map(|i| {
-                let sku = SKUS[usize::try_from((n + i * 3) % SKUS.len() as u64).unwrap_or(0)];
-                serde_json::json!({ "sku": sku, "quantity": 1 + i })
-            })
-            .collect();
-        let body = serde_json::json!({
-            "customer_id": format!("console-{}", n % 10),
-            "lines": lines,
-            "payment_method": "card",
-        });
         let response = self
             .http
             .post(format!("{}/orders", self.url))
             .header("idempotency-key", Uuid::now_v7().to_string())
-            .json(&body)
+            .json(&order_body())
             .send()
             .await
             .map_err(|e| OrderServiceError::Unreachable(e.to_string()))?;
@@ -105,6 +94,34 @@ impl OrderService {
         }
         response.json().await.map_err(|e| OrderServiceError::Unreachable(e.to_string()))
     }
+
+    /// Places one order through the synchronous twin (`POST /orders/sync`);
+    /// every answer, failures included, comes back as the twin gave it.
+    pub async fn place_sync(&self) -> Result<(u16, serde_json::Value), OrderServiceError> {
+        let response = self
+            .http
+            .post(format!("{}/orders/sync", self.url))
+            .timeout(SYNC_TIMEOUT)
+            .json(&order_body())
+            .send()
+            .await
+            .map_err(|e| OrderServiceError::Unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or_default()))
+    }
+}
+
+/// One to three products, paid by card, for one of ten customers.
+fn order_body() -> serde_json::Value {
+    static PLACED: AtomicU64 = AtomicU64::new(0);
+    let n = PLACED.fetch_add(1, Ordering::Relaxed);
+    let lines: Vec<serde_json::Value> = (0..=(n % 3))
+        .map(|i| {
+            let sku = SKUS[usize::try_from((n + i * 3) % SKUS.len() as u64).unwrap_or(0)];
+            serde_json::json!({ "sku": sku, "quantity": 1 + i })
+        })
+        .collect();
+    serde_json::json!({ "customer_id": format!("console-{}", n % 10), "lines": lines, "payment_method": "card" })
 }
 
 /// Each service's own query for `order` (loyalty's is by customer).
