@@ -6,7 +6,7 @@
 //! services, and what happens to orders placed while `email` is down, and
 //! after it comes back. Runs on the chaos stack, on a fresh system.
 
-use crate::services::{SERVICE_READY_TIMEOUT, SERVICES};
+use crate::services::SERVICE_READY_TIMEOUT;
 use crate::{Stack, services};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -35,7 +35,8 @@ impl Default for CouplingOptions {
 
 /// Runs the lesson and returns the printed report.
 pub async fn coupling(stack: &Stack, options: CouplingOptions) -> Result<String> {
-    fresh_system(stack).await?;
+    let env_of = |service: &str| delay_env(service).into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    services::start_fresh_system(stack, env_of, SERVICE_READY_TIMEOUT).await?;
     let order_url = stack.service_named("order")?.url();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let mut report = String::new();
@@ -179,27 +180,6 @@ fn delay_env(service: &str) -> Vec<(&'static str, &'static str)> {
         _ => "0",
     };
     vec![("PROCESSING_DELAY_MS", ms)]
-}
-
-/// Infrastructure up, empty databases and Kafka, the six services started
-/// with their processing times.
-async fn fresh_system(stack: &Stack) -> Result<()> {
-    stack.start_infra().await?;
-    for spec in &SERVICES {
-        stack.service(spec).kill().await?;
-    }
-    stack.kafka().restart_empty().await?;
-    for spec in &SERVICES {
-        stack.drop_database(spec.name).await?;
-        stack.create_database(spec.name).await?;
-    }
-    for spec in &SERVICES {
-        stack.service(spec).spawn(&delay_env(spec.name))?;
-    }
-    for spec in &SERVICES {
-        stack.service(spec).wait_ready(SERVICE_READY_TIMEOUT).await?;
-    }
-    Ok(())
 }
 
 fn order(i: usize, run: &str) -> Value {

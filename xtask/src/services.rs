@@ -137,6 +137,34 @@ pub async fn build_services(repo_root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A fresh system on `stack`: infrastructure up, the six services killed,
+/// Kafka emptied, their databases made again, then each started with
+/// `env_of(service)` and ready within `ready_timeout`.
+pub async fn start_fresh_system(
+    stack: &Stack,
+    env_of: impl Fn(&str) -> Vec<(String, String)>,
+    ready_timeout: Duration,
+) -> Result<()> {
+    stack.start_infra().await?;
+    for spec in &SERVICES {
+        stack.service(spec).kill().await?;
+    }
+    stack.kafka().restart_empty().await?;
+    for spec in &SERVICES {
+        stack.drop_database(spec.name).await?;
+        stack.create_database(spec.name).await?;
+    }
+    for spec in &SERVICES {
+        let env = env_of(spec.name);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        stack.service(spec).spawn(&env)?;
+    }
+    for spec in &SERVICES {
+        stack.service(spec).wait_ready(ready_timeout).await?;
+    }
+    Ok(())
+}
+
 impl Stack {
     /// A handle on one service of this stack.
     pub fn service(&self, spec: &'static ServiceSpec) -> Service<'_> {

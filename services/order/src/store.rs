@@ -175,6 +175,17 @@ pub async fn transition(
     fields: &TransitionFields,
     cause: &contracts::Envelope,
 ) -> Result<(), sqlx::Error> {
+    set_status(conn, order.id, to, fields).await?;
+    record_history(conn, order.id, Some(order.status.0), to, Some(cause), fields.cancel_reason.as_deref()).await
+}
+
+/// The columns a transition changes.
+async fn set_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    to: OrderStatus,
+    fields: &TransitionFields,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE orders SET status = $2,
                 total_cents = COALESCE($3, total_cents),
@@ -185,7 +196,7 @@ pub async fn transition(
                 updated_at = now()
          WHERE id = $1",
     )
-    .bind(order.id)
+    .bind(order_id)
     .bind(to.as_str())
     .bind(fields.total_cents)
     .bind(fields.payment_id)
@@ -194,7 +205,7 @@ pub async fn transition(
     .bind(fields.event_sequence)
     .execute(&mut *conn)
     .await?;
-    record_history(conn, order.id, Some(order.status.0), to, Some(cause), fields.cancel_reason.as_deref()).await
+    Ok(())
 }
 
 /// The synchronous twin's transition (services/order/src/sync_order.rs):
@@ -207,21 +218,7 @@ pub async fn advance_sync(
     fields: &TransitionFields,
     note: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE orders SET status = $2,
-                total_cents = COALESCE($3, total_cents),
-                payment_id = COALESCE($4, payment_id),
-                cancel_reason = COALESCE($5, cancel_reason),
-                updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(order_id)
-    .bind(to.as_str())
-    .bind(fields.total_cents)
-    .bind(fields.payment_id)
-    .bind(&fields.cancel_reason)
-    .execute(&mut *conn)
-    .await?;
+    set_status(conn, order_id, to, fields).await?;
     record_history(conn, order_id, Some(from), to, None, Some(note)).await
 }
 

@@ -10,7 +10,7 @@
 
 use crate::infra::{Component, Stack, percent_encode};
 use crate::kafka_supervisor;
-use crate::services::{SERVICES, service_spec};
+use crate::services::service_spec;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -60,22 +60,7 @@ impl Backend<'_> {
     pub async fn prepare(&self, env: &[(String, String)]) -> Result<()> {
         match self {
             Backend::Local(stack) => {
-                stack.start_infra().await?;
-                for spec in &SERVICES {
-                    stack.service(spec).kill().await?;
-                }
-                stack.kafka().restart_empty().await?;
-                for spec in &SERVICES {
-                    stack.drop_database(spec.name).await?;
-                    stack.create_database(spec.name).await?;
-                }
-                for spec in &SERVICES {
-                    stack.service(spec).spawn(&as_refs(env))?;
-                }
-                for spec in &SERVICES {
-                    stack.service(spec).wait_ready(Duration::from_secs(90)).await?;
-                }
-                Ok(())
+                crate::services::start_fresh_system(stack, |_| env.to_vec(), Duration::from_secs(90)).await
             }
             Backend::Compose { file, .. } => {
                 // `env` is not applied (see the module docs): the compose file
