@@ -350,14 +350,19 @@ impl Stack {
     pub async fn start_infra(&self) -> Result<()> {
         tools::ensure_all().await?;
         self.prepare_dirs()?;
+        let mut rabbitmq_started = false;
         for component in Component::ALL {
-            self.start_component(component).await?;
+            let outcome = self.start_component(component).await?;
+            rabbitmq_started |= component == Component::RabbitMq && matches!(outcome, StartOutcome::Spawned { .. });
         }
         tokio::try_join!(
             self.postgres().wait_ready(POSTGRES_READY_TIMEOUT),
             self.rabbitmq().wait_ready(RABBITMQ_READY_TIMEOUT),
             self.kafka().wait_ready(KAFKA_READY_TIMEOUT),
         )?;
+        if rabbitmq_started {
+            self.rabbitmq().repair_quorum_queues().await;
+        }
         self.kafka_supervisor().start_or_warn().await;
         Ok(())
     }
@@ -386,10 +391,16 @@ impl Stack {
             Component::Kafka => self.kafka().start().await,
         }
     }
+    /// Waits until `component`, just started, is ready (and RabbitMQ's
+    /// quorum queues are whole again, see [`RabbitMq::repair_quorum_queues`]).
     pub async fn wait_component_ready(&self, component: Component) -> Result<()> {
         match component {
             Component::Postgres => self.postgres().wait_ready(POSTGRES_READY_TIMEOUT).await,
-            Component::RabbitMq => self.rabbitmq().wait_ready(RABBITMQ_READY_TIMEOUT).await,
+            Component::RabbitMq => {
+                self.rabbitmq().wait_ready(RABBITMQ_READY_TIMEOUT).await?;
+                self.rabbitmq().repair_quorum_queues().await;
+                Ok(())
+            }
             Component::Kafka => self.kafka().wait_ready(KAFKA_READY_TIMEOUT).await,
         }
     }
@@ -1116,9 +1127,59 @@ impl RabbitMq<'_> {
         self.stop().await?;
         let outcome = self.start().await?;
         self.wait_ready(RABBITMQ_READY_TIMEOUT).await?;
+        self.repair_quorum_queues().await;
         Ok(outcome.pid())
     }
+
+    /// Where [`RabbitMq::repair_quorum_queues`] notes each repair it made.
+    pub fn repairs_log_path(self) -> PathBuf {
+        self.stack.log_path(QUORUM_REPAIRS_LOG)
+    }
+
+    /// Re-attaches quorum queues whose Raft server RabbitMQ 3.10 lost in an
+    /// unclean stop (xtask/src/rabbitmq/repair_quorum_queues.erl): without
+    /// it, a queue SIGKILLed young never gets a leader again and confirms
+    /// nothing. Run after each start this runner makes; a repair is noted
+    /// in `logs/rabbitmq-repairs.log` (the chaos report names each as a
+    /// broker defect). Failing to run it is reported, never fatal: the
+    /// broker works for every queue it did not lose.
+    pub async fn repair_quorum_queues(self) {
+        let script: String = REPAIR_QUORUM_QUEUES
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("%%"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let outcome = match self.ctl(&["eval", &script], Duration::from_secs(60)).await {
+            Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            Ok(output) => {
+                eprintln!("rabbitmq: the quorum-queue repair failed: {}", describe_output(&output));
+                return;
+            }
+            Err(error) => {
+                eprintln!("rabbitmq: the quorum-queue repair did not run: {error:#}");
+                return;
+            }
+        };
+        if outcome == "[]" {
+            return;
+        }
+        eprintln!("rabbitmq: re-attached quorum queues lost in an unclean stop: {outcome}");
+        let line = format!("{} {}\n", chrono::Utc::now().to_rfc3339(), outcome.replace('\n', " "));
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.repairs_log_path())
+            .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+        if let Err(error) = written {
+            eprintln!("rabbitmq: noting the repair in {}: {error}", self.repairs_log_path().display());
+        }
+    }
 }
+
+/// The log of [`RabbitMq::repair_quorum_queues`], beside the broker's.
+pub const QUORUM_REPAIRS_LOG: &str = "rabbitmq-repairs";
+
+const REPAIR_QUORUM_QUEUES: &str = include_str!("rabbitmq/repair_quorum_queues.erl");
 
 /// Opens an AMQP 0-9-1 connection far enough to receive `Connection.Start`.
 async fn amqp_greets(address: SocketAddr) -> Result<()> {

@@ -78,6 +78,7 @@ impl Backend<'_> {
             kafka: self.log_len("kafka"),
             rabbitmq: self.log_len("rabbitmq"),
             supervisor: self.log_len(kafka_supervisor::NAME),
+            rabbitmq_repairs: self.log_len(crate::infra::QUORUM_REPAIRS_LOG),
         }
     }
 
@@ -107,6 +108,14 @@ impl Backend<'_> {
     pub fn supervisor_restarts_since(&self, since: BrokerLogLens) -> Vec<kafka_supervisor::RestartRecord> {
         self.log_since(kafka_supervisor::NAME, since.supervisor)
             .map(|tail| kafka_supervisor::restarts_in(&tail))
+            .unwrap_or_default()
+    }
+
+    /// The quorum queues the runner re-attached since `since`, one line per
+    /// repair (see [`crate::infra::RabbitMq::repair_quorum_queues`]).
+    pub fn quorum_repairs_since(&self, since: BrokerLogLens) -> Vec<String> {
+        self.log_since(crate::infra::QUORUM_REPAIRS_LOG, since.rabbitmq_repairs)
+            .map(|tail| tail.lines().map(str::to_owned).filter(|l| !l.trim().is_empty()).collect())
             .unwrap_or_default()
     }
 
@@ -293,6 +302,8 @@ pub struct BrokerLogLens {
     rabbitmq: u64,
     /// The Kafka supervisor's log.
     supervisor: u64,
+    /// The runner's log of quorum-queue repairs.
+    rabbitmq_repairs: u64,
 }
 
 /// The panics in a Kafka (Tansu) log, each as "<message> (<location>)":

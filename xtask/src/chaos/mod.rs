@@ -139,6 +139,9 @@ pub struct ChaosReport {
     /// Quorum queues of the run that RabbitMQ left without a leader after a
     /// restart (local RabbitMQ): a broker defect, named likewise.
     pub leaderless_queues: Vec<String>,
+    /// Quorum queues RabbitMQ lost in a kill and the runner re-attached
+    /// (local RabbitMQ), one line per repair: a broker defect recovered from.
+    pub quorum_repairs: Vec<String>,
     pub invariants: invariants::Report,
 }
 
@@ -240,17 +243,20 @@ impl ChaosReport {
     /// stack's supervisor restarted, a broker defect the system rode out
     /// (the run still had to drain and every invariant to hold).
     pub fn findings(&self) -> Vec<String> {
-        self.supervisor_restarts
-            .iter()
-            .filter(|r| r.new_pid.is_some())
-            .map(|r| {
-                format!(
-                    "the Kafka broker (Tansu) wedged and its supervisor restarted it {}; a broker defect, see \
-                     docs/broker-notes.md",
-                    r.describe()
-                )
-            })
-            .collect()
+        let restarts = self.supervisor_restarts.iter().filter(|r| r.new_pid.is_some()).map(|r| {
+            format!(
+                "the Kafka broker (Tansu) wedged and its supervisor restarted it {}; a broker defect, see \
+                 docs/broker-notes.md",
+                r.describe()
+            )
+        });
+        let repairs = self.quorum_repairs.iter().map(|repair| {
+            format!(
+                "RabbitMQ lost the registration of a quorum queue killed young and the runner re-attached its \
+                 server, messages kept ({repair}); a broker defect, see docs/broker-notes.md"
+            )
+        });
+        restarts.chain(repairs).collect()
     }
 
     /// The broker's panics not covered by a supervisor restart that
@@ -492,6 +498,7 @@ async fn run_with(
     let broker_panics = backend.broker_panics_since(broker_log_start);
     let supervisor_restarts = backend.supervisor_restarts_since(broker_log_start);
     let leaderless_queues = backend.leaderless_queues_since(broker_log_start, &namespace);
+    let quorum_repairs = backend.quorum_repairs_since(broker_log_start);
     let (mut planned, mut planned_partitions) = (BTreeMap::new(), BTreeMap::new());
     for fault in &schedule {
         let count = match fault.kind {
@@ -532,6 +539,7 @@ async fn run_with(
         supervisor_restarts,
         malformed_ids,
         leaderless_queues,
+        quorum_repairs,
         invariants,
         options,
     })
@@ -762,6 +770,7 @@ mod tests {
             supervisor_restarts: Vec::new(),
             malformed_ids: Vec::new(),
             leaderless_queues: Vec::new(),
+            quorum_repairs: Vec::new(),
             invariants: invariants::Report {
                 checks: invariants::Invariant::ALL
                     .iter()
@@ -857,6 +866,16 @@ mod tests {
             reason: "3 failed probes over 15.0s, last: reading the answer's size: early eof".to_owned(),
             panics: panics.iter().map(|p| (*p).to_owned()).collect(),
         }
+    }
+
+    #[test]
+    fn a_quorum_queue_the_runner_re_attached_is_a_finding_not_a_failure() {
+        let mut report = clean_report();
+        report.quorum_repairs.push("2026-12-06T19:40:00Z [{\"queue 'chaos1.order.replies'\",reattached}]".to_owned());
+        assert!(report.passed(), "{report}");
+        let text = report.to_string();
+        assert!(text.contains("finding: RabbitMQ lost the registration of a quorum queue"), "{text}");
+        assert!(text.contains("chaos1.order.replies"), "{text}");
     }
 
     #[test]
