@@ -85,6 +85,9 @@ enum Command {
         /// local processes; no namespace, no unsafe modes.
         #[arg(long)]
         compose: bool,
+        /// Print the seeded schedule of faults and exit without running.
+        #[arg(long)]
+        plan_only: bool,
     },
     /// A lesson of the course measured on the real system (on the chaos
     /// stack): `coupling`, the phone call against the mailbox.
@@ -160,7 +163,18 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stop { name } => commands::stop(&stack, name.parse::<Target>()?).await,
         Command::Restart { name } => commands::restart(&stack, name.parse::<Target>()?).await,
         Command::Test { args } => commands::test(&args).await,
-        Command::Chaos { orders, kills, partitions, seed, rate, concurrency, drain_timeout, unsafe_mode, compose } => {
+        Command::Chaos {
+            orders,
+            kills,
+            partitions,
+            seed,
+            rate,
+            concurrency,
+            drain_timeout,
+            unsafe_mode,
+            compose,
+            plan_only,
+        } => {
             let unsafe_mode = match unsafe_mode.as_deref() {
                 None => None,
                 Some(name) => Some(xtask::chaos::UnsafeMode::parse(name).ok_or_else(|| {
@@ -178,6 +192,20 @@ async fn run(cli: Cli) -> Result<()> {
                 unsafe_mode,
                 ..Default::default()
             };
+            if plan_only {
+                let window = std::time::Duration::from_secs_f64(orders as f64 / rate.max(0.1));
+                let targets = xtask::chaos::ChaosOptions::default().targets;
+                for fault in xtask::chaos::plan::plan(seed, kills, partitions, window, &targets) {
+                    println!(
+                        "{:>7.2}s {:?} {} for {:.1}s",
+                        fault.at.as_secs_f64(),
+                        fault.kind,
+                        fault.target,
+                        fault.down_for.as_secs_f64()
+                    );
+                }
+                return Ok(());
+            }
             let chaos_stack = Stack::chaos(&repo_root);
             let backend = if compose {
                 xtask::chaos::backend::Backend::compose(repo_root.join("docker-compose.yml"))
