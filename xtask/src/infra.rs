@@ -1163,8 +1163,9 @@ impl RabbitMq<'_> {
         if outcome == "[]" {
             return;
         }
+        let outcome = outcome.split_whitespace().collect::<Vec<_>>().join(" ");
         eprintln!("rabbitmq: re-attached quorum queues lost in an unclean stop: {outcome}");
-        let line = format!("{} {}\n", chrono::Utc::now().to_rfc3339(), outcome.replace('\n', " "));
+        let line = format!("{} {outcome}\n", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
