@@ -39,6 +39,14 @@
     $('#arriving-note').hidden = Boolean(j.complete);
   }
 
+  // A message moved the order, or a request did: the placement, or (the
+  // synchronous twin's transitions, which carry no message) its calls.
+  function causeOf(entry) {
+    if (entry.message_type) return h('code', {}, entry.message_type);
+    const request = entry.from_status ? 'a synchronous call' : 'the request that placed it';
+    return h('span', { class: 'faint' }, request);
+  }
+
   function renderMissing(missing) {
     $('#missing').hidden = missing.length === 0;
     const heading = $('#missing h2');
@@ -76,7 +84,7 @@
           offset !== null ? h('span', { class: 'faint' }, ` +${offset.toFixed(1)} ms`) : ''),
         h('td', {}, entry.from_status ? OM.statusBadge(entry.from_status) : h('span', { class: 'faint' }, 'new'),
           h('span', { class: 'arrow' }, '→'), OM.statusBadge(entry.to_status)),
-        h('td', {}, entry.message_type ? h('code', {}, entry.message_type) : h('span', { class: 'faint' }, 'POST /orders')),
+        h('td', {}, causeOf(entry)),
         h('td', { class: 'muted' }, entry.note || ''));
     }));
   }
