@@ -64,13 +64,9 @@ impl Catalogue {
             http.response.status_code = tracing::field::Empty,
         );
         let request = async {
-            let trace = telemetry::current_trace_headers();
             let mut request = self.client.get(&self.url);
-            if let Some(traceparent) = trace.traceparent {
-                request = request.header("traceparent", traceparent);
-            }
-            if let Some(tracestate) = trace.tracestate {
-                request = request.header("tracestate", tracestate);
+            for (header, value) in telemetry::current_trace_headers().into_pairs() {
+                request = request.header(header, value);
             }
             let response = request.send().await?;
             tracing::Span::current().record("http.response.status_code", response.status().as_u16());

@@ -106,13 +106,9 @@ impl SyncPeers {
         );
         let name = peer.name();
         async {
-            let trace = telemetry::current_trace_headers();
             let mut request = self.http.post(&url).json(body);
-            if let Some(traceparent) = trace.traceparent {
-                request = request.header("traceparent", traceparent);
-            }
-            if let Some(tracestate) = trace.tracestate {
-                request = request.header("tracestate", tracestate);
+            for (header, value) in telemetry::current_trace_headers().into_pairs() {
+                request = request.header(header, value);
             }
             let response = request.send().await.map_err(|e| describe(name, &e, self.timeout))?;
             let status = response.status().as_u16();

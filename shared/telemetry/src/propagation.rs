@@ -11,6 +11,15 @@ pub struct TraceHeaders {
     pub tracestate: Option<String>,
 }
 
+impl TraceHeaders {
+    /// The headers that are set, by name: for an outgoing HTTP request.
+    pub fn into_pairs(self) -> impl Iterator<Item = (&'static str, String)> {
+        [("traceparent", self.traceparent), ("tracestate", self.tracestate)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+    }
+}
+
 impl Injector for TraceHeaders {
     fn set(&mut self, key: &str, value: String) {
         match key {
