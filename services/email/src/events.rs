@@ -12,21 +12,17 @@ use sqlx::PgConnection;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EmailEvents;
 
-impl EmailEvents {
-    async fn record(
-        &self,
-        conn: &mut PgConnection,
-        message: &IncomingMessage,
-        email: ComposedEmail,
-    ) -> Result<(), HandlerError> {
-        if store::record(conn, &email, message.envelope.message_id).await? {
-            tracing::info!(order_id = %email.order_id, kind = email.kind.as_str(), to = %email.recipient, "e-mail recorded");
-            metrics::counter!("emails_recorded_total", "kind" => email.kind.as_str()).increment(1);
-        } else {
-            tracing::info!(order_id = %email.order_id, kind = email.kind.as_str(), "e-mail already recorded; nothing to do");
-        }
-        Ok(())
+/// Records `email` once per order and kind (the events' and the
+/// synchronous twin's way alike); true if it was recorded now.
+pub async fn record(conn: &mut PgConnection, email: &ComposedEmail, cause_id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+    let recorded = store::record(conn, email, cause_id).await?;
+    if recorded {
+        tracing::info!(order_id = %email.order_id, kind = email.kind.as_str(), to = %email.recipient, "e-mail recorded");
+        metrics::counter!("emails_recorded_total", "kind" => email.kind.as_str()).increment(1);
+    } else {
+        tracing::info!(order_id = %email.order_id, kind = email.kind.as_str(), "e-mail already recorded; nothing to do");
     }
+    Ok(recorded)
 }
 
 impl MessageHandler for EmailEvents {
@@ -41,6 +37,7 @@ impl MessageHandler for EmailEvents {
             OrderCancelled::MESSAGE_TYPE => compose::cancellation_notice(&message.decode()?),
             other => return Err(HandlerError::Poison(format!("email does not handle `{other}`"))),
         };
-        self.record(conn, message, email).await
+        record(conn, &email, message.envelope.message_id).await?;
+        Ok(())
     }
 }

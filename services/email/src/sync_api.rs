@@ -4,7 +4,7 @@
 //! them afterwards as it delivers every e-mail.
 
 use crate::compose;
-use crate::store;
+use crate::events;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -43,8 +43,7 @@ async fn send(
     let mut tx = state.pool.begin().await?;
     let mut recorded = Vec::new();
     for email in &emails {
-        if store::record(&mut tx, email, Uuid::now_v7()).await? {
-            metrics::counter!("emails_recorded_total", "kind" => email.kind.as_str()).increment(1);
+        if events::record(&mut tx, email, Uuid::now_v7()).await? {
             recorded.push(email.kind.as_str());
         }
     }

@@ -12,6 +12,22 @@ pub fn points_for(amount_cents: Cents) -> i64 {
     amount_cents / 100
 }
 
+/// Appends the order's credit to the ledger (the event's and the
+/// synchronous twin's way alike); the caller holds the account lock.
+pub async fn credit(conn: &mut PgConnection, paid: &OrderPaid, cause_id: uuid::Uuid) -> Result<i64, sqlx::Error> {
+    let credit = NewEntry {
+        customer_id: paid.customer_id.clone(),
+        order_id: paid.order_id,
+        kind: EntryKind::Credit,
+        points: points_for(paid.amount_cents),
+        cause_message_id: cause_id,
+    };
+    store::append_entry(conn, &credit).await?;
+    tracing::info!(order_id = %paid.order_id, customer_id = %paid.customer_id, points = credit.points, "points credited");
+    metrics::counter!("loyalty_points_credited_total").increment(credit.points.unsigned_abs());
+    Ok(credit.points)
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoyaltyEvents;
 
@@ -27,16 +43,7 @@ impl LoyaltyEvents {
             return Err(HandlerError::Poison(format!("OrderPaid with a negative amount ({})", paid.amount_cents)));
         }
         store::lock_account(conn, &paid.customer_id).await?;
-        let credit = NewEntry {
-            customer_id: paid.customer_id.clone(),
-            order_id: paid.order_id,
-            kind: EntryKind::Credit,
-            points: points_for(paid.amount_cents),
-            cause_message_id: message.envelope.message_id,
-        };
-        store::append_entry(conn, &credit).await?;
-        tracing::info!(order_id = %paid.order_id, customer_id = %paid.customer_id, points = credit.points, "points credited");
-        metrics::counter!("loyalty_points_credited_total").increment(credit.points.unsigned_abs());
+        credit(conn, &paid, message.envelope.message_id).await?;
         Ok(())
     }
 

@@ -4,8 +4,8 @@
 //! so this call is made idempotent by order id: an order that already has
 //! ledger entries is not credited again.
 
-use crate::events::points_for;
-use crate::store::{self, EntryKind, NewEntry};
+use crate::events::{self, points_for};
+use crate::store;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -34,15 +34,7 @@ async fn credit(
     store::lock_account(&mut tx, &paid.customer_id).await?;
     let credited_now = store::net_points_of_order(&mut tx, paid.order_id).await?.is_none();
     if credited_now {
-        let entry = NewEntry {
-            customer_id: paid.customer_id.clone(),
-            order_id: paid.order_id,
-            kind: EntryKind::Credit,
-            points,
-            cause_message_id: Uuid::now_v7(),
-        };
-        store::append_entry(&mut tx, &entry).await?;
-        metrics::counter!("loyalty_points_credited_total").increment(points.unsigned_abs());
+        events::credit(&mut tx, &paid, Uuid::now_v7()).await?;
     }
     tx.commit().await?;
     Ok(Json(serde_json::json!({ "order_id": paid.order_id, "points": points, "credited_now": credited_now })))
