@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use std::time::{Duration, Instant};
 use system_tests::TestSystem;
+use system_tests::console::InProcessConsole;
 use system_tests::otlp::OtlpReceiver;
 use system_tests::system::ALL_SERVICES;
 use uuid::Uuid;
@@ -111,7 +112,7 @@ async fn scenario(args: &Args, tracing: Tracing) -> Result<Figures> {
     system_tests::test_stack().await.kafka().restart_empty().await.context("emptying Kafka")?;
     let (receiver, receiver_endpoint) = OtlpReceiver::start().await;
     let console = match tracing {
-        Tracing::Console => Some(InProcessConsole::start().await?),
+        Tracing::Console => Some(InProcessConsole::start("loadconsole", |_| {}).await?),
         _ => None,
     };
     let endpoint = match (&console, tracing) {
@@ -175,9 +176,6 @@ async fn scenario(args: &Args, tracing: Tracing) -> Result<Figures> {
         None => receiver.spans().len(),
     };
     system.shutdown().await;
-    if let Some(console) = console {
-        console.stop.cancel();
-    }
     println!(
         "{}: placed in {:.2}s, all final after {:.2}s",
         tracing.name(),
@@ -193,42 +191,4 @@ async fn scenario(args: &Args, tracing: Tracing) -> Result<Figures> {
         spans,
         rss_mb,
     })
-}
-
-/// The console on the test stack, in this process, with a database of its own.
-struct InProcessConsole {
-    url: String,
-    pool: sqlx::PgPool,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl InProcessConsole {
-    async fn start() -> Result<Self> {
-        let stack = system_tests::test_stack().await;
-        let database = system_tests::unique_namespace("loadconsole");
-        stack.create_database(&database).await?;
-        let mut config = console::config::ConsoleConfig::from_env()?;
-        config.database_url = service_kit::config::Secret::new(stack.postgres_url(&database));
-        config.amqp_url = service_kit::config::Secret::new(stack.amqp_url());
-        config.kafka_brokers = stack.kafka_brokers();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(console::run(config, listener, stop.clone()));
-        let pool = sqlx::PgPool::connect(&stack.postgres_url(&database)).await?;
-        let ready = format!("{url}/health/ready");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(&ready).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-            if Instant::now() > deadline {
-                bail!("the console was not ready within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(Self { url, pool, stop })
-    }
-
-    async fn stored_spans(&self) -> Result<usize> {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM spans").fetch_one(&self.pool).await?;
-        Ok(usize::try_from(count).unwrap_or_default())
-    }
 }

@@ -10,6 +10,7 @@
 pub mod brokers;
 pub mod browser;
 pub mod checker;
+pub mod console;
 pub mod effects;
 pub mod flow;
 pub mod otlp;

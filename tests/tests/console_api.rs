@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use anyhow::Result;
-use console::config::ConsoleConfig;
+
 use console::span_store::SpanStore;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -15,8 +15,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use system_tests::{TestSystem, order_request, test_stack, unique_namespace};
-use tokio_util::sync::CancellationToken;
+use system_tests::console::InProcessConsole;
+use system_tests::{TestSystem, order_request};
+
 use uuid::Uuid;
 
 /// The exporter's own deadline in the test below: if exporting were on a
@@ -64,37 +65,16 @@ async fn order_service_knowing_nothing() -> String {
     url
 }
 
-struct RunningConsole {
-    url: String,
-    database_url: String,
-    stop: CancellationToken,
-}
-
-async fn start_console(test: &str, admin_token: Option<&str>) -> RunningConsole {
-    let stack = test_stack().await;
-    let database = format!("{}_console", unique_namespace(test));
-    stack.create_database(&database).await.unwrap();
-    let mut config = ConsoleConfig::from_env().unwrap();
-    config.database_url = service_kit::config::Secret::new(stack.postgres_url(&database));
-    config.amqp_url = service_kit::config::Secret::new(stack.amqp_url());
-    config.kafka_brokers = stack.kafka_brokers();
-    config.runner = None;
-    config.admin_token = admin_token.map(service_kit::config::Secret::new);
+async fn start_console(test: &str, admin_token: Option<&str>) -> InProcessConsole {
     let order = order_service_knowing_nothing().await;
-    for (_, url) in &mut config.service_urls {
-        *url = order.clone();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(console::run(config, listener, stop.clone()));
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{url}/health/ready")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
-        assert!(Instant::now() < deadline, "the console was not ready within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    RunningConsole { url, database_url: stack.postgres_url(&database), stop }
+    InProcessConsole::start(test, |config| {
+        config.admin_token = admin_token.map(service_kit::config::Secret::new);
+        for (_, url) in &mut config.service_urls {
+            *url = order.clone();
+        }
+    })
+    .await
+    .unwrap()
 }
 
 async fn status_and_body(response: reqwest::Response) -> (u16, String) {
@@ -174,7 +154,6 @@ async fn bad_input_gets_a_clear_answer_and_the_console_keeps_serving() {
     assert!(body.contains("per_second"), "{body}");
     assert_eq!(http.get(format!("{url}/no/such/page")).send().await.unwrap().status(), 404);
     assert_eq!(http.get(format!("{url}/health/live")).send().await.unwrap().status(), 200);
-    console.stop.cancel();
 }
 
 #[tokio::test]
@@ -189,7 +168,6 @@ async fn actions_need_the_admin_token_when_one_is_set() {
     assert_eq!(http.post(format!("{}/api/orders", console.url)).send().await.unwrap().status(), 401);
     let map: Value = http.get(format!("{}/api/map", console.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(map["control"]["token_required"], true);
-    console.stop.cancel();
 }
 
 #[tokio::test]
@@ -214,7 +192,6 @@ async fn retention_keeps_the_newest_spans_up_to_the_bound() {
     let orders = store.recent_orders(10).await.unwrap();
     assert_eq!(orders.len(), 2, "the orders whose spans all went are forgotten: {orders:?}");
     assert_eq!(store.enforce_retention(Duration::ZERO, 100).await.unwrap(), 7, "and by age");
-    console.stop.cancel();
 }
 
 /// A collector that accepts connections and never answers: the worst a
