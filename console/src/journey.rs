@@ -94,41 +94,20 @@ pub struct Missing {
     pub reason: String,
 }
 
-/// Who consumes and who produces on each channel of `topology`.
-pub struct Channels {
-    namespace: String,
-    consumers: BTreeMap<String, Vec<String>>,
-}
+/// Who publishes and who consumes on each channel of a topology.
+pub struct Channels(Vec<crate::channels::Channel>);
 
 impl Channels {
     pub fn of(topology: &Topology) -> Self {
-        let mut consumers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        consumers.insert(topology.stock_commands(), vec!["stock".into()]);
-        consumers.insert(topology.payment_commands(), vec!["payment".into()]);
-        consumers.insert(topology.order_replies(), vec!["order".into()]);
-        for (service, topics) in topology.subscriptions() {
-            for topic in topics {
-                consumers.entry(topic).or_default().push(service.to_owned());
-            }
-        }
-        Self { namespace: topology.namespace().to_owned(), consumers }
+        Self(crate::channels::of(topology))
     }
 
     fn consumers_of(&self, destination: &str) -> Vec<String> {
-        self.consumers.get(destination).cloned().unwrap_or_default()
+        crate::channels::consumers_of(&self.0, destination)
     }
 
-    /// The service that publishes `message_type` to `destination`: replies
-    /// are named after their sender (`stock.StockReserved`), commands
-    /// after their receiver, and the order service sends every command.
     fn producer_of(&self, destination: &str, message_type: &str) -> Option<String> {
-        let channel = destination.strip_prefix(&self.namespace).unwrap_or(destination);
-        match channel {
-            "stock.commands" | "payment.commands" | "orders" => Some("order".into()),
-            "shipments" => Some("shipping".into()),
-            "order.replies" => message_type.split_once('.').map(|(sender, _)| sender.to_owned()),
-            _ => None,
-        }
+        crate::channels::producer_of(&self.0, destination, message_type)
     }
 }
 

@@ -4,6 +4,7 @@
 //! and kills, stops and restarts components through the local runner.
 
 pub mod api;
+pub mod channels;
 pub mod config;
 pub mod coupling;
 pub mod error;

@@ -91,31 +91,6 @@ impl LatestMap {
     }
 }
 
-/// One channel of the topology, and the service at each end.
-struct Channel {
-    name: String,
-    broker: Broker,
-    kind: &'static str,
-    from: &'static str,
-    to: &'static str,
-}
-
-fn channels(topology: &Topology) -> Vec<Channel> {
-    let queue = |name: String, kind, from, to| Channel { name, broker: Broker::Rabbitmq, kind, from, to };
-    let mut all = vec![
-        queue(topology.stock_commands(), "command", "order", "stock"),
-        queue(topology.payment_commands(), "command", "order", "payment"),
-        queue(topology.order_replies(), "reply", "stock,payment", "order"),
-    ];
-    for (service, topics) in topology.subscriptions() {
-        for topic in topics {
-            let from = if topic == topology.shipments_topic() { "shipping" } else { "order" };
-            all.push(Channel { name: topic, broker: Broker::Kafka, kind: "event", from, to: service });
-        }
-    }
-    all
-}
-
 /// Which channel a message type consumed by `service` came over: events
 /// are named after their topic, commands after their receiver, and the
 /// order service receives only replies on its queue.
@@ -248,7 +223,7 @@ impl MapSampler {
         }
         let queues = queues.unwrap_or_default();
         let lags = lags.unwrap_or_default();
-        let edges = channels(&topology)
+        let edges = crate::channels::of(&topology)
             .into_iter()
             .map(|c| {
                 let id = format!("{}:{}", c.name, c.to);
@@ -262,7 +237,7 @@ impl MapSampler {
                     id: id.strip_prefix(topology.namespace()).unwrap_or(&id).to_owned(),
                     broker: c.broker,
                     kind: c.kind,
-                    from: c.from.to_owned(),
+                    from: c.from.join(","),
                     to: c.to.to_owned(),
                     waiting,
                     waiting_label,
@@ -351,23 +326,5 @@ mod tests {
         assert_eq!(channel_of("order", "shipments.ShipmentScheduled", &t), "t.shipments");
         assert_eq!(channel_of("order", "stock.StockReserved", &t), "t.order.replies");
         assert_eq!(channel_of("stock", "stock.ReserveStock", &t), "t.stock.commands");
-    }
-
-    #[test]
-    fn every_subscription_and_queue_is_an_edge() {
-        let ids: Vec<String> = channels(&Topology::default()).iter().map(|c| format!("{}:{}", c.name, c.to)).collect();
-        assert_eq!(
-            ids,
-            [
-                "stock.commands:stock",
-                "payment.commands:payment",
-                "order.replies:order",
-                "shipments:order",
-                "orders:shipping",
-                "orders:email",
-                "shipments:email",
-                "orders:loyalty"
-            ]
-        );
     }
 }
