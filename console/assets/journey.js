@@ -36,7 +36,13 @@
     const statusError = $('#status-error');
     statusError.hidden = !j.status_error;
     setText(statusError, j.status_error ? `status unknown: ${j.status_error}` : '');
-    $('#arriving-note').hidden = Boolean(j.complete);
+    // A final order whose trace still lacks a service will not get it:
+    // say so instead of waiting with a spinner.
+    const note = $('#arriving-note');
+    const final = j.status === 'COMPLETED' || j.status === 'CANCELLED';
+    note.hidden = Boolean(j.complete);
+    note.classList.toggle('settled', final);
+    note.lastChild.textContent = final ? 'trace incomplete' : 'spans still arriving';
   }
 
   // A message moved the order, or a request did: the placement, or (the
