@@ -148,13 +148,33 @@ pub fn is_stopped(pid: u32) -> bool {
 
 /// The command line of `pid`, one string per argument.
 pub fn process_args(pid: u32) -> Option<Vec<String>> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = read_proc_nul_list(pid, "cmdline")?;
     Some(
         raw.split(|byte| *byte == 0)
             .filter(|arg| !arg.is_empty())
             .map(|arg| String::from_utf8_lossy(arg).into_owned())
             .collect(),
     )
+}
+
+/// `/proc/<pid>/<file>` for a NUL-separated list (`cmdline`, `environ`).
+///
+/// While a process is replacing its image (`exec`) both read as empty for a
+/// moment: the parent of a spawned child is resumed before the kernel has
+/// laid out the new arguments, and start scripts such as `rabbitmq-server`
+/// exec several times while booting. An empty read is therefore looked at
+/// again, for up to 200 ms, while the process lives.
+fn read_proc_nul_list(pid: u32, file: &str) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    loop {
+        match fs::read(format!("/proc/{pid}/{file}")) {
+            Ok(raw) if raw.is_empty() && Instant::now() < deadline && is_alive(pid) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(raw) => return Some(raw),
+            Err(_) => return None,
+        }
+    }
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name (state, ppid,
@@ -209,25 +229,13 @@ pub fn process_cwd(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/cwd")).ok()
 }
 
-/// True if the environment of `pid` contains exactly `NAME=value`.
-///
-/// While a process is replacing its image (`exec`) its environment reads as
-/// empty for a moment; start scripts such as `rabbitmq-server` exec several
-/// times while booting. An empty read is therefore looked at again, for up
-/// to 200 ms, before the process is declared not ours: taking our own
-/// process for a stranger leaves it running unkilled, holding its port.
+/// True if the environment of `pid` contains exactly `NAME=value`. Taking
+/// our own process for a stranger leaves it running unkilled, holding its
+/// port, hence the re-read of an environment caught mid-`exec`.
 pub fn process_has_env(pid: u32, name: &str, value: &str) -> bool {
     let wanted = format!("{name}={value}");
-    let deadline = Instant::now() + Duration::from_millis(200);
-    loop {
-        match fs::read(format!("/proc/{pid}/environ")) {
-            Ok(environ) if environ.is_empty() && Instant::now() < deadline && is_alive(pid) => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Ok(environ) => return environ.split(|byte| *byte == 0).any(|entry| entry == wanted.as_bytes()),
-            Err(_) => return false,
-        }
-    }
+    read_proc_nul_list(pid, "environ")
+        .is_some_and(|environ| environ.split(|byte| *byte == 0).any(|entry| entry == wanted.as_bytes()))
 }
 
 /// All live processes whose working directory is `dir` (compared after
