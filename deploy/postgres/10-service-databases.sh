@@ -5,7 +5,9 @@
 #
 # Owning the database is what lets a service apply its own migrations (the
 # `public` schema belongs to `pg_database_owner` since PostgreSQL 15), and the
-# REVOKE keeps one service out of another's data. Passwords come from
+# REVOKE keeps one service out of another's data. REPLICATION lets the
+# log-tailing outbox relay create its slot and stream its own database's log
+# (a logical replication connection is still bound to the database it names). Passwords come from
 # <SERVICE>_DB_PASSWORD (set by docker-compose.yml), defaulting to the
 # service's name for a local stack.
 #
@@ -22,7 +24,7 @@ for service in "${services[@]}"; do
     # keyword such as `order` or a quote in a password cannot break the SQL.
     psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname "${POSTGRES_DB:-$POSTGRES_USER}" \
         -v name="$service" -v pass="$password" <<'SQL'
-CREATE ROLE :"name" LOGIN PASSWORD :'pass';
+CREATE ROLE :"name" LOGIN REPLICATION PASSWORD :'pass';
 CREATE DATABASE :"name" OWNER :"name";
 REVOKE ALL ON DATABASE :"name" FROM PUBLIC;
 SQL

@@ -452,6 +452,33 @@ impl Stack {
     /// Drops a database if it exists, disconnecting its sessions.
     pub async fn drop_database(&self, name: &str) -> Result<()> {
         let mut connection = self.admin_connection().await?;
+        // A log-tailing relay's slot keeps its database from being dropped,
+        // even with FORCE; its stream may outlive the killed service briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Inactive slots are dropped; the streams of active ones ended,
+            // to be dropped on the next pass.
+            let pass: Result<(i64,), sqlx::Error> = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE active AND pg_terminate_backend(active_pid))
+                      + count(*) FILTER (WHERE NOT active AND pg_drop_replication_slot(slot_name) IS NOT NULL)
+                 FROM pg_replication_slots WHERE database = $1",
+            )
+            .bind(name)
+            .fetch_one(&mut connection)
+            .await;
+            let left = match pass {
+                Ok((active,)) => active,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e).with_context(|| format!("dropping the replication slots of database {name:?}"));
+                }
+                // A slot taken up again between the scan and the drop.
+                Err(_) => 1,
+            };
+            if left == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(name));
         sqlx::raw_sql(&statement)
             .execute(&mut connection)
@@ -854,7 +881,17 @@ impl Postgres<'_> {
              log_line_prefix = '%m [%p] %q%u@%d '\n\
              # After a crash, sync the data directory with one syncfs() instead of
              # fsync()ing every file: same guarantee, seconds faster.\n\
-             recovery_init_sync_method = syncfs\n",
+             recovery_init_sync_method = syncfs\n\
+             # The log-tailing outbox relay (OUTBOX_RELAY=log-tailing) reads the WAL
+             # through logical replication, one slot per service database (tests
+             # make many). A slot left unread may hold back at most this much WAL;
+             # beyond it the slot is invalidated and the relay sweeps what it missed.
+             # A relay cut off by the network frees its slot after the timeout.\n\
+             wal_level = logical\n\
+             max_replication_slots = 100\n\
+             max_wal_senders = 100\n\
+             max_slot_wal_keep_size = 512MB\n\
+             wal_sender_timeout = 15s\n",
             socket = socket_dir.display()
         );
         let path = data_dir.join("ordermesh.conf");

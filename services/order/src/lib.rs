@@ -64,7 +64,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let topology = config.common.topology();
     let amqp = host.amqp_publisher();
     let kafka = host.kafka_publisher(&topology.all_topics()).await?;
-    let outbox_backlog = host.start_relay(pool.clone(), Some(amqp), Some(kafka.clone()));
+    let outbox_backlog = host.start_relay(pool.clone(), Some(amqp), Some(kafka.clone()))?;
 
     let factory = MessageFactory::new(SERVICE);
     let saga = saga::OrderSaga::new(factory.clone(), topology.clone());

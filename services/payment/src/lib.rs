@@ -57,7 +57,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let topology = config.common.topology();
     // Payment only replies (RabbitMQ); it publishes no events.
     let amqp = host.amqp_publisher();
-    host.start_relay(pool.clone(), Some(amqp), None);
+    host.start_relay(pool.clone(), Some(amqp), None)?;
     let handler = commands::PaymentCommands::new(MessageFactory::new(SERVICE), config.default_limit_cents);
     host.consume_queue(pool.clone(), topology.payment_commands(), SERVICE, handler);
     let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);

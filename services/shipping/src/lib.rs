@@ -40,7 +40,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let topology = config.common.topology();
     // Events only (Kafka): the producer publishes the outbox and dead letters.
     let kafka = host.kafka_publisher(&topology.all_topics()).await?;
-    host.start_relay(pool.clone(), None, Some(kafka.clone()));
+    host.start_relay(pool.clone(), None, Some(kafka.clone()))?;
     let handler = events::ShippingEvents::new(MessageFactory::new(SERVICE), topology.clone(), config.carrier.clone());
     host.consume_topics(pool.clone(), vec![topology.orders_topic()], handler, kafka);
     let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);

@@ -12,6 +12,12 @@ pub const RELAY_BEFORE_PUBLISH: &str = "relay.before_publish";
 pub const RELAY_AFTER_CONFIRM_BEFORE_MARK: &str = "relay.after_confirm_before_mark";
 /// In the middle of a relay batch: half published, none marked.
 pub const RELAY_MID_BATCH: &str = "relay.mid_batch";
+/// Log-tailing relay: after the broker confirmed messages (and they were
+/// marked sent), before their log position is reported to the slot.
+pub const LOG_TAILING_AFTER_CONFIRM_BEFORE_REPORT: &str = "log_tailing.after_confirm_before_report";
+/// Log-tailing relay: once the server was told a position covering
+/// published messages.
+pub const LOG_TAILING_AFTER_REPORT: &str = "log_tailing.after_report";
 /// After the inbox row is inserted and before the handler's effect (same
 /// transaction, so the insert must roll back).
 pub const INBOX_AFTER_RECORD_BEFORE_EFFECT: &str = "inbox.after_record_before_effect";
@@ -25,6 +31,8 @@ pub const ALL: &[&str] = &[
     RELAY_BEFORE_PUBLISH,
     RELAY_AFTER_CONFIRM_BEFORE_MARK,
     RELAY_MID_BATCH,
+    LOG_TAILING_AFTER_CONFIRM_BEFORE_REPORT,
+    LOG_TAILING_AFTER_REPORT,
     INBOX_AFTER_RECORD_BEFORE_EFFECT,
     CONSUMER_AFTER_COMMIT_BEFORE_ACK,
     AFTER_BUSINESS_COMMIT,

@@ -18,15 +18,15 @@
 //! (`outbox_parked_messages`, invariant 7a). An unreachable broker is not a
 //! refusal: those rows wait, however long it takes.
 
-use crate::amqp::{AmqpError, AmqpPublisher};
+use crate::amqp::AmqpPublisher;
 use crate::crash;
 use crate::deadline;
-use crate::kafka::{KafkaPublishError, KafkaPublisher};
+use crate::kafka::KafkaPublisher;
 use crate::outbox::{Destination, OutboxMessage, direct_publish_queue};
+use crate::outbox_publisher::{InFlight, OutboxPublisher, OutboxRow, PublishError};
 use crate::retry::Backoff;
 use crate::safety;
 use chrono::{DateTime, Utc};
-use contracts::Envelope;
 use futures::StreamExt;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// Advisory-lock class of relay lanes (the second key is the lane).
 const LANE_LOCK_CLASS: i32 = 0x0b0c;
@@ -83,39 +82,6 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
 }
 
-#[derive(Debug, thiserror::Error)]
-enum PublishError {
-    #[error(transparent)]
-    Amqp(#[from] AmqpError),
-    #[error(transparent)]
-    Kafka(#[from] KafkaPublishError),
-    #[error("no {0} publisher is configured in this service")]
-    NoPublisher(&'static str),
-    #[error("outbox row {0} is corrupt: {1}")]
-    Corrupt(i64, String),
-}
-
-impl PublishError {
-    /// The broker was reached and said no to this message (no such queue,
-    /// message too large), or the row cannot be published at all: trying
-    /// the same row again will not help. Anything else (connection lost,
-    /// timeout, a nack while a queue recovers) is worth waiting out.
-    fn is_refusal(&self) -> bool {
-        match self {
-            PublishError::Amqp(AmqpError::Unroutable(_)) => true,
-            PublishError::Amqp(_) => false,
-            PublishError::Kafka(e) => e.is_record_refused(),
-            PublishError::NoPublisher(_) | PublishError::Corrupt(..) => true,
-        }
-    }
-
-    /// Whether the AMQP channel is unusable after this error (a refusal
-    /// leaves it open; reopening it would only flap readiness).
-    fn breaks_amqp_channel(&self) -> bool {
-        matches!(self, PublishError::Amqp(AmqpError::Protocol(_) | AmqpError::Timeout(_)))
-    }
-}
-
 /// What one pass over the lanes did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RelayPass {
@@ -135,37 +101,9 @@ impl std::ops::AddAssign for RelayPass {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct PendingRow {
-    id: i64,
-    transport: String,
-    destination: String,
-    partition_key: String,
-    /// Decoded per row (see [`PendingRow::envelope`]), so one row that no
-    /// longer decodes is parked instead of failing its whole lane.
-    envelope: serde_json::Value,
-    payload: serde_json::Value,
-    created_at: DateTime<Utc>,
-    /// Earlier passes in which the broker refused this row.
-    refusals: i32,
-}
-
-impl PendingRow {
-    fn envelope(&self) -> Result<Envelope, PublishError> {
-        serde_json::from_value(self.envelope.clone())
-            .map_err(|e| PublishError::Corrupt(self.id, format!("envelope does not decode: {e}")))
-    }
-}
-
-enum InFlight {
-    Amqp(crate::amqp::PendingConfirm),
-    Kafka(crate::kafka::PendingDelivery),
-}
-
 pub struct OutboxRelay {
     pool: PgPool,
-    amqp: Option<Arc<AmqpPublisher>>,
-    kafka: Option<Arc<KafkaPublisher>>,
+    publisher: OutboxPublisher,
     config: RelayConfig,
     /// Server sessions of lanes given up on mid-transaction, to be ended.
     abandoned: std::sync::Mutex<Vec<ServerSession>>,
@@ -199,7 +137,7 @@ impl OutboxRelay {
         kafka: Option<Arc<KafkaPublisher>>,
         config: RelayConfig,
     ) -> Self {
-        Self { pool, amqp, kafka, config, abandoned: std::sync::Mutex::new(Vec::new()) }
+        Self { pool, publisher: OutboxPublisher { amqp, kafka }, config, abandoned: std::sync::Mutex::new(Vec::new()) }
     }
 
     /// Publishes until `shutdown`: woken by `NOTIFY outbox` at each commit,
@@ -264,10 +202,48 @@ impl OutboxRelay {
     /// One pass over every lane with unsent rows, a few lanes at a time.
     /// Lanes held by another relay are skipped this pass.
     pub async fn relay_pending(&self) -> Result<RelayPass, RelayError> {
+        self.relay_pending_up_to(None).await
+    }
+
+    /// Publishes every unsent row with an id up to `ceiling` (what was
+    /// committed before the log-tailing relay's slot position), until none
+    /// is left or `shutdown`: what the log will not deliver. Failing passes
+    /// are retried with backoff, as in [`Self::run`].
+    pub async fn sweep(&self, ceiling: i64, shutdown: &CancellationToken) -> RelayPass {
+        let mut total = RelayPass::default();
+        let mut failures = 0;
+        while !shutdown.is_cancelled() {
+            match self.relay_pending_up_to(Some(ceiling)).await {
+                Ok(pass) if pass.failed_lanes == 0 && pass.sent == 0 => break,
+                Ok(pass) if pass.failed_lanes == 0 => {
+                    failures = 0;
+                    total += pass;
+                    continue;
+                }
+                Ok(pass) => {
+                    total += pass;
+                    tracing::warn!(failed_lanes = pass.failed_lanes, "outbox sweep: publishes failed");
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox sweep pass failed"),
+            }
+            failures += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.config.error_backoff.delay(failures)) => {}
+            }
+        }
+        total
+    }
+
+    async fn relay_pending_up_to(&self, ceiling: Option<i64>) -> Result<RelayPass, RelayError> {
         let lanes: Vec<(i16,)> = deadline::within(
             deadline::QUERY_TIMEOUT,
-            sqlx::query_as("SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL")
-                .fetch_all(&self.pool),
+            sqlx::query_as(
+                "SELECT DISTINCT lane FROM outbox
+                 WHERE sent_at IS NULL AND parked_at IS NULL AND ($1::int8 IS NULL OR id <= $1)",
+            )
+            .bind(ceiling)
+            .fetch_all(&self.pool),
         )
         .await?;
         self.end_abandoned_sessions().await;
@@ -275,7 +251,7 @@ impl OutboxRelay {
         let mut results = futures::stream::iter(lanes)
             .map(|(lane,)| async move {
                 let session = std::sync::Mutex::new(None);
-                let result = deadline::within(limit, self.relay_lane(lane, &session)).await;
+                let result = deadline::within(limit, self.relay_lane(lane, ceiling, &session)).await;
                 if result.is_err() {
                     // Its transaction may live on at the server, holding the
                     // lane's lock, if the connection went silent.
@@ -340,11 +316,12 @@ impl OutboxRelay {
     async fn relay_lane(
         &self,
         lane: i16,
+        ceiling: Option<i64>,
         session: &std::sync::Mutex<Option<ServerSession>>,
     ) -> Result<RelayPass, RelayError> {
         let connection = deadline::within(deadline::QUERY_TIMEOUT, self.pool.acquire()).await?;
         let mut lane_connection = LaneConnection { connection, finished: false };
-        let pass = self.relay_lane_on(&mut lane_connection.connection, lane, session).await?;
+        let pass = self.relay_lane_on(&mut lane_connection.connection, lane, ceiling, session).await?;
         lane_connection.finished = true;
         Ok(pass)
     }
@@ -356,6 +333,7 @@ impl OutboxRelay {
         &self,
         connection: &mut PoolConnection<Postgres>,
         lane: i16,
+        ceiling: Option<i64>,
         session: &std::sync::Mutex<Option<ServerSession>>,
     ) -> Result<RelayPass, RelayError> {
         let mut tx = deadline::within(deadline::QUERY_TIMEOUT, connection.begin()).await?;
@@ -380,14 +358,16 @@ impl OutboxRelay {
         if !locked {
             return Ok(RelayPass::default());
         }
-        let rows: Vec<PendingRow> = deadline::within(
+        let rows: Vec<OutboxRow> = deadline::within(
             deadline::QUERY_TIMEOUT,
             sqlx::query_as(
                 "SELECT id, transport, destination, partition_key, envelope, payload, created_at, refusals
-                 FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND lane = $1 ORDER BY id LIMIT $2",
+                 FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND lane = $1 AND ($3::int8 IS NULL OR id <= $3)
+                 ORDER BY id LIMIT $2",
             )
             .bind(lane)
             .bind(self.config.batch_size)
+            .bind(ceiling)
             .fetch_all(&mut *tx),
         )
         .await?;
@@ -395,7 +375,7 @@ impl OutboxRelay {
             return Ok(RelayPass::default());
         }
         crash::crash_point(crash::RELAY_BEFORE_PUBLISH);
-        let results = self.publish_in_order(&rows).await;
+        let results = self.publisher.publish_in_order(&rows).await;
         let confirmed = results.iter().take_while(|r| r.is_ok()).count();
         // Only once the broker has confirmed something: a crash after a
         // publish that failed outright is not the case this point is for.
@@ -440,113 +420,6 @@ impl OutboxRelay {
         Ok(pass)
     }
 
-    /// Sends every row in id order without waiting in between (the broker
-    /// keeps the order of one channel / partition), then waits for each
-    /// confirmation.
-    async fn publish_in_order(&self, rows: &[PendingRow]) -> Vec<Result<(), PublishError>> {
-        let middle = rows.len() / 2;
-        let mut in_flight = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i == middle && i > 0 {
-                crash::crash_point(crash::RELAY_MID_BATCH);
-            }
-            let (sent, span) = match row.envelope() {
-                Ok(envelope) => {
-                    let span = publish_span(&envelope, &row.transport, &row.destination);
-                    if let Some(written) = row.created_at.timestamp_nanos_opt() {
-                        span.record("ordermesh.outbox.written_at_unix_nano", written);
-                    }
-                    (self.send(row, envelope).instrument(span.clone()).await, span)
-                }
-                Err(corrupt) => (Err(corrupt), tracing::Span::none()),
-            };
-            let failed = sent.is_err();
-            in_flight.push((sent, span, row));
-            // Nothing after a failed send can be marked sent this pass (only
-            // the confirmed prefix is), so do not send it.
-            if failed {
-                break;
-            }
-        }
-        let mut results = Vec::with_capacity(rows.len());
-        let mut in_flight = in_flight.into_iter();
-        for (sent, span, row) in in_flight.by_ref() {
-            let result = match sent {
-                Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
-                Ok(InFlight::Kafka(p)) => p
-                    .delivered()
-                    .await
-                    .map(|(partition, offset)| {
-                        span.record("messaging.destination.partition.id", partition.to_string());
-                        span.record("messaging.kafka.offset", offset);
-                    })
-                    .map_err(PublishError::from),
-                Err(e) => Err(e),
-            };
-            let labels = [("transport", row.transport.clone()), ("destination", row.destination.clone())];
-            let failed = result.is_err();
-            match &result {
-                Ok(()) => {
-                    let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
-                    metrics::histogram!("outbox_commit_to_confirm_seconds", &labels).record(latency.as_secs_f64());
-                    metrics::counter!("outbox_published_total", &labels).increment(1);
-                }
-                Err(e) => {
-                    span.in_scope(|| tracing::warn!(error = %e, "broker did not confirm"));
-                    span.record("otel.status_code", "ERROR");
-                    metrics::counter!("outbox_publish_failures_total", &labels).increment(1);
-                    if e.breaks_amqp_channel() {
-                        if let Some(amqp) = &self.amqp {
-                            amqp.reset(&e.to_string()).await;
-                        }
-                    }
-                }
-            }
-            drop(span);
-            results.push(result);
-            // Only the confirmed prefix is marked sent: waiting for the
-            // confirms after a failure (up to a timeout each) gains nothing.
-            if failed {
-                break;
-            }
-        }
-        // Still, lapin keeps every confirm dropped unawaited until its
-        // channel closes, and the channel lives on: consume them aside.
-        let unawaited: Vec<_> = in_flight
-            .filter_map(|(sent, _, _)| match sent {
-                Ok(InFlight::Amqp(pending)) => Some(pending),
-                _ => None,
-            })
-            .collect();
-        if !unawaited.is_empty() {
-            tokio::spawn(async move {
-                for pending in unawaited {
-                    let _ = pending.confirmed().await;
-                }
-            });
-        }
-        results
-    }
-
-    async fn send(&self, row: &PendingRow, mut envelope: Envelope) -> Result<InFlight, PublishError> {
-        // The consumer's span will be a child of this publish span.
-        let trace = telemetry::current_trace_headers();
-        envelope.traceparent = trace.traceparent.or(envelope.traceparent);
-        envelope.tracestate = trace.tracestate.or(envelope.tracestate);
-        let payload = serde_json::to_vec(&row.payload).map_err(|e| PublishError::Corrupt(row.id, e.to_string()))?;
-        match row.transport.as_str() {
-            "amqp" => {
-                let amqp = self.amqp.as_ref().ok_or(PublishError::NoPublisher("AMQP"))?;
-                Ok(InFlight::Amqp(amqp.send(&row.destination, &envelope, &payload, &[]).await?))
-            }
-            "kafka" => {
-                let kafka = self.kafka.as_ref().ok_or(PublishError::NoPublisher("Kafka"))?;
-                Ok(InFlight::Kafka(kafka.send(&row.destination, &row.partition_key, &envelope, &payload, &[]).await?))
-            }
-            other => Err(PublishError::Corrupt(row.id, format!("unknown transport `{other}`"))),
-        }
-    }
-
     /// UNSAFE mode: publish messages straight from memory, once, whatever
     /// became of the transaction that produced them.
     async fn publish_directly(self: Arc<Self>, shutdown: CancellationToken) {
@@ -556,7 +429,7 @@ impl OutboxRelay {
                 _ = shutdown.cancelled() => return,
                 m = receiver.recv() => match m { Some(m) => m, None => return },
             };
-            let row = PendingRow {
+            let row = OutboxRow {
                 id: 0,
                 transport: message.destination.transport().to_owned(),
                 destination: message.destination.name().to_owned(),
@@ -566,7 +439,7 @@ impl OutboxRelay {
                 created_at: Utc::now(),
                 refusals: 0,
             };
-            let result = match self.send(&row, message.envelope.clone()).await {
+            let result = match self.publisher.send(&row, message.envelope.clone()).await {
                 Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
                 Ok(InFlight::Kafka(p)) => p.delivered().await.map(|_| ()).map_err(PublishError::from),
                 Err(e) => Err(e),
@@ -574,42 +447,12 @@ impl OutboxRelay {
             if let Err(e) = result {
                 // No outbox row to retry from: the message is gone.
                 tracing::error!(error = %e, destination = ?message.destination, "UNSAFE direct publish failed; message lost");
-                if let (Destination::Queue(_), Some(amqp)) = (&message.destination, &self.amqp) {
+                if let (Destination::Queue(_), Some(amqp)) = (&message.destination, &self.publisher.amqp) {
                     amqp.reset(&e.to_string()).await;
                 }
             }
         }
     }
-}
-
-/// The producer span of one publish: a child of the context stored with the
-/// outbox row (the request or message that caused it).
-fn publish_span(envelope: &Envelope, transport: &str, destination: &str) -> tracing::Span {
-    let system = if transport == "amqp" { "rabbitmq" } else { "kafka" };
-    let span = tracing::info_span!(
-        "publish",
-        otel.name = format!("send {destination}"),
-        otel.kind = "producer",
-        messaging.system = system,
-        messaging.operation.type = "send",
-        messaging.operation.name = "send",
-        messaging.destination.name = destination,
-        messaging.message.id = %envelope.message_id,
-        messaging.message.conversation_id = %envelope.correlation_id,
-        message_type = %envelope.message_type,
-        order_id = %envelope.correlation_id,
-        messaging.destination.partition.id = tracing::field::Empty,
-        messaging.kafka.offset = tracing::field::Empty,
-        // When the outbox row was written: the console shows how long the
-        // message waited there before this publish.
-        ordermesh.outbox.written_at_unix_nano = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    telemetry::set_remote_parent(
-        &span,
-        &telemetry::TraceHeaders { traceparent: envelope.traceparent.clone(), tracestate: envelope.tracestate.clone() },
-    );
-    span
 }
 
 /// Wakes the relay whenever a transaction that wrote outbox rows commits.
@@ -667,24 +510,4 @@ async fn open_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
         Ok(listener)
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-
-    #[test]
-    fn only_a_broker_that_says_no_counts_as_a_refusal() {
-        assert!(PublishError::Amqp(AmqpError::Unroutable("q".into())).is_refusal());
-        assert!(PublishError::Corrupt(1, "bad".into()).is_refusal());
-        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
-        assert!(PublishError::Kafka(KafkaPublishError::Kafka(too_large)).is_refusal());
-        // An outage or a slow broker is waited out, never parked.
-        assert!(!PublishError::Amqp(AmqpError::Timeout(Duration::from_secs(1))).is_refusal());
-        assert!(!PublishError::Amqp(AmqpError::Nacked).is_refusal());
-        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-        assert!(!PublishError::Kafka(KafkaPublishError::Kafka(timed_out)).is_refusal());
-        assert!(!PublishError::Kafka(KafkaPublishError::Canceled).is_refusal());
-    }
 }

@@ -12,6 +12,10 @@
 //! - `UNSAFE_ACK_BEFORE_COMMIT=1`: deliveries are acknowledged (offsets
 //!   committed) before the handler's transaction commits.
 //! - `UNSAFE_SKIP_INBOX=1`: no inbox row, so a redelivery has a second effect.
+//! - `UNSAFE_FLUSH_BEFORE_CONFIRM=1`: the log-tailing relay reports each
+//!   transaction to its slot as flushed as soon as it is received, before
+//!   the broker confirmed it (what Eventuate's CDC does), and skips the
+//!   sweep that would pick up what the slot skipped.
 
 use std::sync::OnceLock;
 
@@ -20,11 +24,13 @@ pub struct UnsafeModes {
     pub publish_without_outbox: bool,
     pub ack_before_commit: bool,
     pub skip_inbox: bool,
+    pub flush_before_confirm: bool,
 }
 
 pub const PUBLISH_WITHOUT_OUTBOX: &str = "UNSAFE_PUBLISH_WITHOUT_OUTBOX";
 pub const ACK_BEFORE_COMMIT: &str = "UNSAFE_ACK_BEFORE_COMMIT";
 pub const SKIP_INBOX: &str = "UNSAFE_SKIP_INBOX";
+pub const FLUSH_BEFORE_CONFIRM: &str = "UNSAFE_FLUSH_BEFORE_CONFIRM";
 
 impl UnsafeModes {
     pub fn from_env() -> Self {
@@ -33,11 +39,12 @@ impl UnsafeModes {
             publish_without_outbox: on(PUBLISH_WITHOUT_OUTBOX),
             ack_before_commit: on(ACK_BEFORE_COMMIT),
             skip_inbox: on(SKIP_INBOX),
+            flush_before_confirm: on(FLUSH_BEFORE_CONFIRM),
         }
     }
 
     pub fn any(&self) -> bool {
-        self.publish_without_outbox || self.ack_before_commit || self.skip_inbox
+        self.publish_without_outbox || self.ack_before_commit || self.skip_inbox || self.flush_before_confirm
     }
 
     /// Names of the enabled modes, for the startup warning and `/health`.
@@ -46,6 +53,7 @@ impl UnsafeModes {
             (self.publish_without_outbox, PUBLISH_WITHOUT_OUTBOX),
             (self.ack_before_commit, ACK_BEFORE_COMMIT),
             (self.skip_inbox, SKIP_INBOX),
+            (self.flush_before_confirm, FLUSH_BEFORE_CONFIRM),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))

@@ -109,6 +109,11 @@ pub struct CommonConfig {
     /// `PROCESSING_DELAY_MS`: an artificial processing time per message and
     /// per synchronous call (the coupling lesson); 0, the default, none.
     pub processing_delay: Duration,
+    /// `OUTBOX_RELAY`: `polling` (default) or `log-tailing`.
+    pub outbox_relay: messaging::log_tailing::RelayMode,
+    /// `OUTBOX_SLOT`: the log-tailing relay's replication slot; default
+    /// derived from the database name (slots are per server).
+    pub outbox_slot: String,
     /// `OUTBOX_RETENTION_SECS`, `INBOX_RETENTION_SECS`.
     pub retention: messaging::retention::RetentionConfig,
 }
@@ -152,6 +157,8 @@ impl CommonConfig {
             },
             kafka_debug: std::env::var("KAFKA_DEBUG").ok().filter(|d| !d.trim().is_empty()),
             processing_delay: Duration::from_millis(env_parse("PROCESSING_DELAY_MS", 0)?),
+            outbox_relay: env_parse("OUTBOX_RELAY", messaging::log_tailing::RelayMode::Polling)?,
+            outbox_slot: env_or("OUTBOX_SLOT", ""),
             retention: messaging::retention::RetentionConfig {
                 sent_outbox: Duration::from_secs(env_parse("OUTBOX_RETENTION_SECS", 24 * 3600)?),
                 inbox: Duration::from_secs(at_least(

@@ -14,6 +14,7 @@ use messaging::amqp_consumer::AmqpConsumer;
 use messaging::consumer::{MessageHandler, MessageProcessor, RetryPolicy};
 use messaging::kafka::{KafkaPublishError, KafkaPublisher};
 use messaging::kafka_consumer::KafkaConsumer;
+use messaging::log_tailing::{self, LogTailingConfig, LogTailingRelay, RelayMode};
 use messaging::outbox::OutboxBacklogMonitor;
 use messaging::processing_delay::DelayedHandler;
 use messaging::relay::{OutboxRelay, RelayConfig};
@@ -191,23 +192,52 @@ impl ServiceHost {
         Ok(Arc::new(publisher))
     }
 
-    /// Runs the outbox relay for this service's database, and the sampler
-    /// of its backlog (returned, for a service that sheds load on it).
+    /// Runs the outbox relay for this service's database (polling or log
+    /// tailing, `OUTBOX_RELAY`), and the sampler of its backlog (returned,
+    /// for a service that sheds load on it).
     pub fn start_relay(
         &mut self,
         pool: PgPool,
         amqp: Option<Arc<AmqpPublisher>>,
         kafka: Option<Arc<KafkaPublisher>>,
-    ) -> OutboxBacklogMonitor {
+    ) -> Result<OutboxBacklogMonitor, HostError> {
         let backlog = OutboxBacklogMonitor::default();
         self.spawn(
             "outbox-backlog",
             backlog.clone().run(pool.clone(), Duration::from_millis(500), self.shutdown.clone()),
         );
-        let relay = OutboxRelay::new(pool, amqp, kafka, RelayConfig::default());
+        let slot = match self.config.outbox_slot.as_str() {
+            "" => log_tailing::slot::slot_name_for(pool.connect_options().get_database().unwrap_or(self.name)),
+            named => named.to_owned(),
+        };
         let shutdown = self.shutdown.clone();
-        self.spawn("outbox-relay", relay.run(shutdown));
-        backlog
+        match self.config.outbox_relay {
+            RelayMode::Polling => {
+                let relay = OutboxRelay::new(pool.clone(), amqp, kafka, RelayConfig::default());
+                self.spawn("outbox-relay", async move {
+                    // A slot a log-tailing run left behind would hold back
+                    // WAL, read by no one, until invalidated.
+                    match log_tailing::slot::drop_slot(&pool, &slot).await {
+                        Ok(true) => tracing::info!(slot, "dropped the outbox slot of an earlier log-tailing run"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, slot, "could not check for a leftover outbox slot"),
+                    }
+                    relay.run(shutdown).await
+                });
+            }
+            RelayMode::LogTailing => {
+                let relay = LogTailingRelay::new(
+                    pool,
+                    self.config.database_url.expose(),
+                    amqp,
+                    kafka,
+                    LogTailingConfig::for_slot(slot),
+                )
+                .map_err(|e| HostError::setup("the log-tailing outbox relay", e))?;
+                self.spawn("outbox-relay", relay.run(shutdown));
+            }
+        }
+        Ok(backlog)
     }
 
     /// Consumes RabbitMQ `queue` with `handler`, recording in the inbox as `consumer`.

@@ -1,0 +1,240 @@
+//! Publishing outbox rows to their broker with confirmation: what the
+//! polling relay ([`crate::relay`]) and the log-tailing relay
+//! ([`crate::log_tailing`]) share. Rows go out in the order given, without
+//! waiting in between (the broker keeps the order of one channel or
+//! partition); only the confirmed prefix counts as published.
+
+use crate::amqp::{AmqpError, AmqpPublisher};
+use crate::crash;
+use crate::kafka::{KafkaPublishError, KafkaPublisher};
+use chrono::{DateTime, Utc};
+use contracts::Envelope;
+use std::sync::Arc;
+use tracing::Instrument;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaPublishError),
+    #[error("no {0} publisher is configured in this service")]
+    NoPublisher(&'static str),
+    #[error("outbox row {0} is corrupt: {1}")]
+    Corrupt(i64, String),
+}
+
+impl PublishError {
+    /// The broker was reached and said no to this message (no such queue,
+    /// message too large), or the row cannot be published at all: trying
+    /// the same row again will not help. Anything else (connection lost,
+    /// timeout, a nack while a queue recovers) is worth waiting out.
+    pub(crate) fn is_refusal(&self) -> bool {
+        match self {
+            PublishError::Amqp(AmqpError::Unroutable(_)) => true,
+            PublishError::Amqp(_) => false,
+            PublishError::Kafka(e) => e.is_record_refused(),
+            PublishError::NoPublisher(_) | PublishError::Corrupt(..) => true,
+        }
+    }
+
+    /// Whether the AMQP channel is unusable after this error (a refusal
+    /// leaves it open; reopening it would only flap readiness).
+    pub(crate) fn breaks_amqp_channel(&self) -> bool {
+        matches!(self, PublishError::Amqp(AmqpError::Protocol(_) | AmqpError::Timeout(_)))
+    }
+}
+
+#[derive(sqlx::FromRow, Clone)]
+pub(crate) struct OutboxRow {
+    pub(crate) id: i64,
+    pub(crate) transport: String,
+    pub(crate) destination: String,
+    pub(crate) partition_key: String,
+    /// Decoded per row (see [`OutboxRow::envelope`]), so one row that no
+    /// longer decodes is parked instead of failing its whole lane.
+    pub(crate) envelope: serde_json::Value,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) created_at: DateTime<Utc>,
+    /// Earlier passes in which the broker refused this row.
+    pub(crate) refusals: i32,
+}
+
+impl OutboxRow {
+    pub(crate) fn envelope(&self) -> Result<Envelope, PublishError> {
+        serde_json::from_value(self.envelope.clone())
+            .map_err(|e| PublishError::Corrupt(self.id, format!("envelope does not decode: {e}")))
+    }
+}
+
+pub(crate) enum InFlight {
+    Amqp(crate::amqp::PendingConfirm),
+    Kafka(crate::kafka::PendingDelivery),
+}
+
+/// The brokers a service publishes to (either may be absent).
+#[derive(Clone)]
+pub(crate) struct OutboxPublisher {
+    pub(crate) amqp: Option<Arc<AmqpPublisher>>,
+    pub(crate) kafka: Option<Arc<KafkaPublisher>>,
+}
+
+impl OutboxPublisher {
+    /// Sends every row in id order without waiting in between (the broker
+    /// keeps the order of one channel / partition), then waits for each
+    /// confirmation.
+    pub(crate) async fn publish_in_order(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>> {
+        let middle = rows.len() / 2;
+        let mut in_flight = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i == middle && i > 0 {
+                crash::crash_point(crash::RELAY_MID_BATCH);
+            }
+            let (sent, span) = match row.envelope() {
+                Ok(envelope) => {
+                    let span = publish_span(&envelope, &row.transport, &row.destination);
+                    if let Some(written) = row.created_at.timestamp_nanos_opt() {
+                        span.record("ordermesh.outbox.written_at_unix_nano", written);
+                    }
+                    (self.send(row, envelope).instrument(span.clone()).await, span)
+                }
+                Err(corrupt) => (Err(corrupt), tracing::Span::none()),
+            };
+            let failed = sent.is_err();
+            in_flight.push((sent, span, row));
+            // Nothing after a failed send can be marked sent this pass (only
+            // the confirmed prefix is), so do not send it.
+            if failed {
+                break;
+            }
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        let mut in_flight = in_flight.into_iter();
+        for (sent, span, row) in in_flight.by_ref() {
+            let result = match sent {
+                Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
+                Ok(InFlight::Kafka(p)) => p
+                    .delivered()
+                    .await
+                    .map(|(partition, offset)| {
+                        span.record("messaging.destination.partition.id", partition.to_string());
+                        span.record("messaging.kafka.offset", offset);
+                    })
+                    .map_err(PublishError::from),
+                Err(e) => Err(e),
+            };
+            let labels = [("transport", row.transport.clone()), ("destination", row.destination.clone())];
+            let failed = result.is_err();
+            match &result {
+                Ok(()) => {
+                    let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
+                    metrics::histogram!("outbox_commit_to_confirm_seconds", &labels).record(latency.as_secs_f64());
+                    metrics::counter!("outbox_published_total", &labels).increment(1);
+                }
+                Err(e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, "broker did not confirm"));
+                    span.record("otel.status_code", "ERROR");
+                    metrics::counter!("outbox_publish_failures_total", &labels).increment(1);
+                    if e.breaks_amqp_channel() {
+                        if let Some(amqp) = &self.amqp {
+                            amqp.reset(&e.to_string()).await;
+                        }
+                    }
+                }
+            }
+            drop(span);
+            results.push(result);
+            // Only the confirmed prefix is marked sent: waiting for the
+            // confirms after a failure (up to a timeout each) gains nothing.
+            if failed {
+                break;
+            }
+        }
+        // Still, lapin keeps every confirm dropped unawaited until its
+        // channel closes, and the channel lives on: consume them aside.
+        let unawaited: Vec<_> = in_flight
+            .filter_map(|(sent, _, _)| match sent {
+                Ok(InFlight::Amqp(pending)) => Some(pending),
+                _ => None,
+            })
+            .collect();
+        if !unawaited.is_empty() {
+            tokio::spawn(async move {
+                for pending in unawaited {
+                    let _ = pending.confirmed().await;
+                }
+            });
+        }
+        results
+    }
+
+    pub(crate) async fn send(&self, row: &OutboxRow, mut envelope: Envelope) -> Result<InFlight, PublishError> {
+        // The consumer's span will be a child of this publish span.
+        let trace = telemetry::current_trace_headers();
+        envelope.traceparent = trace.traceparent.or(envelope.traceparent);
+        envelope.tracestate = trace.tracestate.or(envelope.tracestate);
+        let payload = serde_json::to_vec(&row.payload).map_err(|e| PublishError::Corrupt(row.id, e.to_string()))?;
+        match row.transport.as_str() {
+            "amqp" => {
+                let amqp = self.amqp.as_ref().ok_or(PublishError::NoPublisher("AMQP"))?;
+                Ok(InFlight::Amqp(amqp.send(&row.destination, &envelope, &payload, &[]).await?))
+            }
+            "kafka" => {
+                let kafka = self.kafka.as_ref().ok_or(PublishError::NoPublisher("Kafka"))?;
+                Ok(InFlight::Kafka(kafka.send(&row.destination, &row.partition_key, &envelope, &payload, &[]).await?))
+            }
+            other => Err(PublishError::Corrupt(row.id, format!("unknown transport `{other}`"))),
+        }
+    }
+}
+
+/// The producer span of one publish: a child of the context stored with the
+/// outbox row (the request or message that caused it).
+fn publish_span(envelope: &Envelope, transport: &str, destination: &str) -> tracing::Span {
+    let system = if transport == "amqp" { "rabbitmq" } else { "kafka" };
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = format!("send {destination}"),
+        otel.kind = "producer",
+        messaging.system = system,
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = destination,
+        messaging.message.id = %envelope.message_id,
+        messaging.message.conversation_id = %envelope.correlation_id,
+        message_type = %envelope.message_type,
+        order_id = %envelope.correlation_id,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        // When the outbox row was written: the console shows how long the
+        // message waited there before this publish.
+        ordermesh.outbox.written_at_unix_nano = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    telemetry::set_remote_parent(
+        &span,
+        &telemetry::TraceHeaders { traceparent: envelope.traceparent.clone(), tracestate: envelope.tracestate.clone() },
+    );
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn only_a_broker_that_says_no_counts_as_a_refusal() {
+        assert!(PublishError::Amqp(AmqpError::Unroutable("q".into())).is_refusal());
+        assert!(PublishError::Corrupt(1, "bad".into()).is_refusal());
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(PublishError::Kafka(KafkaPublishError::Kafka(too_large)).is_refusal());
+        // An outage or a slow broker is waited out, never parked.
+        assert!(!PublishError::Amqp(AmqpError::Timeout(Duration::from_secs(1))).is_refusal());
+        assert!(!PublishError::Amqp(AmqpError::Nacked).is_refusal());
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(!PublishError::Kafka(KafkaPublishError::Kafka(timed_out)).is_refusal());
+        assert!(!PublishError::Kafka(KafkaPublishError::Canceled).is_refusal());
+    }
+}
