@@ -12,6 +12,7 @@
 
 use futures::FutureExt as _;
 use invariants::Invariant;
+use messaging::log_tailing::RelayMode;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -268,11 +269,13 @@ enum Redelivery {
 async fn crash_and_recover(point: &'static str, service: &'static str, redelivery: Redelivery) {
     on_chaos_stack(|stack| async move {
         let armed = format!("{point}=return");
-        let name = format!("cp{}", point.replace('.', ""));
-        let mut system =
-            TestSystem::start_on_with(stack, &name, &ALL_SERVICES, &[], &[(service, "FAILPOINTS", &armed)])
-                .await
-                .unwrap();
+        let name = format!("cp{}", point.replace(['.', '_'], ""));
+        let mut service_env = vec![(service, "FAILPOINTS", armed.as_str())];
+        // The log-tailing relay's own crash points need that relay.
+        if point.starts_with("log_tailing.") {
+            service_env.push((service, "OUTBOX_RELAY", "log-tailing"));
+        }
+        let mut system = TestSystem::start_on_with(stack, &name, &ALL_SERVICES, &[], &service_env).await.unwrap();
         let key = "crash-order-1";
         let body = completing("c-crash");
         // The relay may die before the 202 is written: then the answer is
@@ -328,6 +331,24 @@ async fn crash_point_relay_after_confirm_before_mark() {
 async fn crash_point_relay_mid_batch() {
     // ReserveStock was handed to the broker (unconfirmed) when the process died.
     crash_and_recover(messaging::crash::RELAY_MID_BATCH, "order", Redelivery::Maybe("stock")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_point_log_tailing_after_confirm_before_report() {
+    // ReserveStock was confirmed and marked sent, its position not reported:
+    // the log gives it again after the restart.
+    crash_and_recover(
+        messaging::crash::LOG_TAILING_AFTER_CONFIRM_BEFORE_REPORT,
+        "order",
+        Redelivery::Duplicate("stock"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_point_log_tailing_after_report() {
+    // The server was told: nothing comes again, nothing is missing.
+    crash_and_recover(messaging::crash::LOG_TAILING_AFTER_REPORT, "order", Redelivery::None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,7 +436,7 @@ fn small_run(control: UnsafeMode, unsafe_on: bool) -> ChaosOptions {
         // Losing a delivery acknowledged early needs a kill while one is
         // being handled, which four kills of the order service sometimes
         // miss; eight almost never do.
-        kills: if control == UnsafeMode::AckBeforeCommit { 8 } else { 4 },
+        kills: if matches!(control, UnsafeMode::AckBeforeCommit | UnsafeMode::FlushBeforeConfirm) { 8 } else { 4 },
         partitions: 0,
         seed: 46509,
         rate: 15.0,
@@ -423,6 +444,11 @@ fn small_run(control: UnsafeMode, unsafe_on: bool) -> ChaosOptions {
         drain_timeout: Duration::from_secs(30),
         unsafe_mode: unsafe_on.then_some(control),
         targets: targets_for(control),
+        // The twin of a log-tailing control runs the same relay, safely.
+        relay: match control {
+            UnsafeMode::FlushBeforeConfirm => RelayMode::LogTailing,
+            _ => RelayMode::Polling,
+        },
     }
 }
 
@@ -453,6 +479,11 @@ fn targets_for(control: UnsafeMode) -> Vec<&'static str> {
         // it handled since its last offset commit (up to one
         // OFFSET_COMMIT_INTERVAL), and without the inbox credits it twice.
         UnsafeMode::SkipInbox => vec!["loyalty"],
+        // A position reported before the broker confirmed loses what the
+        // relay held when it died: most while a broker is down (it keeps
+        // reading and reporting, and cannot publish), so kill both brokers
+        // and the main producer.
+        UnsafeMode::FlushBeforeConfirm => vec!["rabbitmq", "kafka", "order"],
     }
 }
 
@@ -460,7 +491,9 @@ fn targets_for(control: UnsafeMode) -> Vec<&'static str> {
 /// that never become final; a missing inbox lets loyalty credit twice.
 fn threatened_invariant(control: UnsafeMode) -> Invariant {
     match control {
-        UnsafeMode::PublishWithoutOutbox | UnsafeMode::AckBeforeCommit => Invariant::OrdersFinal,
+        UnsafeMode::PublishWithoutOutbox | UnsafeMode::AckBeforeCommit | UnsafeMode::FlushBeforeConfirm => {
+            Invariant::OrdersFinal
+        }
         UnsafeMode::SkipInbox => Invariant::Loyalty,
     }
 }
@@ -628,9 +661,12 @@ async fn control_run(control: UnsafeMode, unsafe_on: bool) {
         }
         if threatened == Invariant::OrdersFinal {
             // Lost, not slow: past the drain bound, accepted orders are
-            // stuck with nothing left to publish, and stay so.
+            // stuck with nothing left to publish, and stay so. (With the
+            // slot moved past them, the lost messages stay in the outbox
+            // unsent, and nothing will ever send them: checked below.)
+            let slot_skipped = control == UnsafeMode::FlushBeforeConfirm;
             let drained = report.invariants.get(Invariant::OutboxesDrained).is_some_and(|c| c.passed());
-            assert!(drained, "{name}: outboxes not drained, the orders may only be slow:\n{report}");
+            assert!(drained || slot_skipped, "{name}: outboxes not drained, the orders may only be slow:\n{report}");
             // Nor waiting in a queue or behind a consumer group's offsets:
             // the stuck orders' messages are nowhere.
             let settled = report.invariants.get(Invariant::NothingInFlight).is_some_and(|c| c.passed());
@@ -646,7 +682,12 @@ async fn control_run(control: UnsafeMode, unsafe_on: bool) {
                 first.unsent,
                 later.unsent
             );
-            assert_eq!((first.unsent, later.unsent), (0, 0), "{name}: messages still waiting in an outbox");
+            if slot_skipped {
+                assert!(first.unsent > 0, "{name}: the lost messages should be left unsent in an outbox");
+                assert_eq!(later.unsent, first.unsent, "{name}: unsent messages went out, so they were not lost");
+            } else {
+                assert_eq!((first.unsent, later.unsent), (0, 0), "{name}: messages still waiting in an outbox");
+            }
             assert!(
                 progressed.is_empty(),
                 "{name}: stuck orders progressed within {STILL_STUCK_AFTER:?}, so the system was still moving: \
@@ -683,6 +724,19 @@ async fn negative_control_ack_before_commit_safe_twin_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_control_skip_inbox_is_caught() {
     control_run(UnsafeMode::SkipInbox, true).await;
+}
+
+/// The log-tailing relay reporting each position on receipt, before the
+/// broker confirmed (what Eventuate's CDC does): what it held when it died
+/// is never published, and the checker sees the orders it belonged to stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_flush_before_confirm_is_caught() {
+    control_run(UnsafeMode::FlushBeforeConfirm, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_flush_before_confirm_safe_twin_passes() {
+    control_run(UnsafeMode::FlushBeforeConfirm, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

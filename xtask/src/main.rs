@@ -76,11 +76,16 @@ enum Command {
         /// Upper bound on the wait for the system to settle, in seconds.
         #[arg(long, default_value_t = 180)]
         drain_timeout: u64,
-        /// A negative control: publish-without-outbox, ack-before-commit or
-        /// skip-inbox (local processes only: the compose deployment would not
-        /// get the mode).
+        /// A negative control: publish-without-outbox, ack-before-commit,
+        /// skip-inbox or flush-before-confirm (the last with the log-tailing
+        /// relay; local processes only: the compose deployment would not get
+        /// the mode).
         #[arg(long = "unsafe", conflicts_with = "compose")]
         unsafe_mode: Option<String>,
+        /// The services' outbox relay: polling (default) or log-tailing
+        /// (local processes only).
+        #[arg(long, default_value = "polling", conflicts_with = "compose")]
+        relay: String,
         /// Run against `docker compose` (file docker-compose.yml) instead of
         /// local processes; no namespace, no unsafe modes.
         #[arg(long)]
@@ -172,13 +177,18 @@ async fn run(cli: Cli) -> Result<()> {
             concurrency,
             drain_timeout,
             unsafe_mode,
+            relay,
             compose,
             plan_only,
         } => {
+            let relay: messaging::log_tailing::RelayMode =
+                relay.parse().map_err(|e| anyhow::anyhow!("--relay: {e}"))?;
             let unsafe_mode = match unsafe_mode.as_deref() {
                 None => None,
                 Some(name) => Some(xtask::chaos::UnsafeMode::parse(name).ok_or_else(|| {
-                    anyhow::anyhow!("--unsafe must be publish-without-outbox, ack-before-commit or skip-inbox")
+                    anyhow::anyhow!(
+                        "--unsafe must be publish-without-outbox, ack-before-commit, skip-inbox or flush-before-confirm"
+                    )
                 })?),
             };
             let options = xtask::chaos::ChaosOptions {
@@ -190,6 +200,7 @@ async fn run(cli: Cli) -> Result<()> {
                 concurrency,
                 drain_timeout: std::time::Duration::from_secs(drain_timeout),
                 unsafe_mode,
+                relay,
                 ..Default::default()
             };
             if plan_only {

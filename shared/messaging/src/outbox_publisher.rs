@@ -221,8 +221,8 @@ fn publish_span(envelope: &Envelope, transport: &str, destination: &str) -> trac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use std::time::Duration;
 
     #[test]
     fn only_a_broker_that_says_no_counts_as_a_refusal() {

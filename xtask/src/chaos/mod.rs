@@ -13,6 +13,7 @@ pub mod plan;
 use crate::kafka_supervisor;
 use anyhow::{Context, Result, bail};
 use backend::Backend;
+use messaging::log_tailing::RelayMode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -24,6 +25,8 @@ pub enum UnsafeMode {
     PublishWithoutOutbox,
     AckBeforeCommit,
     SkipInbox,
+    /// Needs the log-tailing relay (set by [`ChaosOptions::relay_mode`]).
+    FlushBeforeConfirm,
 }
 
 impl UnsafeMode {
@@ -33,6 +36,7 @@ impl UnsafeMode {
             UnsafeMode::PublishWithoutOutbox => safety::PUBLISH_WITHOUT_OUTBOX,
             UnsafeMode::AckBeforeCommit => safety::ACK_BEFORE_COMMIT,
             UnsafeMode::SkipInbox => safety::SKIP_INBOX,
+            UnsafeMode::FlushBeforeConfirm => safety::FLUSH_BEFORE_CONFIRM,
         }
     }
 
@@ -41,6 +45,7 @@ impl UnsafeMode {
             "publish-without-outbox" => Some(Self::PublishWithoutOutbox),
             "ack-before-commit" => Some(Self::AckBeforeCommit),
             "skip-inbox" => Some(Self::SkipInbox),
+            "flush-before-confirm" => Some(Self::FlushBeforeConfirm),
             _ => None,
         }
     }
@@ -62,6 +67,19 @@ pub struct ChaosOptions {
     pub unsafe_mode: Option<UnsafeMode>,
     /// Components that may be killed (default: all nine).
     pub targets: Vec<&'static str>,
+    /// The services' outbox relay (`OUTBOX_RELAY`).
+    pub relay: RelayMode,
+}
+
+impl ChaosOptions {
+    /// The relay the services run: log tailing whenever the unsafe mode is
+    /// one of its own.
+    pub fn relay_mode(&self) -> RelayMode {
+        match self.unsafe_mode {
+            Some(UnsafeMode::FlushBeforeConfirm) => RelayMode::LogTailing,
+            _ => self.relay,
+        }
+    }
 }
 
 impl Default for ChaosOptions {
@@ -76,6 +94,7 @@ impl Default for ChaosOptions {
             drain_timeout: Duration::from_secs(180),
             unsafe_mode: None,
             targets: plan::TARGETS.to_vec(),
+            relay: RelayMode::Polling,
         }
     }
 }
@@ -297,6 +316,9 @@ impl std::fmt::Display for ChaosReport {
             "chaos run: seed {} ({} orders, {} kills, {} partitions, {:.0}/s)",
             o.seed, o.orders, o.kills, o.partitions, o.rate
         )?;
+        if o.relay_mode() == RelayMode::LogTailing {
+            writeln!(f, "outbox relay: log tailing (OUTBOX_RELAY=log-tailing)")?;
+        }
         if let Some(mode) = o.unsafe_mode {
             writeln!(f, "UNSAFE MODE: {} (the checker is expected to fail)", mode.env_var())?;
         }
@@ -350,9 +372,10 @@ impl std::fmt::Display for ChaosReport {
             writeln!(f, "run problem: {problem}")?;
         }
         let partitions = if o.partitions > 0 { format!(" --partitions {}", o.partitions) } else { String::new() };
+        let relay = if o.relay == RelayMode::LogTailing { " --relay log-tailing" } else { "" };
         writeln!(
             f,
-            "result: {}  (reproduce: cargo xtask chaos --orders {} --kills {}{partitions} --seed {})",
+            "result: {}  (reproduce: cargo xtask chaos --orders {} --kills {}{partitions}{relay} --seed {})",
             if self.passed() { "PASS" } else { "FAIL" },
             o.orders,
             o.kills,
@@ -363,6 +386,11 @@ impl std::fmt::Display for ChaosReport {
 
 /// Runs one chaos experiment against `backend`.
 pub async fn run(backend: &Backend<'_>, options: ChaosOptions) -> Result<ChaosReport> {
+    if options.relay_mode() == RelayMode::LogTailing && !backend.applies_env() {
+        bail!(
+            "--relay log-tailing needs the local backend: the compose deployment takes OUTBOX_RELAY from docker-compose.yml"
+        );
+    }
     if let (Some(mode), false) = (options.unsafe_mode, backend.applies_env()) {
         bail!(
             "--unsafe {} needs the local backend: the compose deployment takes its configuration from \
@@ -408,6 +436,9 @@ async fn run_with(
     ];
     if let Some(mode) = options.unsafe_mode {
         env.push((mode.env_var().to_owned(), "1".to_owned()));
+    }
+    if options.relay_mode() == RelayMode::LogTailing {
+        env.push(("OUTBOX_RELAY".to_owned(), "log-tailing".to_owned()));
     }
     println!("preparing a fresh system (namespace {namespace:?})…");
     backend.prepare(&env).await.context("preparing the system")?;

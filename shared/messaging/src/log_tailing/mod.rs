@@ -84,6 +84,11 @@ pub struct LogTailingConfig {
     pub standby_interval: Duration,
     pub error_backoff: Backoff,
     pub park_after_refusals: i32,
+    /// UNSAFE, the negative control: report each transaction's position as
+    /// soon as it is received, before the broker confirmed it (what
+    /// Eventuate's CDC does), and skip the sweep. Defaults to
+    /// `UNSAFE_FLUSH_BEFORE_CONFIRM` (see [`crate::safety`]).
+    pub report_before_confirm: bool,
 }
 
 impl LogTailingConfig {
@@ -96,6 +101,7 @@ impl LogTailingConfig {
             standby_interval: Duration::from_secs(2),
             error_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             park_after_refusals: RelayConfig::default().park_after_refusals,
+            report_before_confirm: safety::unsafe_modes().flush_before_confirm,
         }
     }
 }
@@ -172,7 +178,12 @@ impl LogTailingRelay {
         config: LogTailingConfig,
     ) -> Result<Self, LogTailingError> {
         let target = ReplicationTarget::from_url(database_url)?;
-        let sweeper = OutboxRelay::new(pool.clone(), amqp.clone(), kafka.clone(), RelayConfig::default());
+        let sweeping = RelayConfig {
+            park_after_refusals: config.park_after_refusals,
+            error_backoff: config.error_backoff,
+            ..RelayConfig::default()
+        };
+        let sweeper = OutboxRelay::new(pool.clone(), amqp.clone(), kafka.clone(), sweeping);
         Ok(Self { pool, target, publisher: OutboxPublisher { amqp, kafka }, sweeper, config })
     }
 
@@ -180,7 +191,7 @@ impl LogTailingRelay {
     /// publication and the slot, sweep, stream; on any failure start over
     /// after a backoff, from the last position reported.
     pub async fn run(self, shutdown: CancellationToken) {
-        let unsafe_flush = safety::unsafe_modes().flush_before_confirm;
+        let unsafe_flush = self.config.report_before_confirm;
         if unsafe_flush {
             tracing::warn!("UNSAFE: log positions are reported before the broker confirms; messages can be lost");
         }
@@ -287,10 +298,14 @@ impl LogTailingRelay {
             relations: pgoutput::Relations::default(),
             unsafe_flush,
             published_since_report,
+            reported: Lsn::ZERO,
             failures: 0,
             retry_at: None,
         };
         let end = session.run(shutdown).await;
+        if matches!(end, SessionEnd::Shutdown) {
+            session.report_before_leaving().await;
+        }
         session.client.stop();
         end
     }
@@ -310,12 +325,32 @@ struct Session<'a> {
     relations: pgoutput::Relations,
     unsafe_flush: bool,
     published_since_report: Arc<AtomicBool>,
+    /// The newest position handed to the client to report.
+    reported: Lsn,
     /// Consecutive failed publishes (backoff), and when to try again.
     failures: u32,
     retry_at: Option<Instant>,
 }
 
 impl Session<'_> {
+    /// Hands `position` to the client, which tells the server within the
+    /// status interval.
+    fn report(&mut self, position: Lsn) {
+        self.reported = self.reported.max(position);
+        self.client.update_applied_lsn(position);
+    }
+
+    /// On a clean stop, waits (briefly) until the server was told the last
+    /// position: the client ends its stream without a last status update,
+    /// and what was published since the previous one would go out again.
+    async fn report_before_leaving(&self) {
+        let metrics = self.client.metrics();
+        let deadline = Instant::now() + self.relay.config.status_interval * 5;
+        while metrics.last_applied_lsn() < self.reported && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn run(&mut self, shutdown: &CancellationToken) -> SessionEnd {
         let config = &self.relay.config;
         let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
@@ -376,11 +411,11 @@ impl Session<'_> {
                 self.received.commit(end_lsn, committed_at);
                 if self.unsafe_flush {
                     // The negative control: reported on receipt.
-                    self.client.update_applied_lsn(end_lsn);
+                    self.report(end_lsn);
                 }
                 // A transaction without outbox rows needs no broker.
                 if let Some(position) = self.received.finish(0) {
-                    self.client.update_applied_lsn(position);
+                    self.report(position);
                 }
             }
             // The server has sent everything up to here: with nothing
@@ -414,9 +449,9 @@ impl Session<'_> {
         }
     }
 
-    fn report_if_idle(&self, position: Lsn) {
+    fn report_if_idle(&mut self, position: Lsn) {
         if self.received.is_idle() && !position.is_zero() {
-            self.client.update_applied_lsn(position);
+            self.report(position);
         }
     }
 
@@ -444,7 +479,7 @@ impl Session<'_> {
         }
         if let Some(position) = self.received.finish(done) {
             self.published_since_report.store(true, Ordering::Release);
-            self.client.update_applied_lsn(position);
+            self.report(position);
         }
         Ok(())
     }
