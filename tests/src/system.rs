@@ -188,6 +188,11 @@ impl TestSystem {
                     vars.push((format!("{}_URL", peer.to_ascii_uppercase()), format!("http://127.0.0.1:{port}")));
                 }
             }
+            // `cargo xtask test` runs the flow and fault tests a second time
+            // with the log-tailing relay (OUTBOX_RELAY=log-tailing).
+            if let Ok(relay) = std::env::var("OUTBOX_RELAY") {
+                vars.push(("OUTBOX_RELAY".into(), relay));
+            }
             vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
             for (_, k, v) in service_env.iter().filter(|(s, _, _)| s == service) {
                 vars.retain(|(key, _)| key != k);

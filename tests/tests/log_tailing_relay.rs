@@ -296,6 +296,20 @@ async fn a_row_the_broker_keeps_refusing_is_parked_and_the_log_moves_on() {
     let (queued, _) = received(&s).await;
     let distinct: HashSet<Uuid> = queued.iter().map(|r| r.envelope.message_id).collect();
     assert_eq!(distinct, HashSet::from([behind[0].envelope.message_id]));
+
+    // Handed back (the cause fixed: its queue now exists), as an operator
+    // does; the log will not deliver it again, the sweep at start does.
+    sqlx::query("UPDATE outbox SET parked_at = NULL, refusals = 0, destination = $2 WHERE message_id = $1")
+        .bind(poison.envelope.message_id)
+        .bind(s.topology.stock_commands())
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let relay = s.start(s.config());
+    s.wait_sent(3, Duration::from_secs(30)).await;
+    relay.stop().await;
+    let (queued, _) = received(&s).await;
+    assert_eq!(queued.iter().map(|r| r.envelope.message_id).collect::<Vec<_>>(), [poison.envelope.message_id]);
     s.drop_everything().await;
 }
 

@@ -450,6 +450,22 @@ impl Stack {
     }
 
     /// Drops a database if it exists, disconnecting its sessions.
+    /// Drops every replication slot no session streams: on a test stack,
+    /// what the log-tailing relays of earlier test runs left behind.
+    pub async fn drop_idle_replication_slots(&self) -> Result<()> {
+        let mut connection = self.admin_connection().await?;
+        let (dropped,): (i64,) = sqlx::query_as(
+            "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE NOT active",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .context("dropping idle replication slots")?;
+        if dropped > 0 {
+            println!("dropped {dropped} idle replication slot(s) left by earlier runs");
+        }
+        Ok(())
+    }
+
     pub async fn drop_database(&self, name: &str) -> Result<()> {
         let mut connection = self.admin_connection().await?;
         // A log-tailing relay's slot keeps its database from being dropped,

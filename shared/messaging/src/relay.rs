@@ -82,6 +82,30 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
 }
 
+/// Which unsent rows a sweep publishes (see [`OutboxRelay::sweep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepScope {
+    /// Every row up to this id: all a new slot never saw.
+    UpTo(i64),
+    /// Rows tried before (`attempts`; parking's hand-back resets only
+    /// `parked_at` and `refusals`): the log delivered them once and will
+    /// not again.
+    HandedBack,
+}
+
+impl SweepScope {
+    fn ceiling(self) -> Option<i64> {
+        match self {
+            SweepScope::UpTo(id) => Some(id),
+            SweepScope::HandedBack => None,
+        }
+    }
+
+    fn refused_only(self) -> bool {
+        self == SweepScope::HandedBack
+    }
+}
+
 /// What one pass over the lanes did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RelayPass {
@@ -202,18 +226,17 @@ impl OutboxRelay {
     /// One pass over every lane with unsent rows, a few lanes at a time.
     /// Lanes held by another relay are skipped this pass.
     pub async fn relay_pending(&self) -> Result<RelayPass, RelayError> {
-        self.relay_pending_up_to(None).await
+        self.relay_pending_in(None).await
     }
 
-    /// Publishes every unsent row with an id up to `ceiling` (what was
-    /// committed before the log-tailing relay's slot position), until none
-    /// is left or `shutdown`: what the log will not deliver. Failing passes
-    /// are retried with backoff, as in [`Self::run`].
-    pub async fn sweep(&self, ceiling: i64, shutdown: &CancellationToken) -> RelayPass {
+    /// Publishes the unsent rows in `scope` until none is left or
+    /// `shutdown`: for the log-tailing relay, what its log will not deliver.
+    /// Failing passes are retried with backoff, as in [`Self::run`].
+    pub async fn sweep(&self, scope: SweepScope, shutdown: &CancellationToken) -> RelayPass {
         let mut total = RelayPass::default();
         let mut failures = 0;
         while !shutdown.is_cancelled() {
-            match self.relay_pending_up_to(Some(ceiling)).await {
+            match self.relay_pending_in(Some(scope)).await {
                 Ok(pass) if pass.failed_lanes == 0 && pass.sent == 0 => break,
                 Ok(pass) if pass.failed_lanes == 0 => {
                     failures = 0;
@@ -235,14 +258,16 @@ impl OutboxRelay {
         total
     }
 
-    async fn relay_pending_up_to(&self, ceiling: Option<i64>) -> Result<RelayPass, RelayError> {
+    async fn relay_pending_in(&self, scope: Option<SweepScope>) -> Result<RelayPass, RelayError> {
         let lanes: Vec<(i16,)> = deadline::within(
             deadline::QUERY_TIMEOUT,
             sqlx::query_as(
                 "SELECT DISTINCT lane FROM outbox
-                 WHERE sent_at IS NULL AND parked_at IS NULL AND ($1::int8 IS NULL OR id <= $1)",
+                 WHERE sent_at IS NULL AND parked_at IS NULL AND ($1::int8 IS NULL OR id <= $1)
+                   AND ($2::bool IS NOT TRUE OR attempts > 0)",
             )
-            .bind(ceiling)
+            .bind(scope.map(SweepScope::ceiling))
+            .bind(scope.map(SweepScope::refused_only))
             .fetch_all(&self.pool),
         )
         .await?;
@@ -251,7 +276,7 @@ impl OutboxRelay {
         let mut results = futures::stream::iter(lanes)
             .map(|(lane,)| async move {
                 let session = std::sync::Mutex::new(None);
-                let result = deadline::within(limit, self.relay_lane(lane, ceiling, &session)).await;
+                let result = deadline::within(limit, self.relay_lane(lane, scope, &session)).await;
                 if result.is_err() {
                     // Its transaction may live on at the server, holding the
                     // lane's lock, if the connection went silent.
@@ -316,12 +341,12 @@ impl OutboxRelay {
     async fn relay_lane(
         &self,
         lane: i16,
-        ceiling: Option<i64>,
+        scope: Option<SweepScope>,
         session: &std::sync::Mutex<Option<ServerSession>>,
     ) -> Result<RelayPass, RelayError> {
         let connection = deadline::within(deadline::QUERY_TIMEOUT, self.pool.acquire()).await?;
         let mut lane_connection = LaneConnection { connection, finished: false };
-        let pass = self.relay_lane_on(&mut lane_connection.connection, lane, ceiling, session).await?;
+        let pass = self.relay_lane_on(&mut lane_connection.connection, lane, scope, session).await?;
         lane_connection.finished = true;
         Ok(pass)
     }
@@ -333,7 +358,7 @@ impl OutboxRelay {
         &self,
         connection: &mut PoolConnection<Postgres>,
         lane: i16,
-        ceiling: Option<i64>,
+        scope: Option<SweepScope>,
         session: &std::sync::Mutex<Option<ServerSession>>,
     ) -> Result<RelayPass, RelayError> {
         let mut tx = deadline::within(deadline::QUERY_TIMEOUT, connection.begin()).await?;
@@ -363,11 +388,13 @@ impl OutboxRelay {
             sqlx::query_as(
                 "SELECT id, transport, destination, partition_key, envelope, payload, created_at, refusals
                  FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND lane = $1 AND ($3::int8 IS NULL OR id <= $3)
+                   AND ($4::bool IS NOT TRUE OR attempts > 0)
                  ORDER BY id LIMIT $2",
             )
             .bind(lane)
             .bind(self.config.batch_size)
-            .bind(ceiling)
+            .bind(scope.map(SweepScope::ceiling))
+            .bind(scope.map(SweepScope::refused_only))
             .fetch_all(&mut *tx),
         )
         .await?;

@@ -16,9 +16,9 @@
 //! second instance of the service stands by until the slot is free.
 //!
 //! Before streaming, each start sweeps (with the polling relay's code,
-//! lane locks included) the unsent rows committed before the slot's
-//! position: those a new or re-created slot never saw, and rows handed back
-//! from parking.
+//! lane locks included) the unsent rows the log will not deliver: all of
+//! them up to the newest when the slot is new or re-created (it never saw
+//! them), otherwise only rows handed back from parking.
 //!
 //! Refusals: a row the broker refuses is counted in its outbox row and
 //! retried; after [`LogTailingConfig::park_after_refusals`] it is parked and
@@ -32,7 +32,7 @@ mod transactions;
 
 use crate::crash;
 use crate::outbox_publisher::{OutboxPublisher, PublishError};
-use crate::relay::{OutboxRelay, RelayConfig};
+use crate::relay::{OutboxRelay, RelayConfig, SweepScope};
 use crate::retry::Backoff;
 use crate::safety;
 use chrono::{DateTime, Utc};
@@ -242,17 +242,16 @@ impl LogTailingRelay {
         if unsafe_flush {
             return Ok(());
         }
-        // Every row committed before the slot's position is visible now.
-        let ceiling = published_rows::highest_outbox_id(&self.pool).await?;
-        let swept = self.sweeper.sweep(ceiling, shutdown).await;
+        let scope = match check {
+            // Every row committed before the slot's position is visible now.
+            SlotCheck::Created | SlotCheck::Recreated => {
+                SweepScope::UpTo(published_rows::highest_outbox_id(&self.pool).await?)
+            }
+            SlotCheck::Existing => SweepScope::HandedBack,
+        };
+        let swept = self.sweeper.sweep(scope, shutdown).await;
         if swept.sent > 0 || swept.parked > 0 {
-            tracing::info!(
-                sent = swept.sent,
-                parked = swept.parked,
-                ceiling,
-                ?check,
-                "outbox swept before tailing the log"
-            );
+            tracing::info!(sent = swept.sent, parked = swept.parked, ?scope, "outbox swept before tailing the log");
         }
         Ok(())
     }
