@@ -70,3 +70,11 @@ pub async fn drain_topic(brokers: &str, topic: &str, quiet: Duration, max_wait: 
     }
     received
 }
+
+/// Deletes `queue` and what it holds (benchmarks leave thousands behind).
+pub async fn delete_queue(amqp_url: &str, queue: &str) -> Result<(), lapin::Error> {
+    let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
+    let channel = conn.create_channel().await?;
+    channel.queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default()).await?;
+    conn.close(200, "done".into()).await
+}
