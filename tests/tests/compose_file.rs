@@ -36,6 +36,7 @@ const NOT_IN_COMPOSE: &[(&str, &str)] = &[
     ("UNSAFE_PUBLISH_WITHOUT_OUTBOX", "deliberately unsafe mode, tests only"),
     ("UNSAFE_ACK_BEFORE_COMMIT", "deliberately unsafe mode, tests only"),
     ("UNSAFE_SKIP_INBOX", "deliberately unsafe mode, tests only"),
+    ("UNSAFE_FLUSH_BEFORE_CONFIRM", "deliberately unsafe mode, tests only"),
     // Crash injection (`fail` crate) for the crash tests.
     ("FAILPOINTS", "crash points, tests only"),
     // Unset means tracing is on, which is what compose wants.

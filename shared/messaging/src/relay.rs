@@ -220,7 +220,7 @@ impl OutboxRelay {
                 }
             }
         }
-        tracing::info!("outbox relay stopped");
+        tracing::info!(relay = "polling", "outbox relay stopped");
     }
 
     /// One pass over every lane with unsent rows, a few lanes at a time.

@@ -45,6 +45,17 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use transactions::ReceivedTransactions;
 
+/// A replication stream silent this long (at least) while heartbeats are
+/// written is taken for dead.
+const MIN_SILENCE_LIMIT: Duration = Duration::from_secs(15);
+
+/// Bound on connecting and starting a replication session.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Batches of rows held in memory, waiting for the broker, before the
+/// stream is left unread.
+const MAX_WAITING_BATCHES: usize = 20;
+
 /// PostgreSQL's epoch (2000-01-01) in Unix microseconds: pgoutput's clock.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -116,6 +127,8 @@ pub enum LogTailingError {
     Replication(#[from] pgwire_replication::PgWireError),
     #[error("the replication stream ended")]
     StreamEnded,
+    #[error("the replication stream was silent for {0:?} while heartbeats were written: a dead connection")]
+    Silent(Duration),
 }
 
 impl LogTailingError {
@@ -225,7 +238,7 @@ impl LogTailingRelay {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        tracing::info!("log-tailing outbox relay stopped");
+        tracing::info!(relay = "log-tailing", "outbox relay stopped");
     }
 
     /// Publication and slot, then the sweep of what the slot will not
@@ -282,12 +295,18 @@ impl LogTailingRelay {
             Ok(client) => client,
             Err(e) => return SessionEnd::Failed(e.into()),
         };
+        // A network that drops packets would leave the start waiting forever.
         let started = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-            started = client.wait_started() => started,
+            started = tokio::time::timeout(START_TIMEOUT, client.wait_started()) => started,
         };
-        if let Err(e) = started {
-            return SessionEnd::Failed(e.into());
+        match started {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return SessionEnd::Failed(e.into()),
+            Err(_) => {
+                client.abort();
+                return SessionEnd::Failed(LogTailingError::Silent(START_TIMEOUT));
+            }
         }
         tracing::info!(slot = %self.config.slot, "tailing the outbox's log");
         let mut session = Session {
@@ -354,6 +373,12 @@ impl Session<'_> {
         let config = &self.relay.config;
         let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A heartbeat comes back through the stream within moments, so a
+        // stream that stays silent through several while listened to is a
+        // dead connection (a network that drops packets tells nobody): it
+        // is given up and opened again.
+        let silence_limit = (config.heartbeat_interval * 3).max(MIN_SILENCE_LIMIT);
+        let mut listening_since = Instant::now();
         loop {
             let can_publish = self.received.waiting_rows() > 0 && self.retry_at.is_none_or(|at| Instant::now() >= at);
             if can_publish {
@@ -376,17 +401,25 @@ impl Session<'_> {
                 if shutdown.is_cancelled() {
                     return SessionEnd::Shutdown;
                 }
+                listening_since = Instant::now();
                 continue;
+            }
+            // While the broker is away, rows pile up in memory only to a
+            // bound; beyond it the stream is left unread (the server waits).
+            let listening = self.received.waiting_rows() < config.batch_size * MAX_WAITING_BATCHES;
+            if !listening {
+                listening_since = Instant::now();
             }
             let retry = self.retry_at;
             let woken = tokio::select! {
                 _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-                event = self.client.recv() => Wake::Event(event),
+                event = self.client.recv(), if listening => Wake::Event(event),
                 _ = async { match retry { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => Wake::Retry,
                 _ = heartbeat.tick() => Wake::Heartbeat,
             };
             match woken {
                 Wake::Event(Ok(Some(event))) => {
+                    listening_since = Instant::now();
                     if let Err(e) = self.on_event(event) {
                         return SessionEnd::Failed(e);
                     }
@@ -395,7 +428,12 @@ impl Session<'_> {
                 Wake::Event(Err(e)) => return SessionEnd::Failed(e.into()),
                 // The publish condition above sees the time has come.
                 Wake::Retry => {}
-                Wake::Heartbeat => self.beat().await,
+                Wake::Heartbeat => {
+                    if listening && listening_since.elapsed() > silence_limit {
+                        return SessionEnd::Failed(LogTailingError::Silent(listening_since.elapsed()));
+                    }
+                    self.beat().await;
+                }
             }
         }
     }
