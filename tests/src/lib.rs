@@ -14,6 +14,7 @@ pub mod console;
 pub mod effects;
 pub mod flow;
 pub mod otlp;
+pub mod outbox_fixture;
 pub mod system;
 
 pub use system::{Routes, TestSystem, order_request};

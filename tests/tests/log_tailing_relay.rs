@@ -12,36 +12,28 @@ use messaging::kafka::KafkaPublisher;
 use messaging::log_tailing::{LogTailingConfig, LogTailingRelay, slot};
 use messaging::retry::Backoff;
 use messaging::{MessageFactory, Outbox, OutboxMessage};
-use sqlx::PgPool;
-use std::collections::{HashMap, HashSet};
+
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use system_tests::brokers::{Received, drain_queue, drain_topic};
-use system_tests::{fresh_database, test_stack, unique_namespace};
+use system_tests::outbox_fixture::{OutboxFixture, per_aggregate};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-struct Setup {
-    database: String,
-    /// The database's URL, as a service's DATABASE_URL.
-    url: String,
-    pool: PgPool,
-    topology: contracts::Topology,
-    amqp_url: String,
-    brokers: String,
+/// The fixture, and the log-tailing relay on it.
+struct Setup(OutboxFixture);
+
+impl std::ops::Deref for Setup {
+    type Target = OutboxFixture;
+    fn deref(&self) -> &OutboxFixture {
+        &self.0
+    }
 }
 
 async fn setup(test: &str) -> Setup {
-    let stack = test_stack().await;
-    let namespace = unique_namespace(test);
-    let database = format!("{namespace}_db");
-    let pool = fresh_database(stack, &database).await;
-    messaging::migrations::run_messaging(&pool).await.unwrap();
-    let topology = contracts::Topology::new(format!("{namespace}."));
-    messaging::kafka::ensure_topics(&stack.kafka_brokers(), &topology.all_topics(), 4).await.unwrap();
-    let url = stack.postgres_url(&database);
-    Setup { database, url, pool, topology, amqp_url: stack.amqp_url(), brokers: stack.kafka_brokers() }
+    Setup(OutboxFixture::new(test).await)
 }
 
 /// A running relay, stopped (its batch finished) by [`Running::stop`].
@@ -106,22 +98,6 @@ impl Setup {
         Running { shutdown: shutdown.clone(), task: tokio::spawn(relay.run(shutdown)) }
     }
 
-    /// A command to the stock queue and an event on the orders topic for
-    /// `aggregate`, carrying `seq` so that order can be checked.
-    fn messages(&self, aggregate: &str, seq: i64) -> [OutboxMessage; 2] {
-        let factory = MessageFactory::new("test");
-        let payload = ReserveStock {
-            order_id: Uuid::now_v7(),
-            lines: vec![OrderLine { sku: format!("SKU-{seq}"), quantity: 1 }],
-        };
-        [
-            factory
-                .command(&self.topology.stock_commands(), aggregate, &self.topology.order_replies(), None, &payload)
-                .unwrap(),
-            factory.event(&self.topology.orders_topic(), aggregate, seq, None, &payload).unwrap(),
-        ]
-    }
-
     async fn write(&self, messages: &[OutboxMessage]) {
         let mut tx = self.pool.begin().await.unwrap();
         Outbox::add_all(&mut tx, messages).await.unwrap();
@@ -164,25 +140,8 @@ impl Setup {
     }
 
     async fn drop_everything(self) {
-        self.pool.close().await;
-        test_stack().await.drop_database(&self.database).await.unwrap();
+        self.0.drop_everything().await
     }
-}
-
-fn seq_of(r: &Received) -> i64 {
-    r.payload["lines"][0]["sku"].as_str().unwrap().trim_start_matches("SKU-").parse().unwrap()
-}
-
-/// First arrival of each message, per aggregate, in arrival order.
-fn per_aggregate(received: &[Received]) -> HashMap<String, Vec<i64>> {
-    let mut seen = HashSet::new();
-    let mut groups: HashMap<String, Vec<i64>> = HashMap::new();
-    for r in received {
-        if seen.insert(r.envelope.message_id) {
-            groups.entry(r.envelope.correlation_id.clone()).or_default().push(seq_of(r));
-        }
-    }
-    groups
 }
 
 async fn received(s: &Setup) -> (Vec<Received>, Vec<Received>) {

@@ -17,30 +17,23 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use system_tests::brokers::{Received, drain_queue, drain_topic};
+use system_tests::brokers::{drain_queue, drain_topic};
 use system_tests::effects::{self, ReserveStockRecorder};
-use system_tests::{fresh_database, test_stack, unique_namespace};
+use system_tests::outbox_fixture::{OutboxFixture, per_aggregate};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-struct Setup {
-    pool: PgPool,
-    topology: contracts::Topology,
-    amqp_url: String,
-    brokers: String,
+async fn setup(test: &str) -> OutboxFixture {
+    OutboxFixture::new(test).await
 }
 
-async fn setup(test: &str) -> Setup {
-    let stack = test_stack().await;
-    let namespace = unique_namespace(test);
-    let pool = fresh_database(stack, &format!("{namespace}_db")).await;
-    messaging::migrations::run_messaging(&pool).await.unwrap();
-    let topology = contracts::Topology::new(format!("{namespace}."));
-    messaging::kafka::ensure_topics(&stack.kafka_brokers(), &topology.all_topics(), 4).await.unwrap();
-    Setup { pool, topology, amqp_url: stack.amqp_url(), brokers: stack.kafka_brokers() }
+/// The polling relay on a fixture.
+trait PollingRelay {
+    fn relay(&self) -> OutboxRelay;
+    fn relay_with(&self, config: RelayConfig) -> OutboxRelay;
 }
 
-impl Setup {
+impl PollingRelay for OutboxFixture {
     fn relay(&self) -> OutboxRelay {
         self.relay_with(RelayConfig::default())
     }
@@ -53,36 +46,6 @@ impl Setup {
         let kafka = KafkaPublisher::new(&self.brokers, "test-relay").unwrap();
         OutboxRelay::new(self.pool.clone(), Some(Arc::new(amqp)), Some(Arc::new(kafka)), config)
     }
-
-    /// A command to the stock queue and an event on the orders topic for
-    /// `aggregate`, carrying `seq` so tests can check order.
-    fn messages(&self, aggregate: &str, seq: i64) -> [OutboxMessage; 2] {
-        let factory = MessageFactory::new("test");
-        let order_id = Uuid::now_v7();
-        let payload = ReserveStock { order_id, lines: vec![OrderLine { sku: format!("SKU-{seq}"), quantity: 1 }] };
-        [
-            factory
-                .command(&self.topology.stock_commands(), aggregate, &self.topology.order_replies(), None, &payload)
-                .unwrap(),
-            factory.event(&self.topology.orders_topic(), aggregate, seq, None, &payload).unwrap(),
-        ]
-    }
-}
-
-fn seq_of(r: &Received) -> i64 {
-    r.payload["lines"][0]["sku"].as_str().unwrap().trim_start_matches("SKU-").parse().unwrap()
-}
-
-/// First occurrence of each message, in arrival order, grouped per aggregate.
-fn per_aggregate(received: &[Received]) -> HashMap<String, Vec<i64>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut groups: HashMap<String, Vec<i64>> = HashMap::new();
-    for r in received {
-        if seen.insert(r.envelope.message_id) {
-            groups.entry(r.envelope.correlation_id.clone()).or_default().push(seq_of(r));
-        }
-    }
-    groups
 }
 
 async fn drain_relay(relay: &OutboxRelay) {
