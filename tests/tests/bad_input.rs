@@ -198,6 +198,12 @@ async fn post_orders_cases(p: &mut Probe<'_>) {
     for (name, body, field) in wrong_types {
         p.check(name, p.post_json(&body), Error(422, Some(field))).await;
     }
+    // Only the methods the payment service knows: any other string was
+    // once accepted, and the order completed as if paid by card.
+    for method in ["bitcoin", "CARD", "card ", ""] {
+        let body = order_with(|b| b["payment_method"] = json!(method));
+        p.check(&format!("payment_method {method:?}"), p.post_json(&body), Error(422, Some("payment_method"))).await;
+    }
 
     // Missing and unknown fields.
     let two_lines = |b: &mut Value| b["lines"] = json!([{"sku": "SKU-001", "quantity": 1}, {"sku": "SKU-002"}]);

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use contracts::Topology;
-use contracts::catalogue::{OrderLine, OrderPlaced, ReserveStock};
+use contracts::catalogue::{OrderLine, OrderPlaced, PaymentMethod, ReserveStock};
 use messaging::outbox::OutboxBacklogMonitor;
 use messaging::{MessageFactory, Outbox, OutboxMessage};
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,13 @@ fn valid_identifier(field: &str, value: &str) -> Result<(), ApiError> {
 /// first problem found is reported with the path of its field.
 pub(crate) fn validate(req: &PlaceOrderRequest) -> Result<Vec<OrderLine>, ApiError> {
     valid_identifier("customer_id", &req.customer_id)?;
-    valid_identifier("payment_method", &req.payment_method)?;
+    if PaymentMethod::parse(&req.payment_method).is_none() {
+        let accepted: Vec<String> = PaymentMethod::ALL.iter().map(|m| format!("`{}`", m.as_str())).collect();
+        return Err(ApiError::validation(
+            "payment_method",
+            format!("unknown payment method `{}`; accepted: {}", req.payment_method, accepted.join(", ")),
+        ));
+    }
     if req.lines.is_empty() {
         return Err(ApiError::validation("lines", "an order needs at least one line"));
     }

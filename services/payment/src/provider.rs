@@ -6,7 +6,7 @@
 use contracts::catalogue::Cents;
 
 /// The payment method the simulated provider always declines.
-pub const DECLINED_METHOD: &str = "card_declined";
+pub const DECLINED_METHOD: &str = contracts::catalogue::PaymentMethod::CardDeclined.as_str();
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

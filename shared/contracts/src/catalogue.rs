@@ -31,6 +31,32 @@ macro_rules! contract {
 /// Money is carried in minor units (cents) of a single currency.
 pub type Cents = i64;
 
+/// The payment methods an order may name. The payment service's provider
+/// is a simulation: `card` is charged (up to the customer's limit) and
+/// `card_declined` is always declined. Anything else is refused when the
+/// order is placed, never carried into the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Card,
+    CardDeclined,
+}
+
+impl PaymentMethod {
+    pub const ALL: [PaymentMethod; 2] = [PaymentMethod::Card, PaymentMethod::CardDeclined];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Card => "card",
+            PaymentMethod::CardDeclined => "card_declined",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|method| method.as_str() == text)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
     pub sku: String,
