@@ -49,6 +49,9 @@ use transactions::ReceivedTransactions;
 /// written is taken for dead.
 const MIN_SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
+/// How long a clean stop waits for its last position to reach the server.
+const LEAVING_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Bound on connecting and starting a replication session.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -358,12 +361,12 @@ impl Session<'_> {
         self.client.update_applied_lsn(position);
     }
 
-    /// On a clean stop, waits (briefly) until the server was told the last
+    /// On a clean stop, waits (up to LEAVING_REPORT_TIMEOUT) until the server was told the last
     /// position: the client ends its stream without a last status update,
     /// and what was published since the previous one would go out again.
     async fn report_before_leaving(&self) {
         let metrics = self.client.metrics();
-        let deadline = Instant::now() + self.relay.config.status_interval * 5;
+        let deadline = Instant::now() + LEAVING_REPORT_TIMEOUT;
         while metrics.last_applied_lsn() < self.reported && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
