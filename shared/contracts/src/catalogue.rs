@@ -10,11 +10,14 @@
 //! | `orders` (Kafka)             | `OrderPlaced`, `OrderPaid`, `OrderCancelled`, `OrderCompleted`  |
 //! | `shipments` (Kafka)          | `ShipmentScheduled`                                             |
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 /// A message of the catalogue: its payload type, wire name and schema version.
-pub trait MessageContract: Serialize + DeserializeOwned {
+/// `JsonSchema` so that no message can be left out of the published API
+/// (docs/api/asyncapi.json).
+pub trait MessageContract: Serialize + DeserializeOwned + JsonSchema {
     const MESSAGE_TYPE: &'static str;
     /// A consumer rejects (dead-letters) a version it does not know.
     const SCHEMA_VERSION: u32 = 1;
@@ -35,7 +38,7 @@ pub type Cents = i64;
 /// is a simulation: `card` is charged (up to the customer's limit) and
 /// `card_declined` is always declined. Anything else is refused when the
 /// order is placed, never carried into the saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentMethod {
     Card,
@@ -57,13 +60,15 @@ impl PaymentMethod {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line of an order: a SKU and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A reserved line, priced by stock (cents of one currency).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PricedLine {
     pub sku: String,
     pub quantity: i32,
@@ -72,14 +77,16 @@ pub struct PricedLine {
 
 // ---- commands to stock ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Command to stock: reserve every line of the order, or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReserveStock {
     pub order_id: Uuid,
     pub lines: Vec<OrderLine>,
 }
 contract!(ReserveStock, "stock.ReserveStock");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Command to stock: give back what the order holds (idempotent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseStock {
     pub order_id: Uuid,
     pub reason: String,
@@ -88,7 +95,8 @@ contract!(ReleaseStock, "stock.ReleaseStock");
 
 // ---- replies from stock ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Reply from stock: every line reserved and priced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockReserved {
     pub order_id: Uuid,
     /// Stock owns the catalogue, so it prices the lines it reserved.
@@ -97,7 +105,8 @@ pub struct StockReserved {
 }
 contract!(StockReserved, "stock.StockReserved");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Reply from stock: nothing reserved, some SKUs unknown or short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockRejected {
     pub order_id: Uuid,
     pub reason: String,
@@ -106,7 +115,8 @@ pub struct StockRejected {
 }
 contract!(StockRejected, "stock.StockRejected");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Reply from stock: the order's reservation is given back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockReleased {
     pub order_id: Uuid,
 }
@@ -114,16 +124,21 @@ contract!(StockReleased, "stock.StockReleased");
 
 // ---- commands to payment ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Command to payment: charge the order once (the order id is the idempotency key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessPayment {
     pub order_id: Uuid,
     pub customer_id: String,
     pub amount_cents: Cents,
+    // A `String` in Rust, but only a `PaymentMethod` travels (`POST /orders`
+    // refuses any other), so the schema says that.
+    #[schemars(with = "PaymentMethod")]
     pub payment_method: String,
 }
 contract!(ProcessPayment, "payment.ProcessPayment");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Command to payment: refund the order's charge, if any, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RefundPayment {
     pub order_id: Uuid,
     pub reason: String,
@@ -132,7 +147,8 @@ contract!(RefundPayment, "payment.RefundPayment");
 
 // ---- replies from payment ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Reply from payment: the order is charged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentSucceeded {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -140,14 +156,16 @@ pub struct PaymentSucceeded {
 }
 contract!(PaymentSucceeded, "payment.PaymentSucceeded");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Reply from payment: the charge was declined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentDeclined {
     pub order_id: Uuid,
     pub reason: String,
 }
 contract!(PaymentDeclined, "payment.PaymentDeclined");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Reply from payment: the order's charge is refunded (nothing charged refunds nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentRefunded {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -157,16 +175,20 @@ contract!(PaymentRefunded, "payment.PaymentRefunded");
 
 // ---- events on `orders` ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Event: an order was accepted (`PLACED`); the order's event 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPlaced {
     pub order_id: Uuid,
     pub customer_id: String,
     pub lines: Vec<OrderLine>,
+    // As in `ProcessPayment`.
+    #[schemars(with = "PaymentMethod")]
     pub payment_method: String,
 }
 contract!(OrderPlaced, "orders.OrderPlaced");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Event: the order is paid (`PAID`); the order's event 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderPaid {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -175,7 +197,8 @@ pub struct OrderPaid {
 }
 contract!(OrderPaid, "orders.OrderPaid");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Event: the order is cancelled (`CANCELLED`); the order's event 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCancelled {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -183,7 +206,8 @@ pub struct OrderCancelled {
 }
 contract!(OrderCancelled, "orders.OrderCancelled");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Event: the order is shipped and done (`COMPLETED`); the order's event 3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCompleted {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -192,7 +216,8 @@ contract!(OrderCompleted, "orders.OrderCompleted");
 
 // ---- events on `shipments` ----
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Event: a shipment is scheduled for a paid order; the shipment's event 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShipmentScheduled {
     pub order_id: Uuid,
     pub shipment_id: Uuid,
@@ -230,6 +255,16 @@ mod tests {
         assert_eq!(ReserveStock::MESSAGE_TYPE, "stock.ReserveStock");
         assert_eq!(OrderPaid::MESSAGE_TYPE, "orders.OrderPaid");
         assert_eq!(ShipmentScheduled::SCHEMA_VERSION, 1);
+    }
+
+    #[test]
+    fn the_payment_method_schema_names_the_values_that_travel() {
+        let schema = serde_json::to_value(schemars::schema_for!(PaymentMethod)).unwrap();
+        let values: Vec<_> = PaymentMethod::ALL.iter().map(|m| serde_json::json!(m.as_str())).collect();
+        assert_eq!(schema["enum"], serde_json::Value::Array(values), "{schema}");
+        for method in PaymentMethod::ALL {
+            assert_eq!(serde_json::to_value(method).unwrap(), method.as_str());
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! a consumer can route, deduplicate and trace without parsing the body.
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,7 +25,9 @@ pub mod header {
     pub const SEQUENCE: &str = "sequence";
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The metadata every message carries. It travels as headers (`to_headers`,
+/// every value as text); this JSON form is how the outbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
     /// UUIDv7: unique, and roughly time-ordered so inbox indexes stay compact.
     pub message_id: Uuid,
@@ -38,13 +41,17 @@ pub struct Envelope {
     pub reply_to: Option<String>,
     /// The service that produced the message.
     pub producer: String,
+    /// When the message was produced (UTC, microseconds).
     pub occurred_at: DateTime<Utc>,
+    /// Version of the payload's schema; a consumer dead-letters a version it does not know.
     pub schema_version: u32,
     /// W3C trace context of the producing span.
     pub traceparent: Option<String>,
+    /// W3C trace state of the producing span.
     pub tracestate: Option<String>,
-    /// Events only: the aggregate and its per-aggregate sequence number.
+    /// Events only: the aggregate (the order id).
     pub aggregate_id: Option<String>,
+    /// Events only: the event's number within its aggregate, from 1.
     pub sequence: Option<i64>,
 }
 
