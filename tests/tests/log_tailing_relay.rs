@@ -376,3 +376,27 @@ async fn rows_written_before_the_slot_existed_are_swept_then_the_log_follows() {
     }
     s.drop_everything().await;
 }
+
+/// The WAL sender hands a transaction over once its commit is in the log,
+/// a moment before other sessions can see it: marking its rows sent right
+/// then finds nothing. Found in CI (a reply published, consumed, and its
+/// row left unsent for good). The relay waits for the rows to be visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_not_yet_visible_are_marked_sent_once_they_are() {
+    let s = setup("tailvisible").await;
+    let mut tx = s.pool.begin().await.unwrap();
+    Outbox::add_all(&mut tx, &s.messages("agg-late", 1)).await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id").fetch_all(&mut *tx).await.unwrap();
+    let pool = s.pool.clone();
+    let marking = {
+        let ids = ids.clone();
+        tokio::spawn(async move { messaging::log_tailing::published_rows::mark_sent(&pool, &ids).await })
+    };
+    // Still in progress for everyone else while the relay marks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!marking.is_finished(), "marking gave up on rows it could not see yet");
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), marking).await.unwrap().unwrap().unwrap();
+    assert_eq!(s.count("sent_at IS NULL").await, 0, "rows committed a moment later were left unsent");
+    s.drop_everything().await;
+}

@@ -26,7 +26,7 @@
 
 mod inserted_row;
 mod pgoutput;
-mod published_rows;
+pub mod published_rows;
 pub mod slot;
 mod transactions;
 
