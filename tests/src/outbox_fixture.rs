@@ -51,6 +51,29 @@ impl OutboxFixture {
         ]
     }
 
+    /// A command to a queue that does not exist: RabbitMQ returns it
+    /// unroutable, every time.
+    pub fn poison_command(&self, aggregate: &str) -> OutboxMessage {
+        let payload =
+            ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: "SKU-0".into(), quantity: 1 }] };
+        MessageFactory::new("test").command("no-such-queue", aggregate, "nowhere", None, &payload).unwrap()
+    }
+
+    /// `message` is parked after `refusals` refusals and still unsent, the
+    /// only row the outbox holds back.
+    pub async fn assert_parked(&self, message: &OutboxMessage, refusals: i32) {
+        let row: (i32, bool, bool) = sqlx::query_as(
+            "SELECT refusals, parked_at IS NOT NULL, sent_at IS NOT NULL FROM outbox WHERE message_id = $1",
+        )
+        .bind(message.envelope.message_id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        assert_eq!(row, (refusals, true, false), "parked after {refusals} refusals, still visible as unsent");
+        let backlog = messaging::outbox::OutboxBacklog::read(&self.pool).await.unwrap();
+        assert_eq!((backlog.pending, backlog.parked), (0, 1));
+    }
+
     /// Closes the pool and drops the database (and any replication slot on it).
     pub async fn drop_everything(self) {
         self.pool.close().await;

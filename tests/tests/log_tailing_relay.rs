@@ -5,13 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use contracts::catalogue::{OrderLine, ReserveStock};
 use health::Readiness;
 use messaging::amqp::{AmqpConnector, AmqpPublisher};
 use messaging::kafka::KafkaPublisher;
 use messaging::log_tailing::{LogTailingConfig, LogTailingRelay, slot};
 use messaging::retry::Backoff;
-use messaging::{MessageFactory, Outbox, OutboxMessage};
+use messaging::{Outbox, OutboxMessage};
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -238,9 +237,7 @@ async fn a_second_instance_stands_by_and_takes_over_in_order() {
 async fn a_row_the_broker_keeps_refusing_is_parked_and_the_log_moves_on() {
     let s = setup("tailpark").await;
     let aggregate = "agg-poison";
-    let payload =
-        ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: "SKU-0".into(), quantity: 1 }] };
-    let poison = MessageFactory::new("test").command("no-such-queue", aggregate, "nowhere", None, &payload).unwrap();
+    let poison = s.poison_command(aggregate);
     let behind = s.messages(aggregate, 1);
     let mut all = vec![poison.clone()];
     all.extend(behind.iter().cloned());
@@ -249,15 +246,7 @@ async fn a_row_the_broker_keeps_refusing_is_parked_and_the_log_moves_on() {
     s.write(&all).await;
     s.wait_sent(2, Duration::from_secs(30)).await;
     relay.stop().await;
-    let (refusals, parked, sent): (i32, bool, bool) =
-        sqlx::query_as("SELECT refusals, parked_at IS NOT NULL, sent_at IS NOT NULL FROM outbox WHERE message_id = $1")
-            .bind(poison.envelope.message_id)
-            .fetch_one(&s.pool)
-            .await
-            .unwrap();
-    assert_eq!((refusals, parked, sent), (3, true, false), "parked at the third refusal, still visible as unsent");
-    let backlog = messaging::outbox::OutboxBacklog::read(&s.pool).await.unwrap();
-    assert_eq!((backlog.pending, backlog.parked), (0, 1));
+    s.assert_parked(&poison, 3).await;
     let (queued, _) = received(&s).await;
     let distinct: HashSet<Uuid> = queued.iter().map(|r| r.envelope.message_id).collect();
     assert_eq!(distinct, HashSet::from([behind[0].envelope.message_id]));

@@ -61,10 +61,7 @@ async fn drain_relay(relay: &OutboxRelay) {
 async fn a_row_the_broker_keeps_refusing_is_parked_and_the_rest_of_its_lane_moves_on() {
     let s = setup("parking").await;
     let aggregate = "agg-poison";
-    let payload =
-        ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: "SKU-0".into(), quantity: 1 }] };
-    // No such queue: RabbitMQ returns it unroutable, every time.
-    let poison = MessageFactory::new("test").command("no-such-queue", aggregate, "nowhere", None, &payload).unwrap();
+    let poison = s.poison_command(aggregate);
     let behind = s.messages(aggregate, 1);
     let mut tx = s.pool.begin().await.unwrap();
     Outbox::add(&mut tx, &poison).await.unwrap();
@@ -83,15 +80,7 @@ async fn a_row_the_broker_keeps_refusing_is_parked_and_the_rest_of_its_lane_move
     assert_eq!(passes[2], messaging::relay::RelayPass { parked: 1, ..refused }, "parked at the third refusal");
     assert_eq!(passes[3], messaging::relay::RelayPass { sent: 2, ..Default::default() }, "then its lane moves on");
 
-    let (refusals, parked, sent): (i32, bool, bool) =
-        sqlx::query_as("SELECT refusals, parked_at IS NOT NULL, sent_at IS NOT NULL FROM outbox WHERE message_id = $1")
-            .bind(poison.envelope.message_id)
-            .fetch_one(&s.pool)
-            .await
-            .unwrap();
-    assert_eq!((refusals, parked, sent), (3, true, false), "parked, not sent: still visible as unsent");
-    let backlog = messaging::outbox::OutboxBacklog::read(&s.pool).await.unwrap();
-    assert_eq!((backlog.pending, backlog.parked), (0, 1));
+    s.assert_parked(&poison, 3).await;
     // Each failing pass sent the whole batch before the refusal came back
     // (the rows behind it were published, not marked): duplicates, which
     // the inbox absorbs, never a loss.
