@@ -41,8 +41,17 @@ async fn every_path_of_the_saga_ends_where_it_should() {
     assert_eq!(payments["payments"].as_array().unwrap().len(), 1, "{payments}");
     let (_, shipments) = system.get_json("shipping", &format!("/shipments?order_id={happy}")).await.unwrap();
     assert_eq!(shipments["shipments"].as_array().unwrap().len(), 1, "{shipments}");
-    let (_, loyalty) = system.get_json("loyalty", "/customers/c-happy/loyalty").await.unwrap();
-    assert_eq!(loyalty["balance"], total / 100);
+    // Loyalty credits from the order's events, after it turned COMPLETED:
+    // its balance is read until it arrives, not at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, loyalty) = system.get_json("loyalty", "/customers/c-happy/loyalty").await.unwrap();
+        if loyalty["balance"] == total / 100 || Instant::now() >= deadline {
+            assert_eq!(loyalty["balance"], total / 100, "{loyalty}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Out of stock: cancelled at once, nothing reserved, never charged.
     let (_, order) = system.get_json("order", &format!("/orders/{out_of_stock}")).await.unwrap();
