@@ -564,8 +564,7 @@ impl Session<'_> {
         match slot::heartbeat(&self.relay.pool, &self.relay.config.slot).await {
             Ok(Some(status)) => {
                 metrics::gauge!("outbox_slot_lag_bytes").set(status.lag_bytes as f64);
-                metrics::gauge!("outbox_slot_invalidated")
-                    .set(f64::from(u8::from(status.wal_status.as_deref() == Some("lost"))));
+                metrics::gauge!("outbox_slot_invalidated").set(f64::from(u8::from(status.is_lost())));
             }
             Ok(None) => tracing::warn!(slot = %self.relay.config.slot, "the outbox replication slot is gone"),
             Err(e) => tracing::warn!(error = %e, "outbox slot heartbeat failed"),

@@ -54,6 +54,13 @@ pub struct SlotStatus {
     pub lag_bytes: i64,
 }
 
+impl SlotStatus {
+    /// Invalidated: the WAL it needed is gone.
+    pub fn is_lost(&self) -> bool {
+        self.wal_status.as_deref() == Some("lost")
+    }
+}
+
 /// Creates the publication if it is missing (several instances may race:
 /// the loser's "already exists" is success).
 pub async fn ensure_publication(pool: &PgPool) -> Result<(), sqlx::Error> {
@@ -78,7 +85,7 @@ pub async fn ensure_publication(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// Makes sure `slot` exists and is usable, creating it (again) if not.
 pub async fn ensure_slot(pool: &PgPool, slot: &str) -> Result<SlotCheck, sqlx::Error> {
     let check = match status(pool, slot).await? {
-        Some(status) if status.wal_status.as_deref() == Some("lost") => {
+        Some(status) if status.is_lost() => {
             tracing::error!(
                 slot,
                 "the outbox replication slot was invalidated (the relay was away longer than max_slot_wal_keep_size \
