@@ -17,6 +17,7 @@ pub mod kafka_probe;
 pub mod kafka_supervisor;
 pub mod lesson;
 pub mod process;
+pub mod schemathesis;
 pub mod services;
 pub mod tools;
 
