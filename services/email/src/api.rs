@@ -4,28 +4,61 @@ use crate::store;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use service_kit::ApiError;
+use service_kit::openapi::NotFound;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<PgPool> {
+    OpenApiRouter::new().routes(routes!(of_order)).routes(routes!(one))
+}
 
 pub fn router(pool: PgPool) -> Router {
-    Router::new().route("/emails", get(of_order)).route("/emails/{id}", get(one)).with_state(pool)
+    let (router, _) = api().split_for_parts();
+    router.with_state(pool)
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct OrderEmails {
+    order_id: uuid::Uuid,
+    /// Empty when no e-mail was recorded for the order.
+    emails: Vec<store::SentEmail>,
+}
+
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: the handler reads the query itself, to answer 400 as ApiError.
+struct OrderQuery {
+    order_id: uuid::Uuid,
 }
 
 /// `GET /emails?order_id=`: every e-mail recorded for the order, with its
 /// delivery state.
+/// `GET /emails?order_id=`: the e-mails recorded for the order, and their SMTP delivery.
+#[utoipa::path(get, path = "/emails", operation_id = "emails_of_order", tag = "email", params(OrderQuery), responses((status = 200, body = OrderEmails)))]
 async fn of_order(
     State(pool): State<PgPool>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let order_id = ApiError::required_uuid(&params, "order_id")?;
     let emails = store::emails_of_order(&pool, order_id).await?;
-    Ok(Json(serde_json::json!({ "order_id": order_id, "emails": emails })).into_response())
+    Ok(Json(OrderEmails { order_id, emails }).into_response())
 }
 
 /// `GET /emails/{id}`: one recorded e-mail with its delivery state.
+/// `GET /emails/{id}`.
+#[utoipa::path(
+    get,
+    path = "/emails/{id}", operation_id = "get_email",
+    tag = "email",
+    params(("id" = uuid::Uuid, Path, description = "The e-mail id.")),
+    responses((status = 200, body = store::SentEmail), (status = 404, response = NotFound))
+)]
 async fn one(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let Path(id) = path?;
     let id = ApiError::parse_uuid("id", &id)?;

@@ -11,7 +11,7 @@ pub const RECIPIENT_DOMAIN: &str = "example.com";
 /// The right-hand side of every Message-ID.
 pub const MESSAGE_ID_DOMAIN: &str = "ordermesh.local";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EmailKind {
     /// On `OrderPaid`.

@@ -43,6 +43,14 @@ impl Config {
     }
 }
 
+/// The service's OpenAPI document, as served at `/openapi.json` and
+/// committed as docs/api/email.openapi.json.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut own = api::api().into_openapi();
+    own.merge(sync_api::api().into_openapi());
+    service_kit::openapi::service_document(SERVICE, own)
+}
+
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
@@ -61,6 +69,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         None => tracing::info!("SMTP_URL is not set: e-mails are recorded, not delivered"),
     }
     let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
-    host.serve(api::router(pool).merge(sync_api::router(sync))).await?;
+    host.serve(api::router(pool).merge(sync_api::router(sync)), openapi()).await?;
     Ok(())
 }

@@ -3,23 +3,38 @@
 //! events compose them, once per order and kind; the SMTP sender delivers
 //! them afterwards as it delivers every e-mail.
 
-use crate::compose;
+use crate::compose::{self, EmailKind};
 use crate::events;
 use axum::extract::State;
-use axum::routing::post;
 use axum::{Json, Router};
 use contracts::catalogue::{OrderCancelled, OrderPaid, ShipmentScheduled};
 use serde::Deserialize;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<SyncState> {
+    OpenApiRouter::new().routes(routes!(send))
+}
+
 pub fn router(state: SyncState) -> Router {
-    Router::new().route("/sync/emails", post(send)).with_state(state)
+    let (router, _) = api().split_for_parts();
+    router.with_state(state)
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct Recorded {
+    order_id: Option<Uuid>,
+    /// The kinds recorded by this call (none when they were already).
+    recorded: Vec<EmailKind>,
 }
 
 /// What happened to the order, with the facts the e-mails quote.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
 enum SendRequest {
     /// A confirmation and a shipment notice.
@@ -29,10 +44,12 @@ enum SendRequest {
 }
 
 /// `POST /sync/emails`: 200 with the kinds recorded now (none when asked again).
+/// `POST /sync/emails`: the order's e-mails recorded once (the sender delivers them over SMTP).
+#[utoipa::path(post, path = "/sync/emails", operation_id = "sync_send_emails", tag = "email", request_body = SendRequest, responses((status = 200, body = Recorded)))]
 async fn send(
     State(state): State<SyncState>,
     ApiJson(request): ApiJson<SendRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Recorded>, ApiError> {
     state.process().await;
     let emails = match &request {
         SendRequest::Shipped { paid, shipment } => {
@@ -44,10 +61,10 @@ async fn send(
     let mut recorded = Vec::new();
     for email in &emails {
         if events::record(&mut tx, email, Uuid::now_v7()).await? {
-            recorded.push(email.kind.as_str());
+            recorded.push(email.kind);
         }
     }
     tx.commit().await?;
     let order_id = emails.first().map(|e| e.order_id);
-    Ok(Json(serde_json::json!({ "order_id": order_id, "recorded": recorded })))
+    Ok(Json(Recorded { order_id, recorded }))
 }

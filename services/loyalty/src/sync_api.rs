@@ -7,23 +7,39 @@
 use crate::events::{self, points_for};
 use crate::store;
 use axum::extract::State;
-use axum::routing::post;
 use axum::{Json, Router};
 use contracts::catalogue::OrderPaid;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<SyncState> {
+    OpenApiRouter::new().routes(routes!(credit))
+}
+
 pub fn router(state: SyncState) -> Router {
-    Router::new().route("/sync/credits", post(credit)).with_state(state)
+    let (router, _) = api().split_for_parts();
+    router.with_state(state)
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct Credited {
+    order_id: Uuid,
+    /// The order's points (one per whole currency unit).
+    points: i64,
+    /// False when the order was already credited (the call repeated).
+    credited_now: bool,
 }
 
 /// `POST /sync/credits` (the `OrderPaid` fields): 200 with the points the
 /// order earned (credited now, or before).
-async fn credit(
-    State(state): State<SyncState>,
-    ApiJson(paid): ApiJson<OrderPaid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// `POST /sync/credits` (the `OrderPaid` fields): the order's points credited once.
+#[utoipa::path(post, path = "/sync/credits", operation_id = "sync_credit_points", tag = "loyalty", request_body = OrderPaid, responses((status = 200, body = Credited)))]
+async fn credit(State(state): State<SyncState>, ApiJson(paid): ApiJson<OrderPaid>) -> Result<Json<Credited>, ApiError> {
     if paid.amount_cents < 0 {
         return Err(ApiError::validation("amount_cents", "must not be negative"));
     }
@@ -37,5 +53,5 @@ async fn credit(
         events::credit(&mut tx, &paid, Uuid::now_v7()).await?;
     }
     tx.commit().await?;
-    Ok(Json(serde_json::json!({ "order_id": paid.order_id, "points": points, "credited_now": credited_now })))
+    Ok(Json(Credited { order_id: paid.order_id, points, credited_now }))
 }

@@ -2,24 +2,28 @@
 //! read it back (a query).
 
 use crate::catalogue::{Catalogue, SkuCheck};
+use crate::store::OrderStatus;
 use crate::store::{self, InsertOutcome, NewOrder};
 use crate::sync_peers::SyncPeers;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use contracts::Topology;
 use contracts::catalogue::{OrderLine, OrderPlaced, PaymentMethod, ReserveStock};
 use messaging::outbox::OutboxBacklogMonitor;
 use messaging::{MessageFactory, Outbox, OutboxMessage};
 use serde::{Deserialize, Serialize};
+use service_kit::openapi::{BadRequest, NotFound, Unavailable, ValidationFailed};
 use service_kit::{ApiError, ApiJson};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tracing::Instrument;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 pub const MAX_LINES: usize = 50;
@@ -40,34 +44,80 @@ pub struct AppState {
     pub sync_peers: SyncPeers,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/orders", post(place_order).get(list_orders))
-        .route("/orders/{id}", get(get_order))
-        .route("/orders/sync", post(crate::sync_order::place_order_sync))
-        .with_state(state)
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(place_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(crate::sync_order::place_order_sync))
 }
 
-#[derive(Debug, Deserialize)]
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api().split_for_parts();
+    router.with_state(state)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$", example = "c-42")]
     pub customer_id: String,
+    /// 1 to 50 lines, each SKU once, each SKU one the stock service sells.
+    #[schema(min_items = 1, max_items = 50)]
     pub lines: Vec<LineRequest>,
+    #[schema(value_type = PaymentMethod)]
     pub payment_method: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$", example = "SKU-002")]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// `202 Accepted`: the order is placed; follow `location`.
+#[derive(Debug, Serialize, ToSchema)]
 struct PlacedResponse {
     order_id: Uuid,
+    /// `PLACED` when new; the order's current status when the request is a replay.
+    #[schema(value_type = OrderStatus)]
     status: String,
+    /// `/orders/{order_id}`.
     location: String,
+}
+
+/// `GET /orders?customer_id=`.
+#[derive(Debug, Serialize, ToSchema)]
+struct CustomerOrders {
+    customer_id: String,
+    /// Newest first.
+    orders: Vec<store::OrderSummary>,
+}
+
+/// The `Idempotency-Key` header of `POST /orders`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Documentation only: `idempotency_key` reads the header, to answer 400 as ApiError.
+struct IdempotencyHeader {
+    /// Any visible ASCII, 1 to 200 characters. The same key with the same body
+    /// answers the same order (`Idempotent-Replayed: true`); with another body, 422.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 200, nullable = false)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only, as IdempotencyHeader.
+struct ListQuery {
+    #[param(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")]
+    customer_id: String,
+    /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
 }
 
 fn valid_identifier(field: &str, value: &str) -> Result<(), ApiError> {
@@ -138,6 +188,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// `POST /orders`: one transaction writes the order (`PLACED`), the
 /// `ReserveStock` command and the `OrderPlaced` event; the relay publishes
 /// them after the commit. Answers 202 with the order's location.
+#[utoipa::path(
+    post,
+    path = "/orders", operation_id = "place_order",
+    tag = "order",
+    params(IdempotencyHeader),
+    request_body = PlaceOrderRequest,
+    responses(
+        (status = 202, description = "The order is placed (or, for a replayed key, was).", body = PlacedResponse,
+         headers(("Location" = String, description = "`/orders/{order_id}`."),
+                 ("Idempotent-Replayed" = String, description = "`true` when the answer is a replay of an earlier request with the same key."))),
+        (status = 400, response = BadRequest),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
 #[tracing::instrument(name = "place_order", skip_all, fields(order_id))]
 async fn place_order(
     State(state): State<AppState>,
@@ -262,6 +327,13 @@ fn accepted(order_id: Uuid, status: &str, replayed: bool) -> Response {
 }
 
 /// `GET /orders/{id}`: the order, its lines, its status history and trace id.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}", operation_id = "get_order",
+    tag = "order",
+    params(("id" = Uuid, Path, description = "The order id.")),
+    responses((status = 200, body = store::OrderView), (status = 404, response = NotFound))
+)]
 async fn get_order(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -275,6 +347,7 @@ async fn get_order(
 }
 
 /// `GET /orders?customer_id=…&limit=…`: a customer's latest orders.
+#[utoipa::path(get, path = "/orders", operation_id = "list_orders", tag = "order", params(ListQuery), responses((status = 200, body = CustomerOrders)))]
 async fn list_orders(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
@@ -290,5 +363,5 @@ async fn list_orders(
             .ok_or_else(|| ApiError::invalid_parameter("limit", "must be an integer from 1 to 500"))?,
     };
     let orders = store::orders_of_customer(&state.pool, customer, limit).await?;
-    Ok(Json(serde_json::json!({ "customer_id": customer, "orders": orders })).into_response())
+    Ok(Json(CustomerOrders { customer_id: customer.to_owned(), orders }).into_response())
 }

@@ -57,6 +57,12 @@ impl Config {
     }
 }
 
+/// The service's OpenAPI document, as served at `/openapi.json` and
+/// committed as docs/api/order.openapi.json.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    service_kit::openapi::service_document(SERVICE, api::api().into_openapi())
+}
+
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
@@ -87,6 +93,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         max_outbox_backlog: config.max_outbox_backlog,
         outbox_backlog,
     };
-    host.serve(api::router(state)).await?;
+    host.serve(api::router(state), openapi()).await?;
     Ok(())
 }

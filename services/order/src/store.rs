@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Placed,
@@ -261,11 +261,13 @@ pub async fn record_history(
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub id: Uuid,
     pub customer_id: String,
+    #[schema(value_type = contracts::catalogue::PaymentMethod)]
     pub payment_method: String,
+    #[schema(value_type = OrderStatus)]
     pub status: String,
     pub total_cents: Option<i64>,
     pub payment_id: Option<Uuid>,
@@ -277,16 +279,18 @@ pub struct OrderView {
     pub history: Vec<HistoryEntry>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LineView {
     pub sku: String,
     pub quantity: i32,
     pub unit_price_cents: Option<i64>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct HistoryEntry {
+    #[schema(value_type = Option<OrderStatus>)]
     pub from_status: Option<String>,
+    #[schema(value_type = OrderStatus)]
     pub to_status: String,
     pub message_type: Option<String>,
     pub message_id: Option<Uuid>,
@@ -348,9 +352,10 @@ pub async fn fetch_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, s
     }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrderSummary {
     pub id: Uuid,
+    #[schema(value_type = OrderStatus)]
     pub status: String,
     pub total_cents: Option<i64>,
     pub created_at: DateTime<Utc>,

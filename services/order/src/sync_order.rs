@@ -24,12 +24,14 @@ use contracts::catalogue::{
     Cents, OrderCancelled, OrderLine, OrderPaid, PricedLine, ProcessPayment, ShipmentScheduled,
 };
 use serde::{Deserialize, Serialize};
+use service_kit::openapi::{Conflict, ValidationFailed};
 use service_kit::{ApiError, ApiJson};
 use std::time::Instant;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// One call of the twin, as the caller experienced it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Step {
     pub service: &'static str,
     pub call: &'static str,
@@ -40,9 +42,12 @@ pub struct Step {
     pub answered_after_ms: f64,
 }
 
-#[derive(Debug, Serialize)]
+/// `200`: all five services answered.
+#[derive(Debug, Serialize, ToSchema)]
 struct SyncAnswer {
     order_id: Uuid,
+    /// `COMPLETED`, or `CANCELLED` when stock or payment refused the order.
+    #[schema(value_type = OrderStatus)]
     status: &'static str,
     location: String,
     steps: Vec<Step>,
@@ -59,6 +64,52 @@ pub struct SyncFailure {
     started: Instant,
 }
 
+/// `502`/`503`/`504`: a service failed, was unreachable or too slow; the
+/// order stays where it got to.
+#[derive(Debug, Serialize, ToSchema)]
+struct SyncFailureBody {
+    error: SyncError,
+    order_id: Uuid,
+    status: OrderStatus,
+    /// The services that answered before the failure.
+    done: Vec<&'static str>,
+    failed: &'static str,
+    /// The services never called: the course's "not reached".
+    not_reached: Vec<&'static str>,
+    steps: Vec<Step>,
+    blocked_ms: f64,
+}
+
+/// The body of a 503: a [`SyncFailureBody`] when a peer was unreachable, an
+/// [`ErrorBody`](service_kit::openapi::ErrorBody) when this service's own
+/// database is unavailable.
+struct SyncUnavailableBody;
+
+impl utoipa::PartialSchema for SyncUnavailableBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name("SyncFailureBody"))
+            .item(utoipa::openapi::Ref::from_schema_name("ErrorBody"))
+            .into()
+    }
+}
+
+impl ToSchema for SyncUnavailableBody {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push(("SyncFailureBody".into(), <SyncFailureBody as utoipa::PartialSchema>::schema()));
+        <SyncFailureBody as ToSchema>::schemas(schemas);
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SyncError {
+    /// `bad_gateway`, `service_unavailable` or `gateway_timeout`.
+    code: String,
+    message: String,
+    /// The service that failed.
+    service: &'static str,
+}
+
 impl IntoResponse for SyncFailure {
     fn into_response(self) -> Response {
         let status = match &self.error {
@@ -73,20 +124,20 @@ impl IntoResponse for SyncFailure {
             .map(|p| p.name())
             .filter(|name| *name != failed && !self.steps.iter().any(|s| s.service == *name))
             .collect();
-        let body = serde_json::json!({
-            "error": {
-                "code": status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_"),
-                "message": format!("the synchronous order failed at {failed}: {}", self.error),
-                "service": failed,
+        let body = SyncFailureBody {
+            error: SyncError {
+                code: status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "_"),
+                message: format!("the synchronous order failed at {failed}: {}", self.error),
+                service: failed,
             },
-            "order_id": self.order_id,
-            "status": self.status.as_str(),
-            "done": done,
-            "failed": failed,
-            "not_reached": not_reached,
-            "steps": self.steps,
-            "blocked_ms": millis(self.started),
-        });
+            order_id: self.order_id,
+            status: self.status,
+            done,
+            failed,
+            not_reached,
+            steps: self.steps,
+            blocked_ms: millis(self.started),
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -167,6 +218,21 @@ impl Call<'_> {
 /// `POST /orders/sync`: the body of `POST /orders`; 200 when all five
 /// services answered (the order `COMPLETED`, or `CANCELLED` when stock or
 /// payment refused it), 502/503/504 naming the service that did not.
+#[utoipa::path(
+    post,
+    path = "/orders/sync", operation_id = "place_order_sync",
+    tag = "order",
+    request_body = PlaceOrderRequest,
+    responses(
+        (status = 200, description = "All five services answered.", body = SyncAnswer),
+        (status = 409, response = Conflict),
+        (status = 422, response = ValidationFailed),
+        (status = 502, description = "A service answered with an error.", body = SyncFailureBody),
+        (status = 503, description = "A service was unreachable (the order's progress), or this service's database is unavailable (an error body).", body = SyncUnavailableBody,
+         headers(("Retry-After" = u64, description = "When this service's database is unavailable."))),
+        (status = 504, description = "A service did not answer in time.", body = SyncFailureBody),
+    )
+)]
 #[tracing::instrument(name = "place_order_sync", skip_all, fields(order_id))]
 pub async fn place_order_sync(
     State(state): State<AppState>,

@@ -50,6 +50,14 @@ impl Config {
     }
 }
 
+/// The service's OpenAPI document, as served at `/openapi.json` and
+/// committed as docs/api/payment.openapi.json.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut own = api::api().into_openapi();
+    own.merge(sync_api::api().into_openapi());
+    service_kit::openapi::service_document(SERVICE, own)
+}
+
 /// Runs the service on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
@@ -61,6 +69,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let handler = commands::PaymentCommands::new(MessageFactory::new(SERVICE), config.default_limit_cents);
     host.consume_queue(pool.clone(), topology.payment_commands(), SERVICE, handler);
     let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
-    host.serve(api::router(pool).merge(sync_api::router(sync, config.default_limit_cents))).await?;
+    host.serve(api::router(pool).merge(sync_api::router(sync, config.default_limit_cents)), openapi()).await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PaymentStatus {
     Succeeded,
@@ -35,12 +35,13 @@ impl TryFrom<String> for PaymentStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Payment {
     pub id: Uuid,
     pub order_id: Uuid,
     pub customer_id: String,
     pub amount_cents: Cents,
+    #[schema(value_type = contracts::catalogue::PaymentMethod)]
     pub payment_method: String,
     #[sqlx(try_from = "String")]
     pub status: PaymentStatus,
@@ -51,7 +52,7 @@ pub struct Payment {
 const PAYMENT_COLUMNS: &str =
     "id, order_id, customer_id, amount_cents, payment_method, status, decline_reason, created_at";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Refund {
     pub id: Uuid,
     pub payment_id: Uuid,

@@ -5,51 +5,66 @@
 use crate::charges;
 use crate::store::PaymentStatus;
 use axum::extract::State;
-use axum::routing::post;
 use axum::{Json, Router};
-use contracts::catalogue::{Cents, ProcessPayment};
-use serde::Deserialize;
+use contracts::catalogue::{Cents, PaymentRefunded, ProcessPayment};
+use serde::{Deserialize, Serialize};
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 #[derive(Clone)]
-struct PaymentSync {
+pub struct PaymentSync {
     sync: SyncState,
     default_limit_cents: Cents,
 }
 
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<PaymentSync> {
+    OpenApiRouter::new().routes(routes!(charge)).routes(routes!(refund))
+}
+
 pub fn router(sync: SyncState, default_limit_cents: Cents) -> Router {
-    Router::new()
-        .route("/sync/payments", post(charge))
-        .route("/sync/refunds", post(refund))
-        .with_state(PaymentSync { sync, default_limit_cents })
+    let (router, _) = api().split_for_parts();
+    router.with_state(PaymentSync { sync, default_limit_cents })
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum ChargeAnswer {
+    Succeeded { order_id: Uuid, payment_id: Uuid, amount_cents: Cents },
+    Declined { order_id: Uuid, reason: String },
 }
 
 /// `POST /sync/payments` (the `ProcessPayment` fields): 200 with
 /// `succeeded` and the payment id, or `declined` and the reason.
+/// `POST /sync/payments`: the order charged once; the same answer again for the same order.
+#[utoipa::path(post, path = "/sync/payments", operation_id = "sync_charge", tag = "payment", request_body = ProcessPayment, responses((status = 200, body = ChargeAnswer)))]
 async fn charge(
     State(state): State<PaymentSync>,
     ApiJson(request): ApiJson<ProcessPayment>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ChargeAnswer>, ApiError> {
     state.sync.process().await;
     let mut tx = state.sync.pool.begin().await?;
     let payment = charges::charge(&mut tx, &request, Uuid::now_v7(), state.default_limit_cents).await?;
     tx.commit().await?;
-    let body = match payment.status {
-        PaymentStatus::Succeeded => serde_json::json!({
-            "outcome": "succeeded", "order_id": payment.order_id, "payment_id": payment.id,
-            "amount_cents": payment.amount_cents,
-        }),
-        PaymentStatus::Declined => serde_json::json!({
-            "outcome": "declined", "order_id": payment.order_id,
-            "reason": payment.decline_reason.unwrap_or_else(|| "declined".to_owned()),
-        }),
+    let answer = match payment.status {
+        PaymentStatus::Succeeded => ChargeAnswer::Succeeded {
+            order_id: payment.order_id,
+            payment_id: payment.id,
+            amount_cents: payment.amount_cents,
+        },
+        PaymentStatus::Declined => ChargeAnswer::Declined {
+            order_id: payment.order_id,
+            reason: payment.decline_reason.unwrap_or_else(|| "declined".to_owned()),
+        },
     };
-    Ok(Json(body))
+    Ok(Json(answer))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefundRequest {
     order_id: Uuid,
@@ -57,13 +72,15 @@ struct RefundRequest {
 }
 
 /// `POST /sync/refunds`: the order's charge returned in full; idempotent.
+/// `POST /sync/refunds`: the order's charge returned in full, once.
+#[utoipa::path(post, path = "/sync/refunds", operation_id = "sync_refund", tag = "payment", request_body = RefundRequest, responses((status = 200, body = PaymentRefunded)))]
 async fn refund(
     State(state): State<PaymentSync>,
     ApiJson(request): ApiJson<RefundRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PaymentRefunded>, ApiError> {
     state.sync.process().await;
     let mut tx = state.sync.pool.begin().await?;
     let refunded = charges::refund(&mut tx, request.order_id, &request.reason, Uuid::now_v7()).await?;
     tx.commit().await?;
-    Ok(Json(serde_json::to_value(refunded).unwrap_or_default()))
+    Ok(Json(refunded))
 }

@@ -4,28 +4,61 @@ use crate::store;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use service_kit::ApiError;
+use service_kit::openapi::NotFound;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<PgPool> {
+    OpenApiRouter::new().routes(routes!(of_order)).routes(routes!(one))
+}
 
 pub fn router(pool: PgPool) -> Router {
-    Router::new().route("/shipments", get(of_order)).route("/shipments/{id}", get(one)).with_state(pool)
+    let (router, _) = api().split_for_parts();
+    router.with_state(pool)
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct OrderShipments {
+    order_id: uuid::Uuid,
+    /// Empty when shipping never heard of the order.
+    shipments: Vec<store::Shipment>,
+}
+
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only: the handler reads the query itself, to answer 400 as ApiError.
+struct OrderQuery {
+    order_id: uuid::Uuid,
 }
 
 /// `GET /shipments?order_id=`: the order's shipment, in a list (empty until
 /// the order is paid).
+/// `GET /shipments?order_id=`: the order's shipments.
+#[utoipa::path(get, path = "/shipments", operation_id = "shipments_of_order", tag = "shipping", params(OrderQuery), responses((status = 200, body = OrderShipments)))]
 async fn of_order(
     State(pool): State<PgPool>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let order_id = ApiError::required_uuid(&params, "order_id")?;
     let shipments = store::shipments_of_order(&pool, order_id).await?;
-    Ok(Json(serde_json::json!({ "order_id": order_id, "shipments": shipments })).into_response())
+    Ok(Json(OrderShipments { order_id, shipments }).into_response())
 }
 
 /// `GET /shipments/{id}`
+/// `GET /shipments/{id}`.
+#[utoipa::path(
+    get,
+    path = "/shipments/{id}", operation_id = "get_shipment",
+    tag = "shipping",
+    params(("id" = uuid::Uuid, Path, description = "The shipment id.")),
+    responses((status = 200, body = store::Shipment), (status = 404, response = NotFound))
+)]
 async fn one(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     let Path(id) = path?;
     let id = ApiError::parse_uuid("id", &id)?;

@@ -5,24 +5,33 @@
 
 use crate::store::{self, NewShipment};
 use axum::extract::State;
-use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 #[derive(Clone)]
-struct ShippingSync {
+pub struct ShippingSync {
     sync: SyncState,
     carrier: String,
 }
 
-pub fn router(sync: SyncState, carrier: String) -> Router {
-    Router::new().route("/sync/shipments", post(schedule)).with_state(ShippingSync { sync, carrier })
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<ShippingSync> {
+    OpenApiRouter::new().routes(routes!(schedule))
 }
 
-#[derive(Deserialize)]
+pub fn router(sync: SyncState, carrier: String) -> Router {
+    let (router, _) = api().split_for_parts();
+    router.with_state(ShippingSync { sync, carrier })
+}
+
+/// The fields of the paid order to ship.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShipRequest {
     order_id: Uuid,
@@ -32,6 +41,8 @@ struct ShipRequest {
 
 /// `POST /sync/shipments`: 200 with the order's shipment (the one it
 /// already has, when asked again).
+/// `POST /sync/shipments`: the order's shipment, scheduled once; the same one again for the same order.
+#[utoipa::path(post, path = "/sync/shipments", operation_id = "sync_schedule_shipment", tag = "shipping", request_body = ShipRequest, responses((status = 200, body = store::Shipment)))]
 async fn schedule(
     State(state): State<ShippingSync>,
     ApiJson(request): ApiJson<ShipRequest>,

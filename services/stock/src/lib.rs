@@ -31,6 +31,14 @@ impl Config {
     }
 }
 
+/// The service's OpenAPI document, as served at `/openapi.json` and
+/// committed as docs/api/stock.openapi.json.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut own = api::api().into_openapi();
+    own.merge(sync_api::api().into_openapi());
+    service_kit::openapi::service_document(SERVICE, own)
+}
+
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), HostError> {
     let mut host = ServiceHost::start(SERVICE, &config.common, listener, shutdown);
     let pool = host.database(sqlx::migrate!("../../migrations/stock")).await?;
@@ -41,6 +49,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let handler = commands::StockCommands::new(MessageFactory::new(SERVICE));
     host.consume_queue(pool.clone(), topology.stock_commands(), SERVICE, handler);
     let sync = service_kit::sync_twin::SyncState::new(pool.clone(), &config.common);
-    host.serve(api::router(pool).merge(sync_api::router(sync))).await?;
+    host.serve(api::router(pool).merge(sync_api::router(sync)), openapi()).await?;
     Ok(())
 }

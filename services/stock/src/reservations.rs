@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// What a reservation request comes to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Reservation {
     Reserved { lines: Vec<PricedLine>, total_cents: Cents },

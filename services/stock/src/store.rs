@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Product {
     pub sku: String,
     pub name: String,
@@ -53,12 +53,22 @@ pub async fn lock_products(conn: &mut PgConnection, skus: &[String]) -> Result<V
         .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Reservation {
     pub order_id: Uuid,
     pub sku: String,
     pub quantity: i32,
+    #[schema(value_type = ReservationStatus)]
     pub status: String,
+}
+
+/// The `status` of a reservation line (a CHECK constraint of the table).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Documentation only: the column is read as text.
+pub enum ReservationStatus {
+    Reserved,
+    Released,
 }
 
 pub async fn reservations_of(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<Reservation>, sqlx::Error> {

@@ -4,26 +4,50 @@
 
 use crate::reservations::{self, Reservation};
 use axum::extract::State;
-use axum::routing::post;
 use axum::{Json, Router};
 use contracts::catalogue::OrderLine;
 use serde::Deserialize;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-pub fn router(state: SyncState) -> Router {
-    Router::new().route("/sync/reservations", post(reserve)).route("/sync/releases", post(release)).with_state(state)
+/// The routes, documented; `state`-less so the document can be built alone.
+pub fn api() -> OpenApiRouter<SyncState> {
+    OpenApiRouter::new().routes(routes!(reserve)).routes(routes!(release))
 }
 
-#[derive(Deserialize)]
+pub fn router(state: SyncState) -> Router {
+    let (router, _) = api().split_for_parts();
+    router.with_state(state)
+}
+
+/// The `ReserveStock` command's fields.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReserveRequest {
     order_id: Uuid,
     lines: Vec<OrderLine>,
 }
 
+#[derive(serde::Serialize, ToSchema)]
+struct Released {
+    order_id: Uuid,
+    /// Lines released by this call (0 when already released or never reserved).
+    released_lines: u64,
+}
+
 /// `POST /sync/reservations`: 200 with `reserved` (priced lines) or `rejected`.
+/// `POST /sync/reservations`: every line reserved, or none; the same answer again for the same order.
+#[utoipa::path(
+    post,
+    path = "/sync/reservations", operation_id = "sync_reserve_stock",
+    tag = "stock",
+    request_body = ReserveRequest,
+    responses((status = 200, description = "`reserved` with the priced lines, or `rejected` with the SKUs short.", body = Reservation))
+)]
 async fn reserve(
     State(state): State<SyncState>,
     ApiJson(request): ApiJson<ReserveRequest>,
@@ -35,20 +59,22 @@ async fn reserve(
     Ok(Json(reservation))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseRequest {
     order_id: Uuid,
 }
 
 /// `POST /sync/releases`: the order's stock back; idempotent.
+/// `POST /sync/releases`: the order's reserved lines returned to stock; idempotent.
+#[utoipa::path(post, path = "/sync/releases", operation_id = "sync_release_stock", tag = "stock", request_body = ReleaseRequest, responses((status = 200, body = Released)))]
 async fn release(
     State(state): State<SyncState>,
     ApiJson(request): ApiJson<ReleaseRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Released>, ApiError> {
     state.process().await;
     let mut tx = state.pool.begin().await?;
     let released = reservations::release(&mut tx, request.order_id).await?;
     tx.commit().await?;
-    Ok(Json(serde_json::json!({ "order_id": request.order_id, "released_lines": released })))
+    Ok(Json(Released { order_id: request.order_id, released_lines: released }))
 }

@@ -1,3 +1,7 @@
+//! The APIs of ordermesh as documents: each service's HTTP API in OpenAPI
+//! 3.1 (built by the service, src/openapi.rs), and the message API in
+//! AsyncAPI 3.0, described below.
+//!
 //! The message API of ordermesh as an AsyncAPI 3.0 document, built from
 //! `contracts`: the channels from `Topology` (with the default, empty
 //! namespace), the payload and envelope schemas from `schemars`, samples
@@ -14,11 +18,13 @@ mod catalogue;
 mod document;
 mod examples;
 mod headers;
+mod openapi;
 
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 pub use document::document;
+pub use openapi::{SERVICES, openapi_document, openapi_path, openapi_relative_path};
 
 pub const ASYNCAPI_VERSION: &str = "3.0.0";
 pub(crate) const AMQP_BINDING_VERSION: &str = "0.3.0";

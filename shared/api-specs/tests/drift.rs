@@ -1,11 +1,10 @@
-//! The committed docs/api/asyncapi.json is exactly what the code generates.
+//! The committed documents under docs/api/ are exactly what the code
+//! generates: a message type, route or response changed without
+//! regenerating fails here.
 
-#[test]
-fn the_committed_document_is_what_the_code_generates() {
-    let path = api_specs::document_path();
-    let generated = api_specs::render(&api_specs::document().expect("the document builds")).expect("it renders");
-    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("cannot read {}: {e}\nrun `cargo run -p api-specs` and commit docs/api/asyncapi.json", path.display())
+fn assert_committed(path: &std::path::Path, generated: &str, sources: &str) {
+    let committed = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("cannot read {}: {e}\nrun `cargo run -p api-specs` and commit docs/api/", path.display())
     });
     if committed == generated {
         return;
@@ -24,8 +23,27 @@ fn the_committed_document_is_what_the_code_generates() {
             )
         });
     panic!(
-        "{} is out of date with the code (shared/contracts, shared/api-specs).\n\
-         Run `cargo run -p api-specs` and commit docs/api/asyncapi.json.\nFirst difference at {first_difference}",
+        "{} is out of date with the code ({sources}).\n\
+         Run `cargo run -p api-specs` and commit docs/api/.\nFirst difference at {first_difference}",
         path.display()
     );
+}
+
+#[test]
+fn the_committed_asyncapi_document_is_what_the_code_generates() {
+    let generated = api_specs::render(&api_specs::document().expect("the document builds")).expect("it renders");
+    assert_committed(&api_specs::document_path(), &generated, "shared/contracts, shared/api-specs");
+}
+
+#[test]
+fn each_committed_openapi_document_is_what_its_service_generates() {
+    for service in api_specs::SERVICES {
+        let document = api_specs::openapi_document(service).expect("a service").expect("the document builds");
+        let generated = api_specs::render(&document).expect("it renders");
+        assert_committed(
+            &api_specs::openapi_path(service),
+            &generated,
+            &format!("services/{service}, shared/service-kit"),
+        );
+    }
 }

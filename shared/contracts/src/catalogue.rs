@@ -38,7 +38,7 @@ pub type Cents = i64;
 /// is a simulation: `card` is charged (up to the customer's limit) and
 /// `card_declined` is always declined. Anything else is refused when the
 /// order is placed, never carried into the saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentMethod {
     Card,
@@ -61,14 +61,14 @@ impl PaymentMethod {
 }
 
 /// One line of an order: a SKU and how many.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i32,
 }
 
 /// A reserved line, priced by stock (cents of one currency).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct PricedLine {
     pub sku: String,
     pub quantity: i32,
@@ -125,7 +125,7 @@ contract!(StockReleased, "stock.StockReleased");
 // ---- commands to payment ----
 
 /// Command to payment: charge the order once (the order id is the idempotency key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct ProcessPayment {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -133,6 +133,7 @@ pub struct ProcessPayment {
     // A `String` in Rust, but only a `PaymentMethod` travels (`POST /orders`
     // refuses any other), so the schema says that.
     #[schemars(with = "PaymentMethod")]
+    #[schema(value_type = PaymentMethod)]
     pub payment_method: String,
 }
 contract!(ProcessPayment, "payment.ProcessPayment");
@@ -165,7 +166,7 @@ pub struct PaymentDeclined {
 contract!(PaymentDeclined, "payment.PaymentDeclined");
 
 /// Reply from payment: the order's charge is refunded (nothing charged refunds nothing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct PaymentRefunded {
     pub order_id: Uuid,
     pub payment_id: Uuid,
@@ -188,7 +189,7 @@ pub struct OrderPlaced {
 contract!(OrderPlaced, "orders.OrderPlaced");
 
 /// Event: the order is paid (`PAID`); the order's event 2.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct OrderPaid {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -198,7 +199,7 @@ pub struct OrderPaid {
 contract!(OrderPaid, "orders.OrderPaid");
 
 /// Event: the order is cancelled (`CANCELLED`); the order's event 2.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct OrderCancelled {
     pub order_id: Uuid,
     pub customer_id: String,
@@ -217,7 +218,7 @@ contract!(OrderCompleted, "orders.OrderCompleted");
 // ---- events on `shipments` ----
 
 /// Event: a shipment is scheduled for a paid order; the shipment's event 1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct ShipmentScheduled {
     pub order_id: Uuid,
     pub shipment_id: Uuid,

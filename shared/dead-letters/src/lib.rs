@@ -62,7 +62,7 @@ pub fn is_dead_letter_header(name: &str) -> bool {
     DEAD_LETTER_HEADERS.contains(&name)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Broker {
     Rabbitmq,
@@ -79,7 +79,7 @@ impl std::fmt::Display for Broker {
 }
 
 /// A dead-letter queue or topic of the topology.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Destination {
     pub name: String,
     pub broker: Broker,
@@ -117,7 +117,7 @@ impl Destination {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PendingCount {
     #[serde(flatten)]
     pub destination: Destination,
@@ -150,14 +150,14 @@ impl Backlog {
 }
 
 /// Where a Kafka record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KafkaPosition {
     pub partition: i32,
     pub offset: i64,
 }
 
 /// One dead letter as stored, with the dead-letter headers decoded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// Absent when the envelope itself was what could not be read.
     pub message_id: Option<String>,
@@ -206,14 +206,14 @@ pub enum ReplaySelection {
     UpTo(KafkaPosition),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Replayed {
     pub message_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<KafkaPosition>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     pub dead_letter_destination: String,
     /// Where the letters were sent.
@@ -237,7 +237,7 @@ impl ReplayReport {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PurgeReport {
     pub dead_letter_destination: String,
     pub purged: u64,

@@ -16,6 +16,7 @@
 
 use crate::config::Secret;
 use crate::error::ApiError;
+use crate::openapi::{BadRequest, Conflict, NotFound, Unavailable, ValidationFailed};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -23,13 +24,17 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use dead_letters::{DeadLetterError, DeadLetters, Destination, KafkaPosition, ReplaySelection};
-use serde::Deserialize;
-use serde_json::json;
+use dead_letters::{
+    DeadLetter, DeadLetterError, DeadLetters, Destination, KafkaPosition, PendingCount, PurgeReport, ReplayReport,
+    ReplaySelection,
+};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -67,15 +72,39 @@ pub fn routes(
     let (round_trip, budget) = broker_limits(request_timeout);
     let dead_letters = dead_letters.with_timeout(round_trip).with_budget(budget);
     let state = AdminState { token, dead_letters: Arc::new(dead_letters), destinations: Arc::new(destinations) };
-    Router::new()
-        .route("/admin/dead-letters", get(summary))
-        .route("/admin/dead-letters/{dlq}", get(list))
-        .route("/admin/dead-letters/{dlq}/{message_id}", get(show))
-        .route("/admin/dead-letters/{dlq}/replay", post(replay))
-        .route("/admin/dead-letters/{dlq}/purge", post(purge))
-        // route_layer: only matched routes ask for the token; others stay 404.
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+    let (router, _) = api().split_for_parts();
+    // route_layer: only matched routes ask for the token; others stay 404.
+    router.route_layer(middleware::from_fn_with_state(state.clone(), require_token)).with_state(state)
+}
+
+/// The routes, documented; `state`-less so the document can be built alone.
+fn api() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(summary))
+        .routes(routes!(list))
+        .routes(routes!(show))
+        .routes(routes!(replay))
+        .routes(routes!(purge))
+}
+
+/// The document of [`routes`]. The routes exist only where `ADMIN_TOKEN`
+/// is set; elsewhere they answer 404 like any unknown route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// `GET /admin/dead-letters`.
+#[derive(Serialize, ToSchema)]
+struct Summary {
+    dead_letter_destinations: Vec<PendingCount>,
+}
+
+/// `GET /admin/dead-letters/{dlq}`.
+#[derive(Serialize, ToSchema)]
+struct Listing {
+    dead_letter_destination: String,
+    count: usize,
+    dead_letters: Vec<DeadLetter>,
 }
 
 /// The broker work of one request: 60 % of the request timeout in all, a
@@ -134,9 +163,34 @@ fn api_error(e: DeadLetterError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/dead-letters", operation_id = "dead_letter_summary",
+    tag = "dead letters",
+    security(("admin_token" = [])),
+    responses((status = 200, description = "This service's dead-letter destinations and how many letters wait in each.", body = Summary))
+)]
 async fn summary(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let counts = state.dead_letters.pending(&state.destinations).await.map_err(api_error)?;
-    Ok(axum::Json(json!({ "dead_letter_destinations": counts })).into_response())
+    Ok(axum::Json(Summary { dead_letter_destinations: counts }).into_response())
+}
+
+/// The dead-letter destination of a path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documentation only: the handlers read the path themselves, to answer 400 as ApiError.
+struct DestinationPath {
+    /// A dead-letter queue or topic this service's consumers write to (`stock.commands.dlq`).
+    dlq: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Documentation only, as DestinationPath.
+struct ListQuery {
+    /// How many letters to show, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
 }
 
 /// `?limit=`, parsed here rather than by a typed `Query` so that a bad
@@ -161,6 +215,17 @@ fn message_id_problem(id: &str) -> Option<String> {
     id.chars().any(char::is_control).then(|| "may not contain control characters".to_owned())
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/dead-letters/{dlq}", operation_id = "list_dead_letters",
+    tag = "dead letters",
+    security(("admin_token" = [])),
+    params(DestinationPath, ListQuery),
+    responses(
+        (status = 200, description = "The pending letters, oldest first, left in place.", body = Listing),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn list(
     State(state): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
@@ -170,10 +235,24 @@ async fn list(
     let limit = parse_limit(&params)?;
     let destination = state.own(&dlq)?;
     let letters = state.dead_letters.list(destination, limit).await.map_err(api_error)?;
-    Ok(axum::Json(json!({ "dead_letter_destination": dlq, "count": letters.len(), "dead_letters": letters }))
+    Ok(axum::Json(Listing { dead_letter_destination: dlq, count: letters.len(), dead_letters: letters })
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/dead-letters/{dlq}/{message_id}", operation_id = "show_dead_letter",
+    tag = "dead letters",
+    security(("admin_token" = [])),
+    params(
+        DestinationPath,
+        ("message_id" = String, Path, description = "The letter's message id (1 to 255 bytes, no control characters)."),
+    ),
+    responses(
+        (status = 200, description = "The letter in full.", body = DeadLetter),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn show(
     State(state): State<AdminState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -187,13 +266,33 @@ async fn show(
     Ok(axum::Json(letter).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Which letters to replay: one by `message_id`, or (Kafka) those of one
+/// partition `up_to` an offset; no body, or `{}`, for all.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
+    #[schema(required = false, nullable = false)]
     message_id: Option<String>,
+    #[schema(required = false, nullable = false)]
     up_to: Option<KafkaPosition>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/dead-letters/{dlq}/replay", operation_id = "replay_dead_letters",
+    tag = "dead letters",
+    security(("admin_token" = [])),
+    params(DestinationPath),
+    request_body(content = Option<ReplayRequest>, description = "Empty for every letter.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was sent back to the source; `remaining` letters are left for another call.", body = ReplayReport),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn replay(
     State(state): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
@@ -227,6 +326,17 @@ async fn replay(
     Ok(axum::Json(report).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/dead-letters/{dlq}/purge", operation_id = "purge_dead_letters",
+    tag = "dead letters",
+    security(("admin_token" = [])),
+    params(DestinationPath),
+    responses(
+        (status = 200, description = "How many letters were thrown away.", body = PurgeReport),
+        (status = 404, response = NotFound),
+    )
+)]
 async fn purge(
     State(state): State<AdminState>,
     path: Result<Path<String>, PathRejection>,
@@ -306,7 +416,7 @@ mod tests {
         }
         let long = format!("/admin/dead-letters/stock.commands.dlq/{}", "a".repeat(256));
         let (status, body) = answer(app(), get(&long, auth)).await;
-        assert_eq!((status, &body["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("message_id")), "{body}");
+        assert_eq!((status, &body["error"]["field"]), (StatusCode::BAD_REQUEST, &serde_json::json!("message_id")), "{body}");
         let replay = |body: &str| {
             axum::http::Request::post("/admin/dead-letters/stock.commands.dlq/replay")
                 .header(header::AUTHORIZATION, "Bearer s3cret")

@@ -7,7 +7,7 @@ use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use crate::openapi::{ErrorBody, ErrorDetail};
 
 /// The longest identifier (customer id, SKU) the API accepts.
 pub const MAX_IDENTIFIER_LEN: usize = 64;
@@ -177,18 +177,18 @@ impl From<messaging::HandlerError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = json!({ "code": self.code(), "message": self.to_string() });
+        let mut error = ErrorDetail { code: self.code().to_owned(), message: self.to_string(), field: None };
         match &self {
             ApiError::Validation { field, message } | ApiError::InvalidParameter { field, message } => {
-                body["field"] = json!(field);
-                body["message"] = json!(message);
+                error.field = Some(field.clone());
+                error.message = message.clone();
             }
             ApiError::Internal(source) => {
                 tracing::error!(error = %source, "internal error");
             }
             _ => {}
         }
-        let mut response = (status, axum::Json(json!({ "error": body }))).into_response();
+        let mut response = (status, axum::Json(ErrorBody { error })).into_response();
         if let ApiError::Unavailable { retry_after_secs, .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

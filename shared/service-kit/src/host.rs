@@ -285,11 +285,12 @@ impl ServiceHost {
         self.tasks.push((name.into(), tokio::spawn(task)));
     }
 
-    /// Serves `app` plus the health and metrics routes until shutdown, then
-    /// waits for the background tasks to finish their in-flight work, up to
-    /// the deadline.
-    pub async fn serve(self, app: Router) -> std::io::Result<()> {
-        let mut app = app;
+    /// Serves `app` plus the health and metrics routes and `document` (the
+    /// service's whole OpenAPI document, [`crate::openapi::service_document`])
+    /// at `/openapi.json` until shutdown, then waits for the background tasks
+    /// to finish their in-flight work, up to the deadline.
+    pub async fn serve(self, app: Router, document: utoipa::openapi::OpenApi) -> std::io::Result<()> {
+        let mut app = app.merge(crate::openapi::serve_document(&document));
         // No token, no admin routes at all (404), rather than routes nobody may call.
         if let Some(token) = &self.config.admin_token {
             let dead_letters =

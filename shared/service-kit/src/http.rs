@@ -103,7 +103,8 @@ async fn json_error_bodies(request: Request, next: Next) -> Response {
         _ => reason.to_owned(),
     };
     let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
-    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let body = crate::openapi::ErrorBody { error: crate::openapi::ErrorDetail { code, message, field: None } };
+    let body = serde_json::to_string(&body).unwrap_or_default();
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))

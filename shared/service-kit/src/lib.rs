@@ -10,6 +10,7 @@ pub mod error;
 pub mod host;
 pub mod http;
 pub mod json;
+pub mod openapi;
 pub mod operational_routes;
 pub mod process;
 pub mod sync_twin;
