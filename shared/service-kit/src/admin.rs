@@ -416,7 +416,11 @@ mod tests {
         }
         let long = format!("/admin/dead-letters/stock.commands.dlq/{}", "a".repeat(256));
         let (status, body) = answer(app(), get(&long, auth)).await;
-        assert_eq!((status, &body["error"]["field"]), (StatusCode::BAD_REQUEST, &serde_json::json!("message_id")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (StatusCode::BAD_REQUEST, &serde_json::json!("message_id")),
+            "{body}"
+        );
         let replay = |body: &str| {
             axum::http::Request::post("/admin/dead-letters/stock.commands.dlq/replay")
                 .header(header::AUTHORIZATION, "Bearer s3cret")

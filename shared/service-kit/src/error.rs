@@ -3,11 +3,11 @@
 //!
 //! Body: `{"error": {"code": "...", "message": "...", "field": "lines[0].quantity"}}`
 
+use crate::openapi::{ErrorBody, ErrorDetail};
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use crate::openapi::{ErrorBody, ErrorDetail};
 
 /// The longest identifier (customer id, SKU) the API accepts.
 pub const MAX_IDENTIFIER_LEN: usize = 64;
