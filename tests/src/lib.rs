@@ -13,8 +13,11 @@ pub mod checker;
 pub mod console;
 pub mod effects;
 pub mod flow;
+pub mod http_contract;
+pub mod message_contract;
 pub mod otlp;
 pub mod outbox_fixture;
+pub mod schema_check;
 pub mod system;
 
 pub use system::{Routes, TestSystem, order_request};

@@ -385,24 +385,40 @@ impl TestSystem {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok((status, body))
+        let (status, text) = self.as_documented("order", "POST", "/orders", request.send().await?).await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     /// `GET <service><path>` as JSON.
     pub async fn get_json(&self, service: &str, path: &str) -> Result<(u16, Value)> {
-        let response = self.http.get(format!("{}{path}", self.url(service))).send().await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let (status, text) = self.get_text(service, path).await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
     /// `GET <service><path>` as text (e.g. `/metrics`).
     pub async fn get_text(&self, service: &str, path: &str) -> Result<(u16, String)> {
         let response = self.http.get(format!("{}{path}", self.url(service))).send().await?;
+        self.as_documented(service, "GET", path, response).await
+    }
+
+    /// The status and body of `response`, once they are held to the
+    /// service's OpenAPI document (crate::http_contract): an answer the
+    /// document does not describe fails the test that received it.
+    async fn as_documented(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        response: reqwest::Response,
+    ) -> Result<(u16, String)> {
         let status = response.status().as_u16();
-        Ok((status, response.text().await.unwrap_or_default()))
+        let content_type =
+            response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.text().await.unwrap_or_default();
+        let answer =
+            crate::http_contract::Answer { method, path, status, content_type: content_type.as_deref(), body: &body };
+        crate::http_contract::check(service, &answer).map_err(|contradiction| anyhow!(contradiction))?;
+        Ok((status, body))
     }
 
     pub async fn order_status(&self, id: Uuid) -> Result<String> {
