@@ -401,6 +401,17 @@ impl TestSystem {
         self.as_documented(service, "GET", path, response).await
     }
 
+    /// Sends `request` (built from [`Self::http`]) to `service` and returns
+    /// the status and body, held to the service's OpenAPI document as
+    /// [`Self::get_json`]'s are.
+    pub async fn send_documented(&self, service: &str, request: reqwest::RequestBuilder) -> Result<(u16, String)> {
+        let request = request.build()?;
+        let method = request.method().as_str().to_owned();
+        let path = request.url().path().to_owned();
+        let response = self.http.execute(request).await?;
+        self.as_documented(service, &method, &path, response).await
+    }
+
     /// The status and body of `response`, once they are held to the
     /// service's OpenAPI document (crate::http_contract): an answer the
     /// document does not describe fails the test that received it.

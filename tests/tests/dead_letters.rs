@@ -133,9 +133,8 @@ async fn admin(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let (status, text) = system.send_documented(service, request).await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn admin_get(system: &TestSystem, service: &str, path: &str) -> (u16, Value) {

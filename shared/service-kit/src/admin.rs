@@ -168,7 +168,10 @@ fn api_error(e: DeadLetterError) -> ApiError {
     path = "/admin/dead-letters", operation_id = "dead_letter_summary",
     tag = "dead letters",
     security(("admin_token" = [])),
-    responses((status = 200, description = "This service's dead-letter destinations and how many letters wait in each.", body = Summary))
+    responses(
+        (status = 200, description = "This service's dead-letter destinations and how many letters wait in each.", body = Summary),
+        (status = 404, response = NotFound),
+    )
 )]
 async fn summary(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let counts = state.dead_letters.pending(&state.destinations).await.map_err(api_error)?;

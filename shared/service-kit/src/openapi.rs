@@ -52,7 +52,7 @@ const ERRORS: &[(u16, &str, &str)] = &[
         "A path or query parameter, a header or the body cannot be read (`field` names the parameter).",
     ),
     (401, "Unauthorized", "The bearer token is missing or wrong."),
-    (404, "NotFound", "No such resource."),
+    (404, "NotFound", "No such resource (on the admin routes: also every route of a service without `ADMIN_TOKEN`)."),
     (408, "RequestTimeout", "The request took longer than the service's request timeout."),
     (409, "Conflict", "The request cannot be applied in the resource's current state."),
     (413, "PayloadTooLarge", "The body is larger than the service accepts."),
