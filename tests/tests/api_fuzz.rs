@@ -109,19 +109,24 @@ async fn catalogue(system: &TestSystem) -> Vec<String> {
     skus
 }
 
-/// The dead-letter destinations of `service` (`GET /admin/dead-letters`).
+/// The dead-letter destinations of `service` (`GET /admin/dead-letters`),
+/// asked up to five times: this is set-up, and a broker's passing 503 here
+/// (seen with Kafka under the load of the runs before) is not what is tested.
 async fn dead_letter_destinations(system: &TestSystem, service: &str) -> Vec<String> {
     let url = format!("{}/admin/dead-letters", system.url(service));
-    let response = system.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "GET {url}: {status} {body}");
-    body["dead_letter_destinations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|d| d["name"].as_str().map(str::to_owned))
-        .collect()
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let response = system.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            let destinations = body["dead_letter_destinations"].as_array().unwrap();
+            return destinations.iter().filter_map(|d| d["name"].as_str().map(str::to_owned)).collect();
+        }
+        assert!(status == 503 && attempts < 5, "GET {url}: {status} {body} (attempt {attempts})");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Where the runs write: `target/api-fuzz/`.
@@ -405,7 +410,11 @@ async fn negative_control_an_answer_the_document_forbids_is_reported() {
     assert!(faithful.problems().is_empty(), "with its own document: {:?}", faithful.problems());
     let tested = faithful.report.as_ref().map(|r| r["operations"]["tested"].clone());
     assert_eq!(tested, Some(json!(1)), "the control runs {CONTROL_OPERATION} alone");
-    assert!(!contradicted.exit.unwrap().success(), "schemathesis passed a document the service contradicts");
+    assert!(
+        contradicted.exit.is_some_and(|status| !status.success()),
+        "schemathesis did not fail on a document the service contradicts: {:?}",
+        contradicted.exit
+    );
     let codes: Vec<&str> = contradicted.failures().iter().filter_map(|f| f["code"].as_str()).collect();
     // ST108: "Response violates schema" (response_schema_conformance).
     assert_eq!(codes, ["ST108"], "expected exactly the violated response schema: {:?}", contradicted.failures());
