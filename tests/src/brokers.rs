@@ -132,7 +132,8 @@ impl FirehoseTap {
     /// The messages published so far to queues whose name starts with
     /// `prefix` (a test's namespace). Other tests' traffic goes through the
     /// same tap and is left out. The end is a marker this tap publishes
-    /// last: the firehose's copies of earlier publishes are ahead of it.
+    /// last rather than a quiet spell (other tests keep the tap busy): the
+    /// copies of the publishes the test has waited for are queued before it.
     pub async fn collect(mut self, prefix: &str, max_wait: Duration) -> anyhow::Result<Vec<WireMessage>> {
         let marker = format!("{prefix}firehose-tap.end.{}", uuid::Uuid::now_v7());
         // To no queue: only the firehose sees it.
@@ -159,12 +160,10 @@ impl FirehoseTap {
                 ),
             };
             let traced = traced_publish(&delivery)?;
-            if traced.destination == marker {
+            if traced.iter().any(|m| m.destination == marker) {
                 break;
             }
-            if traced.destination.starts_with(prefix) {
-                captured.push(traced);
-            }
+            captured.extend(traced.into_iter().filter(|m| m.destination.starts_with(prefix)));
         }
         let _ = self.connection.close(200, "done".into()).await;
         Ok(captured)
@@ -172,9 +171,10 @@ impl FirehoseTap {
 }
 
 /// The original message of a firehose `publish.<exchange>` copy: its
-/// exchange, routing key and properties are in the copy's headers
+/// exchange, routing keys and properties are in the copy's headers
 /// (`exchange_name`, `routing_keys`, `properties`), the body is unchanged.
-fn traced_publish(delivery: &lapin::message::Delivery) -> anyhow::Result<WireMessage> {
+/// One per routing key: a message with CC or BCC headers went to several.
+fn traced_publish(delivery: &lapin::message::Delivery) -> anyhow::Result<Vec<WireMessage>> {
     let trace = delivery
         .properties
         .headers()
@@ -209,16 +209,20 @@ fn traced_publish(delivery: &lapin::message::Delivery) -> anyhow::Result<WireMes
             }
         }
     }
-    Ok(WireMessage {
-        broker: Broker::RabbitMq,
-        destination: routing_keys.first().cloned().unwrap_or_default(),
-        exchange: text("exchange_name"),
-        properties,
-        headers,
-        key: None,
-        partition: None,
-        body: delivery.data.clone(),
-    })
+    let exchange = text("exchange_name");
+    Ok(routing_keys
+        .into_iter()
+        .map(|destination| WireMessage {
+            broker: Broker::RabbitMq,
+            destination,
+            exchange: exchange.clone(),
+            properties: properties.clone(),
+            headers: headers.clone(),
+            key: None,
+            partition: None,
+            body: delivery.data.clone(),
+        })
+        .collect())
 }
 
 /// An AMQP field value as JSON, keeping its kind (text, number, table…).

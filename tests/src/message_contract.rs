@@ -9,6 +9,7 @@
 //! test's system prefixes each with `<namespace>.`, so wire names are mapped
 //! back through `contracts::Topology` before anything is looked up.
 
+use crate::schema_check::{compile_in_document, escape};
 use anyhow::{Context, Result};
 use contracts::Topology;
 use jsonschema::{Draft, Validator};
@@ -260,16 +261,15 @@ impl Contract {
             Err(e) if !dead_letter => errors.push(format!("payload: the body is not JSON: {e}")),
             Err(_) => {}
         }
-        let found = Found { channel, channel_name: channel_name.clone(), message_pointer, described, headers };
+        let found = Found { channel, channel_name, message_pointer, described, headers };
         match message.broker {
             Broker::RabbitMq => self.check_amqp(&found, message, &mut errors),
             Broker::Kafka => self.check_kafka(&found, message, &mut errors),
         }
-        let (channel_name, message_pointer) = (found.channel_name, found.message_pointer);
-        if !self.is_sent(&channel_name, &message_pointer) {
-            errors.push(format!("no operation of the document sends {name} on `{channel_name}`"));
+        if self.sending_operations(&found.channel_name, &found.message_pointer).is_empty() {
+            errors.push(format!("no operation of the document sends {name} on `{}`", found.channel_name));
         }
-        if errors.is_empty() { Ok(name) } else { Err(refuse(&channel_name, errors)) }
+        if errors.is_empty() { Ok(name) } else { Err(refuse(&found.channel_name, errors)) }
     }
 
     /// The channel is on a server of the broker that carried the message.
@@ -537,10 +537,6 @@ impl Contract {
             .collect()
     }
 
-    fn is_sent(&self, channel_name: &str, message_pointer: &str) -> bool {
-        !self.sending_operations(channel_name, message_pointer).is_empty()
-    }
-
     /// Follows local `$ref`s to a value and its pointer.
     fn resolve<'a>(&'a self, value: &'a Value) -> Option<(String, &'a Value)> {
         let mut pointer = String::new();
@@ -571,11 +567,12 @@ impl Contract {
     fn validate_in(&mut self, closed: bool, pointer: &str, instance: &Value, part: &str, errors: &mut Vec<String>) {
         let key = (closed, pointer.to_owned());
         if !self.validators.contains_key(&key) {
-            match compile(if closed { &self.closed } else { &self.document }, pointer) {
+            // AsyncAPI 3.0's default schema format is a superset of JSON Schema draft 7.
+            match compile_in_document(if closed { &self.closed } else { &self.document }, pointer, Draft::Draft7) {
                 Ok(validator) => {
                     self.validators.insert(key.clone(), validator);
                 }
-                Err(e) => return errors.push(format!("{part}: the schema at {pointer} does not compile: {e}")),
+                Err(e) => return errors.push(format!("{part}: {e}")),
             }
         }
         if let Some(validator) = self.validators.get(&key) {
@@ -585,24 +582,6 @@ impl Contract {
             }
         }
     }
-}
-
-/// The schema at `pointer`, compiled within the whole document: a root
-/// `$ref` to it makes every `#/components/...` reference resolve in place.
-/// AsyncAPI 3.0's default schema format is a superset of JSON Schema draft 7.
-fn compile(document: &Value, pointer: &str) -> Result<Validator, String> {
-    let mut schema = document.clone();
-    if let Value::Object(root) = &mut schema {
-        root.insert("$ref".into(), json!(format!("#{pointer}")));
-    }
-    jsonschema::options()
-        .with_draft(Draft::Draft7)
-        // Formats assert, as the document's own example check does
-        // (validate.mjs); `uuid` is not a draft-7 format, so it is added.
-        .should_validate_formats(true)
-        .with_format("uuid", |value: &str| uuid::Uuid::try_parse(value).is_ok())
-        .build(&schema)
-        .map_err(|e| e.to_string())
 }
 
 /// The document with `additionalProperties: false` on every object schema
@@ -632,11 +611,6 @@ fn closed(document: &Value) -> Value {
         close(schemas);
     }
     closed
-}
-
-/// A name as a JSON pointer segment.
-fn escape(segment: &str) -> String {
-    segment.replace('~', "~0").replace('/', "~1")
 }
 
 #[cfg(test)]
