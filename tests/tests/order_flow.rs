@@ -1,13 +1,17 @@
 //! The whole order flow across the six services: every path of the saga,
 //! idempotent placement, 200 concurrent mixed orders checked by the
-//! invariant checker, and the flow with Kafka consumer groups.
+//! invariant checker, and the flow with Kafka consumer groups. The saga and
+//! the 200 orders also hold every message they put on RabbitMQ and Kafka to
+//! the AsyncAPI document (docs/api/asyncapi.json).
 
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use system_tests::brokers::{FirehoseTap, read_topics};
 use system_tests::checker::settle_and_check;
 use system_tests::flow::order_id_of;
+use system_tests::message_contract::{Broker, Contract, Report};
 use system_tests::system::ALL_SERVICES;
 use system_tests::{TestSystem, order_request};
 use uuid::Uuid;
@@ -22,9 +26,52 @@ fn history(order: &Value) -> Vec<String> {
     order["history"].as_array().unwrap().iter().map(|h| h["to_status"].as_str().unwrap().to_owned()).collect()
 }
 
+/// Every message of `system` that RabbitMQ carried since `tap` started and
+/// every record of its topics, checked against the AsyncAPI document.
+async fn check_the_wire(system: &TestSystem, tap: FirehoseTap) -> Report {
+    let topology = system.topology();
+    let mut captured = tap.collect(topology.namespace(), Duration::from_secs(30)).await.unwrap();
+    captured
+        .extend(read_topics(system.kafka_brokers(), &topology.all_topics(), Duration::from_secs(60)).await.unwrap());
+    let report = Contract::load(&topology).unwrap().check_all(&captured);
+    println!("{report}");
+    report
+}
+
+/// The commands, replies and events of the completing and declined paths
+/// (the out-of-stock path's are among them): a capture missing any of them,
+/// or an empty one, fails.
+const SEEN_ON_RABBITMQ: [&str; 8] = [
+    "stock.ReserveStock",
+    "stock.StockReserved",
+    "stock.StockRejected",
+    "payment.ProcessPayment",
+    "payment.PaymentSucceeded",
+    "payment.PaymentDeclined",
+    "stock.ReleaseStock",
+    "stock.StockReleased",
+];
+const SEEN_ON_KAFKA: [&str; 5] = [
+    "orders.OrderPlaced",
+    "orders.OrderPaid",
+    "orders.OrderCancelled",
+    "orders.OrderCompleted",
+    "shipments.ShipmentScheduled",
+];
+
+fn assert_the_wire_matches_the_document(report: &Report) {
+    assert!(report.passed(), "messages on the wire that the AsyncAPI document does not describe:\n{report}");
+    for (broker, expected) in [(Broker::RabbitMq, &SEEN_ON_RABBITMQ[..]), (Broker::Kafka, &SEEN_ON_KAFKA[..])] {
+        let missing = report.missing(broker, expected);
+        assert!(missing.is_empty(), "never captured on {broker}: {missing:?}\n{report}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_path_of_the_saga_ends_where_it_should() {
     let system = TestSystem::start("saga", &ALL_SERVICES, &[]).await.unwrap();
+    // Before the first order: nothing is published until one is placed.
+    let tap = FirehoseTap::start(system.stack()).await.unwrap();
     let happy = place(&system, &order_request("c-happy", &[("SKU-002", 1), ("SKU-004", 3)], "card")).await;
     let out_of_stock = place(&system, &order_request("c-oos", &[("SKU-001", 1), ("SKU-EMPTY", 1)], "card")).await;
     let declined = place(&system, &order_request("c-declined", &[("SKU-006", 2)], "card_declined")).await;
@@ -93,6 +140,11 @@ async fn every_path_of_the_saga_ends_where_it_should() {
             .sum();
         assert!(total > 0.0, "{service} /metrics has no {series}:\n{metrics}");
     }
+
+    // Every message the three orders put on either broker, headers
+    // included, is one the AsyncAPI document describes.
+    let report = check_the_wire(&system, tap).await;
+    assert_the_wire_matches_the_document(&report);
     system.shutdown().await;
 }
 
@@ -131,6 +183,7 @@ async fn the_same_idempotency_key_gives_the_same_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_mixed_orders_settle_with_every_invariant_holding() {
     let system = TestSystem::start("mixed200", &ALL_SERVICES, &[]).await.unwrap();
+    let tap = FirehoseTap::start(system.stack()).await.unwrap();
     let started = Instant::now();
     let bodies: Vec<Value> = (0..200).map(|i| xtask::chaos::load::order_body(42, i)).collect();
     let placed = futures::future::join_all(bodies.iter().map(|b| system.place_order(b, None))).await;
@@ -160,6 +213,9 @@ async fn two_hundred_concurrent_mixed_orders_settle_with_every_invariant_holding
     }
     assert!(report.passed(), "{report}");
     assert!(completed > 100 && completed < 200, "a mix of outcomes: {completed} completed");
+    // Under concurrency too, every message matches the document.
+    let report = check_the_wire(&system, tap).await;
+    assert_the_wire_matches_the_document(&report);
     system.shutdown().await;
 }
 
