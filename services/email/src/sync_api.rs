@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::{Json, Router};
 use contracts::catalogue::{OrderCancelled, OrderPaid, ShipmentScheduled};
 use serde::Deserialize;
+use service_kit::openapi::ValidationFailed;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
 use utoipa::ToSchema;
@@ -35,7 +36,10 @@ struct Recorded {
 
 /// What happened to the order, with the facts the e-mails quote.
 #[derive(Deserialize, ToSchema)]
-#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+// Without deny_unknown_fields, unlike the other bodies: an internally tagged
+// enum's variants cannot say `additionalProperties: false` in the document,
+// and the document is what a client reads.
+#[serde(tag = "outcome", rename_all = "snake_case")]
 enum SendRequest {
     /// A confirmation and a shipment notice.
     Shipped { paid: OrderPaid, shipment: ShipmentScheduled },
@@ -45,11 +49,24 @@ enum SendRequest {
 
 /// `POST /sync/emails`: 200 with the kinds recorded now (none when asked again).
 /// `POST /sync/emails`: the order's e-mails recorded once (the sender delivers them over SMTP).
-#[utoipa::path(post, path = "/sync/emails", operation_id = "sync_send_emails", tag = "email", request_body = SendRequest, responses((status = 200, body = Recorded)))]
+#[utoipa::path(
+    post,
+    path = "/sync/emails",
+    operation_id = "sync_send_emails",
+    tag = "email",
+    request_body = SendRequest,
+    responses((status = 200, body = Recorded), (status = 422, response = ValidationFailed))
+)]
 async fn send(
     State(state): State<SyncState>,
     ApiJson(request): ApiJson<SendRequest>,
 ) -> Result<Json<Recorded>, ApiError> {
+    // As loyalty's credit: an amount the document (and a real payment) never has.
+    if let SendRequest::Shipped { paid, .. } = &request {
+        if paid.amount_cents < 0 {
+            return Err(ApiError::validation("paid.amount_cents", "must not be negative"));
+        }
+    }
     state.process().await;
     let emails = match &request {
         SendRequest::Shipped { paid, shipment } => {

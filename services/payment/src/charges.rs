@@ -22,6 +22,11 @@ pub async fn charge(
     if cmd.amount_cents < 0 {
         return Err(HandlerError::Poison(format!("a payment of a negative amount ({})", cmd.amount_cents)));
     }
+    // Only `POST /orders` puts a method in a command, and it refuses others;
+    // a command from anywhere else naming one is not charged (nor approved).
+    if contracts::catalogue::PaymentMethod::parse(&cmd.payment_method).is_none() {
+        return Err(HandlerError::Poison(format!("unknown payment method `{}`", cmd.payment_method)));
+    }
     let limit = store::customer_limit(conn, &cmd.customer_id).await?.unwrap_or(default_limit_cents);
     let (status, decline_reason) = match provider::decide(&cmd.payment_method, cmd.amount_cents, limit) {
         Decision::Approve => (PaymentStatus::Succeeded, None),

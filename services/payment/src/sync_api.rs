@@ -6,8 +6,9 @@ use crate::charges;
 use crate::store::PaymentStatus;
 use axum::extract::State;
 use axum::{Json, Router};
-use contracts::catalogue::{Cents, PaymentRefunded, ProcessPayment};
+use contracts::catalogue::{Cents, PaymentMethod, PaymentRefunded, ProcessPayment};
 use serde::{Deserialize, Serialize};
+use service_kit::openapi::ValidationFailed;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
 use utoipa::ToSchema;
@@ -41,11 +42,27 @@ enum ChargeAnswer {
 /// `POST /sync/payments` (the `ProcessPayment` fields): 200 with
 /// `succeeded` and the payment id, or `declined` and the reason.
 /// `POST /sync/payments`: the order charged once; the same answer again for the same order.
-#[utoipa::path(post, path = "/sync/payments", operation_id = "sync_charge", tag = "payment", request_body = ProcessPayment, responses((status = 200, body = ChargeAnswer)))]
+#[utoipa::path(
+    post,
+    path = "/sync/payments",
+    operation_id = "sync_charge",
+    tag = "payment",
+    request_body = ProcessPayment,
+    responses((status = 200, body = ChargeAnswer), (status = 422, response = ValidationFailed))
+)]
 async fn charge(
     State(state): State<PaymentSync>,
     ApiJson(request): ApiJson<ProcessPayment>,
 ) -> Result<Json<ChargeAnswer>, ApiError> {
+    if PaymentMethod::parse(&request.payment_method).is_none() {
+        return Err(ApiError::validation(
+            "payment_method",
+            format!("unknown payment method `{}`", request.payment_method),
+        ));
+    }
+    if request.amount_cents < 0 {
+        return Err(ApiError::validation("amount_cents", "must not be negative"));
+    }
     state.sync.process().await;
     let mut tx = state.sync.pool.begin().await?;
     let payment = charges::charge(&mut tx, &request, Uuid::now_v7(), state.default_limit_cents).await?;

@@ -13,6 +13,8 @@ use uuid::Uuid;
 /// What a reservation request comes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+// Not `Reservation`: the stored line (store::Reservation) has that name in the document.
+#[schema(as = ReservationOutcome)]
 pub enum Reservation {
     Reserved { lines: Vec<PricedLine>, total_cents: Cents },
     Rejected { reason: String, unavailable: Vec<String> },

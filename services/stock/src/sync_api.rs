@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::{Json, Router};
 use contracts::catalogue::OrderLine;
 use serde::Deserialize;
+use service_kit::openapi::ValidationFailed;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
 use utoipa::ToSchema;
@@ -29,7 +30,27 @@ pub fn router(state: SyncState) -> Router {
 #[serde(deny_unknown_fields)]
 struct ReserveRequest {
     order_id: Uuid,
+    /// At least one line, each SKU once.
+    #[schema(min_items = 1)]
     lines: Vec<OrderLine>,
+}
+
+/// The lines' shape, as `POST /orders` checks it: a 422 naming the field
+/// rather than the command path's poison message.
+fn check_lines(lines: &[OrderLine]) -> Result<(), ApiError> {
+    if lines.is_empty() {
+        return Err(ApiError::validation("lines", "at least one line"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.quantity < 1 {
+            return Err(ApiError::validation(format!("lines[{i}].quantity"), "must be at least 1"));
+        }
+        if !seen.insert(line.sku.as_str()) {
+            return Err(ApiError::validation(format!("lines[{i}].sku"), "the same SKU appears on two lines"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -46,12 +67,16 @@ struct Released {
     path = "/sync/reservations", operation_id = "sync_reserve_stock",
     tag = "stock",
     request_body = ReserveRequest,
-    responses((status = 200, description = "`reserved` with the priced lines, or `rejected` with the SKUs short.", body = Reservation))
+    responses(
+        (status = 200, description = "`reserved` with the priced lines, or `rejected` with the SKUs short.", body = Reservation),
+        (status = 422, response = ValidationFailed),
+    )
 )]
 async fn reserve(
     State(state): State<SyncState>,
     ApiJson(request): ApiJson<ReserveRequest>,
 ) -> Result<Json<Reservation>, ApiError> {
+    check_lines(&request.lines)?;
     state.process().await;
     let mut tx = state.pool.begin().await?;
     let reservation = reservations::reserve(&mut tx, request.order_id, &request.lines).await?;

@@ -64,6 +64,7 @@ impl PaymentMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub struct OrderLine {
     pub sku: String,
+    #[schema(minimum = 1)]
     pub quantity: i32,
 }
 
@@ -129,6 +130,8 @@ contract!(StockReleased, "stock.StockReleased");
 pub struct ProcessPayment {
     pub order_id: Uuid,
     pub customer_id: String,
+    // `Cents` is an alias: named here, utoipa would refer to it and drop the bound.
+    #[schema(value_type = i64, minimum = 0)]
     pub amount_cents: Cents,
     // A `String` in Rust, but only a `PaymentMethod` travels (`POST /orders`
     // refuses any other), so the schema says that.
@@ -193,6 +196,8 @@ contract!(OrderPlaced, "orders.OrderPlaced");
 pub struct OrderPaid {
     pub order_id: Uuid,
     pub customer_id: String,
+    // `Cents` is an alias: named here, utoipa would refer to it and drop the bound.
+    #[schema(value_type = i64, minimum = 0)]
     pub amount_cents: Cents,
     pub payment_id: Uuid,
 }

@@ -152,7 +152,9 @@ impl Backlog {
 /// Where a Kafka record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KafkaPosition {
+    #[schema(minimum = 0)]
     pub partition: i32,
+    #[schema(minimum = 0)]
     pub offset: i64,
 }
 

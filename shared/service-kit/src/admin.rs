@@ -40,6 +40,8 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 /// AMQP's limit for a message id (a short string); Kafka's are ours, UUIDs.
 const MAX_MESSAGE_ID_LEN: usize = 255;
+/// No control characters (`char::is_control`), as `message_id_problem` checks.
+const MESSAGE_ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]+$";
 /// Retry-After of a 503 from a broker.
 const BROKER_RETRY_AFTER_SECS: u64 = 5;
 
@@ -212,8 +214,10 @@ fn parse_limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
 /// What is wrong with `id` as a message id: any text a broker could carry,
 /// but not empty, not longer than AMQP allows, no control characters.
 fn message_id_problem(id: &str) -> Option<String> {
-    if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN {
-        return Some(format!("must be 1 to {MAX_MESSAGE_ID_LEN} bytes"));
+    // Characters, as the document's `maxLength` counts: an id longer in
+    // bytes than AMQP allows names no letter, and is simply not found.
+    if id.is_empty() || id.chars().count() > MAX_MESSAGE_ID_LEN {
+        return Some(format!("must be 1 to {MAX_MESSAGE_ID_LEN} characters"));
     }
     id.chars().any(char::is_control).then(|| "may not contain control characters".to_owned())
 }
@@ -249,7 +253,7 @@ async fn list(
     security(("admin_token" = [])),
     params(
         DestinationPath,
-        ("message_id" = String, Path, description = "The letter's message id (1 to 255 bytes, no control characters)."),
+        ("message_id" = String, Path, description = "The letter's message id.", min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"),
     ),
     responses(
         (status = 200, description = "The letter in full.", body = DeadLetter),
@@ -270,14 +274,55 @@ async fn show(
 }
 
 /// Which letters to replay: one by `message_id`, or (Kafka) those of one
-/// partition `up_to` an offset; no body, or `{}`, for all.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// partition `up_to` an offset; `{}`, `null` or no body for all.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
-    #[schema(required = false, nullable = false)]
+    #[serde(default, deserialize_with = "present")]
     message_id: Option<String>,
-    #[schema(required = false, nullable = false)]
+    #[serde(default, deserialize_with = "present")]
     up_to: Option<KafkaPosition>,
+}
+
+/// A field that may be absent but, when present, is not `null`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// Written out rather than derived: one of the three shapes exactly, so the
+/// document says that both fields at once (or a `null` field) is refused,
+/// while the struct above keeps serde's errors naming the field.
+impl utoipa::PartialSchema for ReplayRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let closed = || Some(AdditionalProperties::FreeForm(false));
+        let message_id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_MESSAGE_ID_LEN))
+            .pattern(Some(MESSAGE_ID_PATTERN));
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .property("message_id", message_id)
+                    .required("message_id")
+                    .additional_properties(closed()),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .property("up_to", utoipa::openapi::Ref::from_schema_name("KafkaPosition"))
+                    .required("up_to")
+                    .additional_properties(closed()),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Object).additional_properties(closed()))
+            .into()
+    }
+}
+
+impl ToSchema for ReplayRequest {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push(("KafkaPosition".into(), <KafkaPosition as utoipa::PartialSchema>::schema()));
+    }
 }
 
 #[utoipa::path(
@@ -303,12 +348,13 @@ async fn replay(
 ) -> Result<Response, ApiError> {
     let Path(dlq) = path?;
     let destination = state.own(&dlq)?;
-    // No body means all; a body must be JSON.
+    // No body (or JSON `null`) means all; a body must be JSON.
+    let text = body.trim_ascii();
     let request: ReplayRequest =
-        if body.iter().all(u8::is_ascii_whitespace) { ReplayRequest::default() } else { crate::json::parse(&body)? };
+        if text.is_empty() || text == b"null" { ReplayRequest::default() } else { crate::json::parse(&body)? };
     let selection = match request {
         ReplayRequest { message_id: Some(_), up_to: Some(_) } => {
-            return Err(ApiError::BadRequest("give either message_id or up_to, not both".into()));
+            return Err(ApiError::validation("up_to", "give either message_id or up_to, not both"));
         }
         ReplayRequest { message_id: Some(id), .. } => match message_id_problem(&id) {
             Some(problem) => return Err(ApiError::validation("message_id", problem)),
@@ -437,6 +483,8 @@ mod tests {
             (r#"{"up_to": {"partition": 0, "offset": -5}}"#, "up_to.offset"),
             (r#"{"up_to": {"partition": "x", "offset": 0}}"#, "up_to.partition"),
             (r#"{"all": true}"#, "all"),
+            (r#"{"message_id": null}"#, "message_id"),
+            (r#"{"message_id": "m", "up_to": {"partition": 0, "offset": 1}}"#, "up_to"),
         ] {
             let (status, answer) = answer(app(), replay(body)).await;
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");

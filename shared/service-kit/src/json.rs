@@ -56,6 +56,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Ok(value)
         }
         Err(e) => {
+            if e.inner().to_string().starts_with("invalid type: floating point") {
+                if let Some(value) = with_whole_numbers_as_integers(bytes) {
+                    return Ok(value);
+                }
+            }
             let path = e.path().to_string();
             let inner = e.into_inner();
             if inner.is_syntax() || inner.is_eof() {
@@ -78,6 +83,31 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Err(ApiError::Validation { field, message })
         }
     }
+}
+
+/// JSON does not tell `2` from `2.0`, and JSON Schema (the OpenAPI
+/// documents) calls both integers; serde refuses `2.0` for an integer
+/// field. A body refused for that alone is read again with every whole
+/// number as an integer. Only then, so that the first reading still sees
+/// what a `Value` would hide (a repeated field).
+fn with_whole_numbers_as_integers<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    fn normalize(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Number(number) => {
+                let whole = number.as_f64().filter(|f| f.fract() == 0.0 && number.is_f64());
+                // Within ±2^53 a float is an exact integer; beyond, leave it refused.
+                if let Some(whole) = whole.filter(|f| f.abs() <= 9_007_199_254_740_992.0) {
+                    *number = serde_json::Number::from(whole as i64);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(normalize),
+            serde_json::Value::Object(map) => map.values_mut().for_each(normalize),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    normalize(&mut value);
+    serde_json::from_value(value).ok()
 }
 
 #[cfg(test)]
@@ -118,6 +148,13 @@ mod tests {
             field_of(r#"{"customer_id": "c", "lines": [{"sku": "a", "sku": "b", "quantity": 1}]}"#),
             "lines[0].sku"
         );
+    }
+
+    #[test]
+    fn a_whole_number_written_as_a_float_is_an_integer() {
+        let body = parse::<Body>(br#"{"customer_id": "c", "lines": [{"sku": "a", "quantity": 2.0}]}"#).unwrap();
+        assert_eq!(body.lines[0].quantity, 2);
+        assert_eq!(field_of(r#"{"customer_id": "c", "lines": [{"sku": "a", "quantity": 2.5}]}"#), "lines[0].quantity");
     }
 
     #[test]
