@@ -30,7 +30,7 @@ const MAX_EXAMPLES: u32 = 40;
 const SERVICE_TIME_LIMIT: Duration = Duration::from_secs(3 * 60);
 /// Above the services' own request timeout (10 s), so that a slow answer is
 /// their 408, which the document describes, not a missing one.
-const REQUEST_TIMEOUT_SECS: &str = "20";
+const REQUEST_TIMEOUT_SECS: &str = "40";
 /// Every phase: the document's examples, the deterministic boundary and
 /// negative cases (coverage), random cases (fuzzing), and sequences that
 /// follow the links schemathesis infers, such as `Location` (stateful).
