@@ -28,7 +28,7 @@ const SEED: u64 = 20_261_207;
 const MAX_EXAMPLES: u32 = 40;
 /// One service's run, past which schemathesis is killed and the test fails.
 const SERVICE_TIME_LIMIT: Duration = Duration::from_secs(3 * 60);
-/// Above the services' own request timeout (10 s), so that a slow answer is
+/// Above the services' own request timeout (30 s in this test), so that a slow answer is
 /// their 408, which the document describes, not a missing one.
 const REQUEST_TIMEOUT_SECS: &str = "40";
 /// Every phase: the document's examples, the deterministic boundary and
