@@ -356,6 +356,12 @@ pub async fn test(extra_args: &[String]) -> Result<()> {
     tools::ensure_docker_compose().await.context("installing docker-compose (validates docker-compose.yml)")?;
     tools::ensure_chromium().await.context("installing Chromium and chromedriver (the console's browser tests)")?;
     let stack = Stack::test(&root);
+    // The API fuzz test's schemathesis (PyPI, a virtual environment under
+    // the stack's folder): installed here so that a machine without Python
+    // fails at once, saying so, not half an hour into the tests.
+    crate::schemathesis::ensure_schemathesis(stack.dir())
+        .await
+        .context("installing schemathesis (the API fuzz test)")?;
     stack.start_infra().await.context("starting the test infrastructure stack")?;
     // Every test works in a namespace of its own, so what earlier runs left
     // in the broker is garbage; Tansu slows down as it piles up, until
