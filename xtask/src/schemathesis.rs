@@ -160,7 +160,7 @@ async fn python() -> Result<PathBuf> {
         None => match tools::find_on_path("python3") {
             Some(found) => found,
             None => {
-                apt_install("python3 is not on PATH").await?;
+                tools::apt_install(&anyhow::anyhow!("python3 is not on PATH"), APT_PYTHON).await?;
                 tools::find_on_path("python3").with_context(|| format!("python3 still missing after `{APT_PYTHON}`"))?
             }
         },
@@ -199,7 +199,7 @@ async fn create_venv(python: &Path, venv: &Path) -> Result<()> {
         output.status,
         both_streams(&output)
     );
-    apt_install(&first).await?;
+    tools::apt_install(&anyhow::anyhow!("{first}"), APT_PYTHON).await?;
     // The failed attempt leaves a virtual environment without pip.
     if venv.exists() {
         std::fs::remove_dir_all(venv).with_context(|| format!("removing {}", venv.display()))?;
@@ -207,25 +207,6 @@ async fn create_venv(python: &Path, venv: &Path) -> Result<()> {
     let output = run().await.with_context(|| format!("running {} -m venv", python.display()))?;
     if !output.status.success() {
         bail!("{first}\nand again after `{APT_PYTHON}` ({}):\n{}", output.status, both_streams(&output));
-    }
-    Ok(())
-}
-
-/// Like the runner's other tools: apt-get as root, else the command to run.
-async fn apt_install(missing: &str) -> Result<()> {
-    let is_root = nix::unistd::geteuid().is_root();
-    if !(is_root && tools::find_on_path("apt-get").is_some()) {
-        bail!("{missing}\nrun as root: `{APT_PYTHON}`");
-    }
-    println!("{missing}\nInstalling with `{APT_PYTHON}`…");
-    let status = Command::new("sh")
-        .args(["-c", APT_PYTHON])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .await
-        .context("running apt-get")?;
-    if !status.success() {
-        bail!("{missing}\n`{APT_PYTHON}` failed with {status}");
     }
     Ok(())
 }

@@ -275,7 +275,9 @@ pub async fn ensure_chromium() -> Result<()> {
     }
 }
 
-async fn apt_install(missing: &anyhow::Error, command: &str) -> Result<()> {
+/// Runs `command` (an apt-get install) as root, or fails naming `missing`
+/// and the command to run.
+pub(crate) async fn apt_install(missing: &anyhow::Error, command: &str) -> Result<()> {
     let is_root = nix::unistd::geteuid().is_root();
     let has_apt = find_on_path("apt-get").is_some();
     if !(is_root && has_apt) {

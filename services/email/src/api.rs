@@ -39,7 +39,6 @@ struct OrderQuery {
 
 /// `GET /emails?order_id=`: every e-mail recorded for the order, with its
 /// delivery state.
-/// `GET /emails?order_id=`: the e-mails recorded for the order, and their SMTP delivery.
 #[utoipa::path(get, path = "/emails", operation_id = "emails_of_order", tag = "email", params(OrderQuery), responses((status = 200, body = OrderEmails)))]
 async fn of_order(
     State(pool): State<PgPool>,
@@ -51,10 +50,10 @@ async fn of_order(
 }
 
 /// `GET /emails/{id}`: one recorded e-mail with its delivery state.
-/// `GET /emails/{id}`.
 #[utoipa::path(
     get,
-    path = "/emails/{id}", operation_id = "get_email",
+    path = "/emails/{id}",
+    operation_id = "get_email",
     tag = "email",
     params(("id" = uuid::Uuid, Path, description = "The e-mail id.")),
     responses((status = 200, body = store::SentEmail), (status = 404, response = NotFound))

@@ -48,7 +48,6 @@ enum SendRequest {
 }
 
 /// `POST /sync/emails`: 200 with the kinds recorded now (none when asked again).
-/// `POST /sync/emails`: the order's e-mails recorded once (the sender delivers them over SMTP).
 #[utoipa::path(
     post,
     path = "/sync/emails",

@@ -34,10 +34,10 @@ struct LoyaltyAccount {
 
 /// `GET /customers/{id}/loyalty`: balance and ledger; 404 for a customer
 /// who never earned points.
-/// `GET /customers/{id}/loyalty`: the customer's balance and ledger.
 #[utoipa::path(
     get,
-    path = "/customers/{id}/loyalty", operation_id = "get_loyalty_account",
+    path = "/customers/{id}/loyalty",
+    operation_id = "get_loyalty_account",
     tag = "loyalty",
     params(("id" = String, Path, description = "The customer id.", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")),
     responses((status = 200, body = LoyaltyAccount), (status = 404, response = NotFound))

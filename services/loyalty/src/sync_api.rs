@@ -38,7 +38,6 @@ struct Credited {
 
 /// `POST /sync/credits` (the `OrderPaid` fields): 200 with the points the
 /// order earned (credited now, or before).
-/// `POST /sync/credits` (the `OrderPaid` fields): the order's points credited once.
 #[utoipa::path(post, path = "/sync/credits", operation_id = "sync_credit_points", tag = "loyalty", request_body = OrderPaid, responses((status = 200, body = Credited), (status = 422, response = ValidationFailed)))]
 async fn credit(State(state): State<SyncState>, ApiJson(paid): ApiJson<OrderPaid>) -> Result<Json<Credited>, ApiError> {
     if paid.amount_cents < 0 {

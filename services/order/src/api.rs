@@ -190,7 +190,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// them after the commit. Answers 202 with the order's location.
 #[utoipa::path(
     post,
-    path = "/orders", operation_id = "place_order",
+    path = "/orders",
+    operation_id = "place_order",
     tag = "order",
     params(IdempotencyHeader),
     request_body = PlaceOrderRequest,
@@ -329,7 +330,8 @@ fn accepted(order_id: Uuid, status: &str, replayed: bool) -> Response {
 /// `GET /orders/{id}`: the order, its lines, its status history and trace id.
 #[utoipa::path(
     get,
-    path = "/orders/{id}", operation_id = "get_order",
+    path = "/orders/{id}",
+    operation_id = "get_order",
     tag = "order",
     params(("id" = Uuid, Path, description = "The order id.")),
     responses((status = 200, body = store::OrderView), (status = 404, response = NotFound))

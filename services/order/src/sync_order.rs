@@ -220,7 +220,8 @@ impl Call<'_> {
 /// payment refused it), 502/503/504 naming the service that did not.
 #[utoipa::path(
     post,
-    path = "/orders/sync", operation_id = "place_order_sync",
+    path = "/orders/sync",
+    operation_id = "place_order_sync",
     tag = "order",
     request_body = PlaceOrderRequest,
     responses(

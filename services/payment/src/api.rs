@@ -62,7 +62,8 @@ struct PaymentWithRefund {
 /// `GET /payments/{payment_id}`: the payment and its refund, if any.
 #[utoipa::path(
     get,
-    path = "/payments/{payment_id}", operation_id = "get_payment",
+    path = "/payments/{payment_id}",
+    operation_id = "get_payment",
     tag = "payment",
     params(("payment_id" = uuid::Uuid, Path, description = "The payment id.")),
     responses((status = 200, body = PaymentWithRefund), (status = 404, response = NotFound))

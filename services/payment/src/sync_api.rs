@@ -41,7 +41,6 @@ enum ChargeAnswer {
 
 /// `POST /sync/payments` (the `ProcessPayment` fields): 200 with
 /// `succeeded` and the payment id, or `declined` and the reason.
-/// `POST /sync/payments`: the order charged once; the same answer again for the same order.
 #[utoipa::path(
     post,
     path = "/sync/payments",
@@ -89,7 +88,6 @@ struct RefundRequest {
 }
 
 /// `POST /sync/refunds`: the order's charge returned in full; idempotent.
-/// `POST /sync/refunds`: the order's charge returned in full, once.
 #[utoipa::path(post, path = "/sync/refunds", operation_id = "sync_refund", tag = "payment", request_body = RefundRequest, responses((status = 200, body = PaymentRefunded)))]
 async fn refund(
     State(state): State<PaymentSync>,

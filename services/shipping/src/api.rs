@@ -39,7 +39,6 @@ struct OrderQuery {
 
 /// `GET /shipments?order_id=`: the order's shipment, in a list (empty until
 /// the order is paid).
-/// `GET /shipments?order_id=`: the order's shipments.
 #[utoipa::path(get, path = "/shipments", operation_id = "shipments_of_order", tag = "shipping", params(OrderQuery), responses((status = 200, body = OrderShipments)))]
 async fn of_order(
     State(pool): State<PgPool>,
@@ -51,10 +50,10 @@ async fn of_order(
 }
 
 /// `GET /shipments/{id}`
-/// `GET /shipments/{id}`.
 #[utoipa::path(
     get,
-    path = "/shipments/{id}", operation_id = "get_shipment",
+    path = "/shipments/{id}",
+    operation_id = "get_shipment",
     tag = "shipping",
     params(("id" = uuid::Uuid, Path, description = "The shipment id.")),
     responses((status = 200, body = store::Shipment), (status = 404, response = NotFound))

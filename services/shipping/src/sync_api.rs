@@ -41,7 +41,6 @@ struct ShipRequest {
 
 /// `POST /sync/shipments`: 200 with the order's shipment (the one it
 /// already has, when asked again).
-/// `POST /sync/shipments`: the order's shipment, scheduled once; the same one again for the same order.
 #[utoipa::path(post, path = "/sync/shipments", operation_id = "sync_schedule_shipment", tag = "shipping", request_body = ShipRequest, responses((status = 200, body = store::Shipment)))]
 async fn schedule(
     State(state): State<ShippingSync>,

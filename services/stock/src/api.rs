@@ -52,7 +52,8 @@ async fn list(State(pool): State<PgPool>) -> Result<Response, ApiError> {
 /// `GET /stock/{sku}`.
 #[utoipa::path(
     get,
-    path = "/stock/{sku}", operation_id = "get_stock_item",
+    path = "/stock/{sku}",
+    operation_id = "get_stock_item",
     tag = "stock",
     params(("sku" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")),
     responses((status = 200, body = store::Product), (status = 404, response = NotFound))

@@ -61,10 +61,10 @@ struct Released {
 }
 
 /// `POST /sync/reservations`: 200 with `reserved` (priced lines) or `rejected`.
-/// `POST /sync/reservations`: every line reserved, or none; the same answer again for the same order.
 #[utoipa::path(
     post,
-    path = "/sync/reservations", operation_id = "sync_reserve_stock",
+    path = "/sync/reservations",
+    operation_id = "sync_reserve_stock",
     tag = "stock",
     request_body = ReserveRequest,
     responses(
@@ -91,7 +91,6 @@ struct ReleaseRequest {
 }
 
 /// `POST /sync/releases`: the order's stock back; idempotent.
-/// `POST /sync/releases`: the order's reserved lines returned to stock; idempotent.
 #[utoipa::path(post, path = "/sync/releases", operation_id = "sync_release_stock", tag = "stock", request_body = ReleaseRequest, responses((status = 200, body = Released)))]
 async fn release(
     State(state): State<SyncState>,

@@ -167,7 +167,8 @@ fn api_error(e: DeadLetterError) -> ApiError {
 
 #[utoipa::path(
     get,
-    path = "/admin/dead-letters", operation_id = "dead_letter_summary",
+    path = "/admin/dead-letters",
+    operation_id = "dead_letter_summary",
     tag = "dead letters",
     security(("admin_token" = [])),
     responses(
@@ -224,7 +225,8 @@ fn message_id_problem(id: &str) -> Option<String> {
 
 #[utoipa::path(
     get,
-    path = "/admin/dead-letters/{dlq}", operation_id = "list_dead_letters",
+    path = "/admin/dead-letters/{dlq}",
+    operation_id = "list_dead_letters",
     tag = "dead letters",
     security(("admin_token" = [])),
     params(DestinationPath, ListQuery),
@@ -248,7 +250,8 @@ async fn list(
 
 #[utoipa::path(
     get,
-    path = "/admin/dead-letters/{dlq}/{message_id}", operation_id = "show_dead_letter",
+    path = "/admin/dead-letters/{dlq}/{message_id}",
+    operation_id = "show_dead_letter",
     tag = "dead letters",
     security(("admin_token" = [])),
     params(
@@ -327,7 +330,8 @@ impl ToSchema for ReplayRequest {
 
 #[utoipa::path(
     post,
-    path = "/admin/dead-letters/{dlq}/replay", operation_id = "replay_dead_letters",
+    path = "/admin/dead-letters/{dlq}/replay",
+    operation_id = "replay_dead_letters",
     tag = "dead letters",
     security(("admin_token" = [])),
     params(DestinationPath),
@@ -377,7 +381,8 @@ async fn replay(
 
 #[utoipa::path(
     post,
-    path = "/admin/dead-letters/{dlq}/purge", operation_id = "purge_dead_letters",
+    path = "/admin/dead-letters/{dlq}/purge",
+    operation_id = "purge_dead_letters",
     tag = "dead letters",
     security(("admin_token" = [])),
     params(DestinationPath),

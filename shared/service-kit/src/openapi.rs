@@ -188,7 +188,8 @@ shared_error_answers!(
 /// `GET /openapi.json`.
 #[utoipa::path(
     get,
-    path = "/openapi.json", operation_id = "openapi_document",
+    path = "/openapi.json",
+    operation_id = "openapi_document",
     tag = "operations",
     responses((status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json", body = Object))
 )]

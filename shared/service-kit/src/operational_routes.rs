@@ -90,7 +90,8 @@ async fn live(State(op): State<Operational>) -> Response {
 
 #[utoipa::path(
     get,
-    path = "/health/ready", operation_id = "health_ready",
+    path = "/health/ready",
+    operation_id = "health_ready",
     tag = "operations",
     responses(
         (status = 200, description = "Every component is ready.", body = Ready),
@@ -113,7 +114,8 @@ async fn ready(State(op): State<Operational>) -> Response {
 
 #[utoipa::path(
     get,
-    path = "/metrics", operation_id = "metrics",
+    path = "/metrics",
+    operation_id = "metrics",
     tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4.", content_type = "text/plain", body = String))
 )]
