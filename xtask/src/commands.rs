@@ -346,6 +346,26 @@ const LOG_TAILING_PASS_SKIPS: &[&str] = &[
     "negative_control",
 ];
 
+/// `cargo xtask bench`: the benchmarks, built in release (debug figures
+/// would measure the compiler's checks), on the test stack; each writes its
+/// report under target/bench/.
+pub fn bench(extra_args: &[String]) -> Result<()> {
+    let root = crate::repo_root();
+    let report_dir = services::target_dir(&root).join("bench");
+    let status = std::process::Command::new(cargo())
+        .args(["run", "--release", "-p", "load-tests", "--bin", "relays", "--", "--report"])
+        .arg(&report_dir)
+        .args(extra_args)
+        .current_dir(&root)
+        .status()
+        .context("running the relay benchmark")?;
+    if !status.success() {
+        bail!("the relay benchmark failed ({status})");
+    }
+    println!("reports in {}", report_dir.display());
+    Ok(())
+}
+
 /// `cargo xtask test`: everything the tests need on a fresh machine (tools,
 /// the test infrastructure stack, the service binaries), then every test of
 /// the workspace. Extra arguments go to `cargo test` after `--`.

@@ -55,6 +55,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks, release build, on the test stack: the outbox relays
+    /// against raw publishing; a report (HTML and JSON) under target/bench/.
+    Bench {
+        /// Passed to the benchmark (e.g. `--messages 20000 --rates 100,1000`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Place mixed orders while killing services and brokers on a seeded
     /// schedule, drain, and check every invariant (always on the chaos stack).
     Chaos {
@@ -239,6 +246,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", xtask::lesson::coupling(&Stack::chaos(&repo_root), options).await?);
             Ok(())
         }
+        Command::Bench { args } => commands::bench(&args),
         Command::SuperviseKafka => xtask::kafka_supervisor::supervise(&stack).await,
         Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
         Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,

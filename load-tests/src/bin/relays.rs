@@ -1,25 +1,32 @@
-//! The two outbox relays side by side, on the same PostgreSQL and RabbitMQ
-//! in one run (the test stack's): messages per second at saturation, the
-//! time from a row's commit to its broker confirmation at a fixed rate, and
-//! what each relay costs the database, idle and busy (transactions per
-//! second on its database, CPU of the server processes serving it, the
-//! WAL sender included). Figures, not pass/fail.
+//! The two outbox relays side by side, and beside RabbitMQ's own speed, on
+//! the same PostgreSQL and RabbitMQ in one run (the test stack's): messages
+//! per second at saturation, the time from a row's commit to its broker
+//! confirmation at fixed rates (p50, p99, p99.9), and what each relay costs
+//! the database, idle and busy (transactions per second on its database, CPU
+//! of the server processes serving it, the WAL sender included). The
+//! baseline is raw publishing with confirmation: the same messages through
+//! the same publisher (`AmqpPublisher`, the same confirm window as the
+//! relay's batches and lanes) with no database at all. Figures, not
+//! pass/fail: a report (HTML with charts, and JSON) under `--report`.
 //!
 //! ```text
-//! cargo run --release -p load-tests --bin relays
-//! cargo run --release -p load-tests --bin relays -- --messages 20000 --rate 200
+//! cargo xtask bench
+//! cargo run --release -p load-tests --bin relays -- --messages 20000 --rates 100,1000
 //! ```
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use contracts::catalogue::{OrderLine, ReserveStock};
+use futures::StreamExt;
 use health::Readiness;
+use load_tests::report::{Chart, Report, Table, figure};
 use messaging::amqp::{AmqpConnector, AmqpPublisher};
 use messaging::log_tailing::{LogTailingConfig, LogTailingRelay, RelayMode, slot};
 use messaging::relay::{OutboxRelay, RelayConfig};
 use messaging::{MessageFactory, Outbox, OutboxMessage};
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use system_tests::{fresh_database, test_stack, unique_namespace};
@@ -37,21 +44,37 @@ struct Args {
     /// Messages per transaction when saturating.
     #[arg(long, default_value_t = 10)]
     per_transaction: usize,
-    /// Messages per second, one per transaction, for the latency figure.
-    #[arg(long, default_value_t = 100.0)]
-    rate: f64,
-    /// How long the fixed rate and the idle measurement each last, seconds.
+    /// Fixed rates (messages per second, one per transaction) for the
+    /// latency figures; 50 % of each one's saturation rate is added.
+    #[arg(long, value_delimiter = ',', default_values_t = [100.0, 1000.0])]
+    rates: Vec<f64>,
+    /// How long each fixed rate and the idle measurement last, seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Where the report goes (relays.html, relays.json).
+    #[arg(long, default_value = "target/bench")]
+    report: PathBuf,
 }
 
+/// The figures of one way of getting messages to the broker.
 struct Figures {
-    relay: RelayMode,
+    name: &'static str,
     saturated_per_second: f64,
-    latency_ms: [f64; 3],
-    idle: DatabaseCost,
-    busy: DatabaseCost,
+    /// One per fixed rate: (asked rate, achieved rate, latency percentiles).
+    at_rates: Vec<AtRate>,
+    /// The relays' cost to their database; none for raw publishing.
+    idle: Option<DatabaseCost>,
+    busy: Option<DatabaseCost>,
 }
+
+struct AtRate {
+    asked: f64,
+    achieved: f64,
+    /// p50, p99, p99.9, max (ms).
+    latency_ms: [f64; 4],
+}
+
+const PERCENTILES: [(&str, f64); 4] = [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)];
 
 /// What one relay costs its database over a window.
 #[derive(Clone, Copy)]
@@ -67,32 +90,277 @@ async fn main() -> Result<()> {
     let stack = test_stack().await;
     stack.start_infra().await.context("starting the test stack")?;
     println!(
-        "outbox relays: {} messages in transactions of {} at saturation; {} msg/s for {} s for latency; RabbitMQ",
-        args.messages, args.per_transaction, args.rate, args.seconds
+        "outbox relays: {} messages in transactions of {} at saturation; {:?} msg/s and 50 % of saturation for {} s each; RabbitMQ",
+        args.messages, args.per_transaction, args.rates, args.seconds
     );
-    let mut all = Vec::new();
+    let mut all = vec![raw_publish(&args).await.context("raw publishing")?];
     for relay in [RelayMode::Polling, RelayMode::LogTailing] {
         all.push(measure(&args, relay).await.with_context(|| format!("{relay:?}"))?);
     }
-    println!();
-    println!("{:<44} {:>14} {:>14}", "", "polling", "log tailing");
-    let row = |label: &str, value: &dyn Fn(&Figures) -> String| {
-        println!("{label:<44} {:>14} {:>14}", value(&all[0]), value(&all[1]));
-    };
-    row("messages per second at saturation", &|f| format!("{:.0}", f.saturated_per_second));
-    for (i, p) in ["p50", "p99", "max"].iter().enumerate() {
-        row(&format!("commit → confirmed and marked, {p} (ms)"), &|f| format!("{:.1}", f.latency_ms[i]));
-    }
-    row("idle: database transactions per second (net)", &|f| format!("{:.2}", f.idle.transactions_per_second));
-    row("idle: database CPU (ms per second)", &|f| format!("{:.2}", f.idle.cpu_ms_per_second));
-    row("busy: database transactions per second", &|f| format!("{:.1}", f.busy.transactions_per_second));
-    row("busy: database CPU (ms per second)", &|f| format!("{:.1}", f.busy.cpu_ms_per_second));
-    println!(
-        "log tailing ÷ polling: {:.2}× the saturation rate, {:.2}× the p50 latency",
-        all[1].saturated_per_second / all[0].saturated_per_second,
-        all[1].latency_ms[0] / all[0].latency_ms[0]
-    );
+    let report = report(&args, &all, xtask_stack_environment(stack).await);
+    print_tables(&report);
+    let html = report.write(&args.report, "relays").context("writing the report")?;
+    println!("report: {}", html.display());
     Ok(())
+}
+
+async fn xtask_stack_environment(stack: &xtask::Stack) -> Vec<(String, String)> {
+    load_tests::report::environment(stack).await
+}
+
+fn print_tables(report: &Report) {
+    for table in &report.tables {
+        println!("\n{}", table.title);
+        let widths: Vec<usize> = (0..table.header.len())
+            .map(|c| {
+                std::iter::once(&table.header)
+                    .chain(&table.rows)
+                    .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in std::iter::once(&table.header).chain(&table.rows) {
+            let cells: Vec<String> =
+                row.iter()
+                    .enumerate()
+                    .map(|(c, cell)| {
+                        if c == 0 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) }
+                    })
+                    .collect();
+            println!("{}", cells.join("  "));
+        }
+    }
+    println!();
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+}
+
+/// The report: tables, charts, ratios to raw publishing, the targets of
+/// issue 21 for the relay (≥ 0.8 × raw at saturation; p99 ≤ 20 ms at 1,000 msg/s).
+fn report(args: &Args, all: &[Figures], environment: Vec<(String, String)>) -> Report {
+    let raw = &all[0];
+    let mut header = vec![String::new()];
+    header.extend(all.iter().map(|f| f.name.to_owned()));
+    let mut rows = vec![];
+    let mut row = |label: String, value: &dyn Fn(&Figures) -> String| {
+        let mut cells = vec![label];
+        cells.extend(all.iter().map(value));
+        rows.push(cells);
+    };
+    row("messages per second at saturation".into(), &|f| figure(f.saturated_per_second));
+    row("÷ raw publishing".into(), &|f| format!("{:.2}", f.saturated_per_second / raw.saturated_per_second));
+    for i in 0..raw.at_rates.len() {
+        let asked = |f: &Figures| f.at_rates.get(i).map(|r| r.asked);
+        row(format!("fixed rate {} (msg/s asked)", i + 1), &|f| asked(f).map_or("–".into(), figure));
+        row("  achieved (msg/s)".into(), &|f| f.at_rates.get(i).map_or("–".into(), |r| figure(r.achieved)));
+        for (p, (name, _)) in PERCENTILES.iter().enumerate() {
+            row(format!("  commit → confirmed, {name} (ms)"), &|f| {
+                f.at_rates.get(i).map_or("–".into(), |r| format!("{:.2}", r.latency_ms[p]))
+            });
+        }
+    }
+    let cost = |c: Option<DatabaseCost>, v: fn(DatabaseCost) -> f64| c.map_or("–".into(), |c| format!("{:.2}", v(c)));
+    row("idle: database transactions per second (net)".into(), &|f| cost(f.idle, |c| c.transactions_per_second));
+    row("idle: database CPU (ms per second)".into(), &|f| cost(f.idle, |c| c.cpu_ms_per_second));
+    row("busy: database transactions per second".into(), &|f| cost(f.busy, |c| c.transactions_per_second));
+    row("busy: database CPU (ms per second)".into(), &|f| cost(f.busy, |c| c.cpu_ms_per_second));
+
+    let mut findings = vec![];
+    for relay in &all[1..] {
+        let ratio = relay.saturated_per_second / raw.saturated_per_second;
+        findings.push(format!(
+            "{}: {:.2} × raw publishing with confirmation at saturation (target ≥ 0.80: {})",
+            relay.name,
+            ratio,
+            if ratio >= 0.8 { "met" } else { "missed" }
+        ));
+        if let Some(at_1000) = relay.at_rates.iter().find(|r| (r.asked - 1000.0).abs() < 0.5) {
+            let p99 = at_1000.latency_ms[1];
+            findings.push(format!(
+                "{}: commit → confirmed p99 {:.1} ms at 1,000 msg/s asked ({} achieved; target ≤ 20 ms: {})",
+                relay.name,
+                p99,
+                figure(at_1000.achieved),
+                if p99 <= 20.0 { "met" } else { "missed" }
+            ));
+        }
+    }
+    findings.push(format!(
+        "log tailing ÷ polling: {:.2} × the saturation rate",
+        all[2].saturated_per_second / all[1].saturated_per_second
+    ));
+    let charts = vec![Chart {
+        title: "Messages per second at saturation (RabbitMQ, confirmed)".into(),
+        unit: "msg/s".into(),
+        bars: all.iter().map(|f| (f.name.to_owned(), f.saturated_per_second)).collect(),
+    }]
+    .into_iter()
+    .chain((0..raw.at_rates.len()).map(|i| {
+        Chart {
+            title: format!("p99 commit → confirmed at fixed rate {} (ms)", i + 1),
+            unit: "ms".into(),
+            bars: all
+                .iter()
+                .filter_map(|f| {
+                    let r = f.at_rates.get(i)?;
+                    Some((format!("{} @ {} msg/s", f.name, figure(r.asked)), r.latency_ms[1]))
+                })
+                .collect(),
+        }
+    }))
+    .collect();
+    let figures = serde_json::json!(all
+        .iter()
+        .map(|f| serde_json::json!({
+            "name": f.name,
+            "saturated_per_second": f.saturated_per_second,
+            "at_rates": f.at_rates.iter().map(|r| serde_json::json!({
+                "asked_per_second": r.asked,
+                "achieved_per_second": r.achieved,
+                "latency_ms": PERCENTILES.iter().zip(r.latency_ms).map(|((n, _), v)| (n.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            })).collect::<Vec<_>>(),
+            "idle": f.idle.map(|c| serde_json::json!({"transactions_per_second": c.transactions_per_second, "cpu_ms_per_second": c.cpu_ms_per_second})),
+            "busy": f.busy.map(|c| serde_json::json!({"transactions_per_second": c.transactions_per_second, "cpu_ms_per_second": c.cpu_ms_per_second})),
+        }))
+        .collect::<Vec<_>>());
+    Report {
+        title: "ordermesh: the outbox relays against raw publishing (RabbitMQ)".into(),
+        environment,
+        settings: vec![
+            ("messages at saturation".into(), args.messages.to_string()),
+            ("messages per transaction at saturation".into(), args.per_transaction.to_string()),
+            (
+                "fixed rates".into(),
+                format!("{:?} msg/s and 50 % of each saturation rate, one message per transaction", args.rates),
+            ),
+            ("each fixed rate and the idle window".into(), format!("{} s", args.seconds)),
+            ("relay".into(), format!("{:?}", RelayConfig::default())),
+            (
+                "raw publishing".into(),
+                format!(
+                    "the same messages, confirm window of {CONFIRM_WINDOW} messages in {LANES} lanes as the relay's batches"
+                ),
+            ),
+        ],
+        tables: vec![Table { title: "Relays and raw publishing, same broker, same run".into(), header, rows }],
+        charts,
+        findings,
+        figures,
+    }
+}
+
+/// The relay's confirm window: a batch of this many rows per lane, lanes at once.
+const CONFIRM_WINDOW: usize = 100;
+const LANES: usize = 4;
+
+/// Raw publishing with confirmation: the messages the relays publish, through
+/// the same publisher, without a database.
+async fn raw_publish(args: &Args) -> Result<Figures> {
+    let stack = test_stack().await;
+    let namespace = unique_namespace("benchraw");
+    let topology = contracts::Topology::new(format!("{namespace}."));
+    let amqp_url = stack.amqp_url();
+    let amqp = AmqpPublisher::new(AmqpConnector::new(&amqp_url, "bench-raw", Readiness::new()), topology.clone());
+    let queue = topology.stock_commands();
+    let factory = MessageFactory::new("bench");
+    let message = |i: usize| -> Result<OutboxMessage> { bench_message(&factory, &topology, &queue, i) };
+    // Settled in: the channel is open and the queue declared.
+    publish_all(&amqp, &[message(0)?]).await?;
+
+    let messages: Vec<OutboxMessage> = (1..=args.messages).map(message).collect::<Result<_>>()?;
+    let started = Instant::now();
+    let lanes: Vec<&[OutboxMessage]> = messages.chunks(CONFIRM_WINDOW).collect();
+    futures::stream::iter(lanes.into_iter().map(|chunk| publish_all(&amqp, chunk)))
+        .buffer_unordered(LANES)
+        .collect::<Vec<Result<()>>>()
+        .await
+        .into_iter()
+        .collect::<Result<()>>()?;
+    let saturated_per_second = args.messages as f64 / started.elapsed().as_secs_f64();
+
+    let mut at_rates = vec![];
+    for rate in fixed_rates(args, saturated_per_second) {
+        let count = (rate * args.seconds as f64) as usize;
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let start = tokio::time::Instant::now();
+        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut latencies = Vec::with_capacity(count);
+        // Open loop: each message at its time, confirms awaited aside.
+        for i in 0..count {
+            let due = start + interval * i as u32;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => break,
+                    Some(done) = pending.next(), if !pending.is_empty() => latencies.push(done?),
+                }
+            }
+            let one = message(args.messages + 1 + i)?;
+            let sent = Instant::now();
+            let confirm = send(&amqp, &one).await?;
+            pending.push(async move {
+                confirm.confirmed().await?;
+                Ok::<f64, anyhow::Error>(sent.elapsed().as_secs_f64() * 1000.0)
+            });
+        }
+        while let Some(done) = pending.next().await {
+            latencies.push(done?);
+        }
+        let achieved = count as f64 / start.elapsed().as_secs_f64();
+        at_rates.push(AtRate { asked: rate, achieved, latency_ms: percentiles(latencies) });
+    }
+    let _ = system_tests::brokers::delete_queue(&amqp_url, &queue).await;
+    println!("raw publishing: {saturated_per_second:.0} msg/s saturated");
+    Ok(Figures { name: "raw publish + confirm", saturated_per_second, at_rates, idle: None, busy: None })
+}
+
+/// Sends every message, then waits for every confirm.
+async fn publish_all(amqp: &AmqpPublisher, messages: &[OutboxMessage]) -> Result<()> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for m in messages {
+        confirms.push(send(amqp, m).await?);
+    }
+    for confirm in confirms {
+        confirm.confirmed().await?;
+    }
+    Ok(())
+}
+
+/// One message as the relay sends a row: its payload serialized, then
+/// published; the confirm comes later.
+async fn send(amqp: &AmqpPublisher, message: &OutboxMessage) -> Result<messaging::amqp::PendingConfirm> {
+    let messaging::Destination::Queue(queue) = &message.destination else {
+        anyhow::bail!("raw publishing measures RabbitMQ; {:?} is not a queue", message.destination);
+    };
+    let payload = serde_json::to_vec(&message.payload)?;
+    Ok(amqp.send(queue, &message.envelope, &payload, &[]).await?)
+}
+
+/// The asked rates, then half of the saturation rate.
+fn fixed_rates(args: &Args, saturated_per_second: f64) -> Vec<f64> {
+    let mut rates = args.rates.clone();
+    rates.push((saturated_per_second / 2.0).round().max(1.0));
+    rates
+}
+
+fn percentiles(mut latencies: Vec<f64>) -> [f64; 4] {
+    if latencies.is_empty() {
+        return [f64::NAN; 4];
+    }
+    latencies.sort_by(f64::total_cmp);
+    PERCENTILES.map(|(_, p)| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize])
+}
+
+fn bench_message(
+    factory: &MessageFactory,
+    topology: &contracts::Topology,
+    queue: &str,
+    i: usize,
+) -> Result<OutboxMessage> {
+    let payload =
+        ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: format!("SKU-{i}"), quantity: 1 }] };
+    Ok(factory.command(queue, &format!("agg-{}", i % 64), &topology.order_replies(), None, &payload)?)
 }
 
 async fn measure(args: &Args, mode: RelayMode) -> Result<Figures> {
@@ -129,11 +397,7 @@ async fn measure(args: &Args, mode: RelayMode) -> Result<Figures> {
     };
     let queue = topology.stock_commands();
     let factory = MessageFactory::new("bench");
-    let message = |i: usize| -> Result<OutboxMessage> {
-        let payload =
-            ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: format!("SKU-{i}"), quantity: 1 }] };
-        Ok(factory.command(&queue, &format!("agg-{}", i % 64), &topology.order_replies(), None, &payload)?)
-    };
+    let message = |i: usize| -> Result<OutboxMessage> { bench_message(&factory, &topology, &queue, i) };
     // Settled in: the slot exists and streams, the first connections are open.
     write(&pool, &[message(0)?]).await?;
     wait_sent(&pool, 1, Duration::from_secs(60)).await?;
@@ -160,25 +424,30 @@ async fn measure(args: &Args, mode: RelayMode) -> Result<Figures> {
     written?;
     let saturated_per_second = args.messages as f64 / started.elapsed().as_secs_f64();
 
-    let first_id: i64 = sqlx::query_scalar("SELECT max(id) FROM outbox").fetch_one(&pool).await?;
-    let count = (args.rate * args.seconds as f64) as usize;
-    let interval = Duration::from_secs_f64(1.0 / args.rate);
-    let start = tokio::time::Instant::now();
-    // Open loop: each message at its scheduled time, whether or not the
-    // relay kept up with the ones before.
-    for i in 0..count {
-        tokio::time::sleep_until(start + interval * i as u32).await;
-        write(&pool, &[message(args.messages + 1 + i)?]).await?;
+    let mut at_rates = vec![];
+    let mut next = args.messages + 1;
+    for rate in fixed_rates(args, saturated_per_second) {
+        let first_id: i64 = sqlx::query_scalar("SELECT max(id) FROM outbox").fetch_one(&pool).await?;
+        let count = (rate * args.seconds as f64) as usize;
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let start = tokio::time::Instant::now();
+        // Open loop: each message at its scheduled time, whether or not the
+        // relay kept up with the ones before.
+        for i in 0..count {
+            tokio::time::sleep_until(start + interval * i as u32).await;
+            write(&pool, &[message(next + i)?]).await?;
+        }
+        let achieved = count as f64 / start.elapsed().as_secs_f64();
+        next += count;
+        wait_sent(&pool, next as i64, Duration::from_secs(120)).await?;
+        let latencies: Vec<f64> = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM sent_at - created_at) * 1000)::float8 FROM outbox WHERE id > $1",
+        )
+        .bind(first_id)
+        .fetch_all(&pool)
+        .await?;
+        at_rates.push(AtRate { asked: rate, achieved, latency_ms: percentiles(latencies) });
     }
-    wait_sent(&pool, 1 + (args.messages + count) as i64, Duration::from_secs(120)).await?;
-    let mut latencies: Vec<f64> = sqlx::query_scalar(
-        "SELECT (extract(epoch FROM sent_at - created_at) * 1000)::float8 FROM outbox WHERE id > $1",
-    )
-    .bind(first_id)
-    .fetch_all(&pool)
-    .await?;
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
 
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
@@ -186,16 +455,12 @@ async fn measure(args: &Args, mode: RelayMode) -> Result<Figures> {
     pool.close().await;
     stack.drop_database(&database).await?;
     let _ = system_tests::brokers::delete_queue(&amqp_url, &queue).await;
-    let figures =
-        Figures { relay: mode, saturated_per_second, latency_ms: [pct(0.5), pct(0.99), pct(1.0)], idle, busy };
-    println!(
-        "{:?}: {:.0} msg/s saturated, p50 {:.1} ms at {} msg/s; idle {:.2} tx/s",
-        figures.relay,
-        figures.saturated_per_second,
-        figures.latency_ms[0],
-        args.rate,
-        figures.idle.transactions_per_second
-    );
+    let name = match mode {
+        RelayMode::Polling => "polling relay",
+        RelayMode::LogTailing => "log-tailing relay",
+    };
+    let figures = Figures { name, saturated_per_second, at_rates, idle: Some(idle), busy: Some(busy) };
+    println!("{name}: {saturated_per_second:.0} msg/s saturated");
     Ok(figures)
 }
 

@@ -1,0 +1,3 @@
+//! What the benchmarks share: the report they write.
+
+pub mod report;
