@@ -16,11 +16,13 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use contracts::catalogue::{OrderLine, ReserveStock};
+use contracts::catalogue::{OrderLine, OrderPlaced, ReserveStock};
+use contracts::topology::EVENT_TOPIC_PARTITIONS;
 use futures::StreamExt;
 use health::Readiness;
 use load_tests::report::{Chart, Report, Table, figure};
 use messaging::amqp::{AmqpConnector, AmqpPublisher};
+use messaging::kafka::KafkaPublisher;
 use messaging::log_tailing::{LogTailingConfig, LogTailingRelay, RelayMode, slot};
 use messaging::relay::{OutboxRelay, RelayConfig};
 use messaging::{MessageFactory, Outbox, OutboxMessage};
@@ -51,9 +53,155 @@ struct Args {
     /// How long each fixed rate and the idle measurement last, seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// The brokers to measure, each on its own: `rabbitmq`, `kafka`.
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["rabbitmq", "kafka"])]
+    brokers: Vec<Broker>,
+    /// Kafka: messages at saturation (the local Kafka, Tansu on SQLite, is
+    /// far slower than RabbitMQ; the same count would take minutes).
+    #[arg(long, default_value_t = 2_000)]
+    kafka_messages: usize,
+    /// Kafka: the fixed rates (50 % of saturation is added).
+    #[arg(long, value_delimiter = ',', default_values_t = [100.0])]
+    kafka_rates: Vec<f64>,
     /// Where the report goes (relays.html, relays.json).
     #[arg(long, default_value = "target/bench")]
     report: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Broker {
+    Rabbitmq,
+    Kafka,
+}
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Rabbitmq => "RabbitMQ",
+            Broker::Kafka => "Kafka",
+        }
+    }
+}
+
+/// What one broker's runs are asked to do.
+struct Plan {
+    broker: Broker,
+    messages: usize,
+    per_transaction: usize,
+    rates: Vec<f64>,
+    seconds: u64,
+}
+
+impl Plan {
+    fn of(args: &Args, broker: Broker) -> Plan {
+        let (messages, rates) = match broker {
+            Broker::Rabbitmq => (args.messages, args.rates.clone()),
+            Broker::Kafka => (args.kafka_messages, args.kafka_rates.clone()),
+        };
+        Plan { broker, messages, per_transaction: args.per_transaction, rates, seconds: args.seconds }
+    }
+
+    /// The asked rates, then half of the saturation rate.
+    fn fixed_rates(&self, saturated_per_second: f64) -> Vec<f64> {
+        let mut rates = self.rates.clone();
+        rates.push((saturated_per_second / 2.0).round().max(1.0));
+        rates
+    }
+}
+
+/// The publishers of one run: the broker's, connected.
+struct Publishers {
+    amqp: Option<Arc<AmqpPublisher>>,
+    kafka: Option<Arc<KafkaPublisher>>,
+    /// The queue or topic the run publishes to.
+    destination: String,
+}
+
+impl Publishers {
+    async fn start(
+        broker: Broker,
+        topology: &contracts::Topology,
+        client: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Publishers> {
+        let stack = test_stack().await;
+        Ok(match broker {
+            Broker::Rabbitmq => {
+                let connector = AmqpConnector::new(stack.amqp_url(), client, Readiness::new());
+                let amqp = Arc::new(AmqpPublisher::new(connector, topology.clone()));
+                tokio::spawn(amqp.clone().keep_connected(shutdown.clone()));
+                Publishers { amqp: Some(amqp), kafka: None, destination: topology.stock_commands() }
+            }
+            Broker::Kafka => {
+                let topic = topology.orders_topic();
+                let brokers = stack.kafka_brokers();
+                messaging::kafka::ensure_topics(&brokers, std::slice::from_ref(&topic), EVENT_TOPIC_PARTITIONS)
+                    .await
+                    .context("creating the benchmark's topic")?;
+                let kafka = Arc::new(KafkaPublisher::new(&brokers, client)?);
+                Publishers { amqp: None, kafka: Some(kafka), destination: topic }
+            }
+        })
+    }
+
+    /// Message `i`, as the services write them: a command to stock on
+    /// RabbitMQ, an order's event on Kafka (keyed by one of 64 orders).
+    fn message(&self, factory: &MessageFactory, topology: &contracts::Topology, i: usize) -> Result<OutboxMessage> {
+        let order_id = Uuid::now_v7();
+        let aggregate = format!("agg-{}", i % 64);
+        let lines = vec![OrderLine { sku: format!("SKU-{i}"), quantity: 1 }];
+        Ok(if self.amqp.is_some() {
+            factory.command(
+                &self.destination,
+                &aggregate,
+                &topology.order_replies(),
+                None,
+                &ReserveStock { order_id, lines },
+            )?
+        } else {
+            let placed = OrderPlaced { order_id, customer_id: "c-bench".into(), lines, payment_method: "card".into() };
+            factory.event(&self.destination, &aggregate, i as i64, None, &placed)?
+        })
+    }
+
+    /// One message as the relay sends a row: its payload serialized, then
+    /// published; what comes back is the broker's answer, later.
+    async fn send(&self, message: &OutboxMessage) -> Result<Pending> {
+        let payload = serde_json::to_vec(&message.payload)?;
+        match (&message.destination, &self.amqp, &self.kafka) {
+            (messaging::Destination::Queue(queue), Some(amqp), _) => {
+                Ok(Pending::Amqp(amqp.send(queue, &message.envelope, &payload, &[]).await?))
+            }
+            (messaging::Destination::Topic(topic), _, Some(kafka)) => {
+                Ok(Pending::Kafka(kafka.send(topic, &message.partition_key, &message.envelope, &payload, &[]).await?))
+            }
+            (destination, ..) => anyhow::bail!("no publisher for {destination:?}"),
+        }
+    }
+
+    async fn clean_up(&self) {
+        if self.amqp.is_some() {
+            let _ = system_tests::brokers::delete_queue(&test_stack().await.amqp_url(), &self.destination).await;
+        }
+    }
+}
+
+/// A message the broker has, not yet confirmed.
+enum Pending {
+    Amqp(messaging::amqp::PendingConfirm),
+    Kafka(messaging::kafka::PendingDelivery),
+}
+
+impl Pending {
+    async fn settled(self) -> Result<()> {
+        match self {
+            Pending::Amqp(confirm) => confirm.confirmed().await?,
+            Pending::Kafka(delivery) => {
+                delivery.delivered().await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The figures of one way of getting messages to the broker.
@@ -89,15 +237,24 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let stack = test_stack().await;
     stack.start_infra().await.context("starting the test stack")?;
-    println!(
-        "outbox relays: {} messages in transactions of {} at saturation; {:?} msg/s and 50 % of saturation for {} s each; RabbitMQ",
-        args.messages, args.per_transaction, args.rates, args.seconds
-    );
-    let mut all = vec![raw_publish(&args).await.context("raw publishing")?];
-    for relay in [RelayMode::Polling, RelayMode::LogTailing] {
-        all.push(measure(&args, relay).await.with_context(|| format!("{relay:?}"))?);
+    let mut sections = vec![];
+    for broker in &args.brokers {
+        let plan = Plan::of(&args, *broker);
+        println!(
+            "{}: {} messages in transactions of {} at saturation; {:?} msg/s and 50 % of saturation, {} s each",
+            broker.name(),
+            plan.messages,
+            plan.per_transaction,
+            plan.rates,
+            plan.seconds
+        );
+        let mut all = vec![raw_publish(&plan).await.with_context(|| format!("raw publishing to {}", broker.name()))?];
+        for relay in [RelayMode::Polling, RelayMode::LogTailing] {
+            all.push(measure(&plan, relay).await.with_context(|| format!("{relay:?} relay to {}", broker.name()))?);
+        }
+        sections.push((plan, all));
     }
-    let report = report(&args, &all, xtask_stack_environment(stack).await);
+    let report = report(&args, &sections, xtask_stack_environment(stack).await);
     print_tables(&report);
     let html = report.write(&args.report, "relays").context("writing the report")?;
     println!("report: {}", html.display());
@@ -139,7 +296,43 @@ fn print_tables(report: &Report) {
 
 /// The report: tables, charts, ratios to raw publishing, the targets of
 /// issue 21 for the relay (≥ 0.8 × raw at saturation; p99 ≤ 20 ms at 1,000 msg/s).
-fn report(args: &Args, all: &[Figures], environment: Vec<(String, String)>) -> Report {
+fn report(args: &Args, sections: &[(Plan, Vec<Figures>)], environment: Vec<(String, String)>) -> Report {
+    let mut report = Report {
+        title: "ordermesh: the outbox relays against raw publishing".into(),
+        environment,
+        settings: vec![
+            ("messages at saturation".into(), format!("RabbitMQ {}, Kafka {}", args.messages, args.kafka_messages)),
+            ("messages per transaction at saturation".into(), args.per_transaction.to_string()),
+            (
+                "fixed rates".into(),
+                format!(
+                    "RabbitMQ {:?}, Kafka {:?} msg/s, and 50 % of each saturation rate; one message per transaction",
+                    args.rates, args.kafka_rates
+                ),
+            ),
+            ("each fixed rate and the idle window".into(), format!("{} s", args.seconds)),
+            ("relay".into(), format!("{:?}", RelayConfig::default())),
+            (
+                "raw publishing".into(),
+                format!(
+                    "the same messages through the same publisher, {CONFIRM_WINDOW} in flight per lane, {LANES} lanes, as the relay's batches"
+                ),
+            ),
+        ],
+        tables: vec![],
+        charts: vec![],
+        findings: vec![],
+        figures: serde_json::json!({}),
+    };
+    for (plan, all) in sections {
+        section(&mut report, plan, all);
+    }
+    report
+}
+
+/// One broker's table, charts, findings and figures.
+fn section(report: &mut Report, plan: &Plan, all: &[Figures]) {
+    let broker = plan.broker.name();
     let raw = &all[0];
     let mut header = vec![String::new()];
     header.extend(all.iter().map(|f| f.name.to_owned()));
@@ -167,11 +360,11 @@ fn report(args: &Args, all: &[Figures], environment: Vec<(String, String)>) -> R
     row("busy: database transactions per second".into(), &|f| cost(f.busy, |c| c.transactions_per_second));
     row("busy: database CPU (ms per second)".into(), &|f| cost(f.busy, |c| c.cpu_ms_per_second));
 
-    let mut findings = vec![];
+    let findings = &mut report.findings;
     for relay in &all[1..] {
         let ratio = relay.saturated_per_second / raw.saturated_per_second;
         findings.push(format!(
-            "{}: {:.2} × raw publishing with confirmation at saturation (target ≥ 0.80: {})",
+            "{broker}, {}: {:.2} × raw publishing with confirmation at saturation (target ≥ 0.80: {})",
             relay.name,
             ratio,
             if ratio >= 0.8 { "met" } else { "missed" }
@@ -179,7 +372,7 @@ fn report(args: &Args, all: &[Figures], environment: Vec<(String, String)>) -> R
         if let Some(at_1000) = relay.at_rates.iter().find(|r| (r.asked - 1000.0).abs() < 0.5) {
             let p99 = at_1000.latency_ms[1];
             findings.push(format!(
-                "{}: commit → confirmed p99 {:.1} ms at 1,000 msg/s asked ({} achieved; target ≤ 20 ms: {})",
+                "{broker}, {}: commit → confirmed p99 {:.1} ms at 1,000 msg/s asked ({} achieved; target ≤ 20 ms: {})",
                 relay.name,
                 p99,
                 figure(at_1000.achieved),
@@ -188,18 +381,18 @@ fn report(args: &Args, all: &[Figures], environment: Vec<(String, String)>) -> R
         }
     }
     findings.push(format!(
-        "log tailing ÷ polling: {:.2} × the saturation rate",
+        "{broker}, log tailing ÷ polling: {:.2} × the saturation rate",
         all[2].saturated_per_second / all[1].saturated_per_second
     ));
-    let charts = vec![Chart {
-        title: "Messages per second at saturation (RabbitMQ, confirmed)".into(),
+    let charts: Vec<Chart> = vec![Chart {
+        title: format!("{broker}: messages per second at saturation (confirmed)"),
         unit: "msg/s".into(),
         bars: all.iter().map(|f| (f.name.to_owned(), f.saturated_per_second)).collect(),
     }]
     .into_iter()
     .chain((0..raw.at_rates.len()).map(|i| {
         Chart {
-            title: format!("p99 commit → confirmed at fixed rate {} (ms)", i + 1),
+            title: format!("{broker}: p99 commit → confirmed at fixed rate {} (ms)", i + 1),
             unit: "ms".into(),
             bars: all
                 .iter()
@@ -225,30 +418,13 @@ fn report(args: &Args, all: &[Figures], environment: Vec<(String, String)>) -> R
             "busy": f.busy.map(|c| serde_json::json!({"transactions_per_second": c.transactions_per_second, "cpu_ms_per_second": c.cpu_ms_per_second})),
         }))
         .collect::<Vec<_>>());
-    Report {
-        title: "ordermesh: the outbox relays against raw publishing (RabbitMQ)".into(),
-        environment,
-        settings: vec![
-            ("messages at saturation".into(), args.messages.to_string()),
-            ("messages per transaction at saturation".into(), args.per_transaction.to_string()),
-            (
-                "fixed rates".into(),
-                format!("{:?} msg/s and 50 % of each saturation rate, one message per transaction", args.rates),
-            ),
-            ("each fixed rate and the idle window".into(), format!("{} s", args.seconds)),
-            ("relay".into(), format!("{:?}", RelayConfig::default())),
-            (
-                "raw publishing".into(),
-                format!(
-                    "the same messages, confirm window of {CONFIRM_WINDOW} messages in {LANES} lanes as the relay's batches"
-                ),
-            ),
-        ],
-        tables: vec![Table { title: "Relays and raw publishing, same broker, same run".into(), header, rows }],
-        charts,
-        findings,
-        figures,
-    }
+    report.charts.extend(charts);
+    report.tables.push(Table {
+        title: format!("{broker}: relays and raw publishing, same broker, same run"),
+        header,
+        rows,
+    });
+    report.figures[broker] = figures;
 }
 
 /// The relay's confirm window: a batch of this many rows per lane, lanes at once.
@@ -257,32 +433,31 @@ const LANES: usize = 4;
 
 /// Raw publishing with confirmation: the messages the relays publish, through
 /// the same publisher, without a database.
-async fn raw_publish(args: &Args) -> Result<Figures> {
-    let stack = test_stack().await;
+async fn raw_publish(plan: &Plan) -> Result<Figures> {
     let namespace = unique_namespace("benchraw");
     let topology = contracts::Topology::new(format!("{namespace}."));
-    let amqp_url = stack.amqp_url();
-    let amqp = AmqpPublisher::new(AmqpConnector::new(&amqp_url, "bench-raw", Readiness::new()), topology.clone());
-    let queue = topology.stock_commands();
+    let shutdown = CancellationToken::new();
+    let publishers = Publishers::start(plan.broker, &topology, "bench-raw", &shutdown).await?;
     let factory = MessageFactory::new("bench");
-    let message = |i: usize| -> Result<OutboxMessage> { bench_message(&factory, &topology, &queue, i) };
+    let message = |i: usize| publishers.message(&factory, &topology, i);
     // Settled in: the channel is open and the queue declared.
-    publish_all(&amqp, &[message(0)?]).await?;
+    publish_all(&publishers, &[message(0)?]).await?;
 
-    let messages: Vec<OutboxMessage> = (1..=args.messages).map(message).collect::<Result<_>>()?;
+    let messages: Vec<OutboxMessage> = (1..=plan.messages).map(message).collect::<Result<_>>()?;
     let started = Instant::now();
     let lanes: Vec<&[OutboxMessage]> = messages.chunks(CONFIRM_WINDOW).collect();
-    futures::stream::iter(lanes.into_iter().map(|chunk| publish_all(&amqp, chunk)))
+    futures::stream::iter(lanes.into_iter().map(|chunk| publish_all(&publishers, chunk)))
         .buffer_unordered(LANES)
         .collect::<Vec<Result<()>>>()
         .await
         .into_iter()
         .collect::<Result<()>>()?;
-    let saturated_per_second = args.messages as f64 / started.elapsed().as_secs_f64();
+    let saturated_per_second = plan.messages as f64 / started.elapsed().as_secs_f64();
 
     let mut at_rates = vec![];
-    for rate in fixed_rates(args, saturated_per_second) {
-        let count = (rate * args.seconds as f64) as usize;
+    let mut next = plan.messages + 1;
+    for rate in plan.fixed_rates(saturated_per_second) {
+        let count = (rate * plan.seconds as f64) as usize;
         let interval = Duration::from_secs_f64(1.0 / rate);
         let start = tokio::time::Instant::now();
         let mut pending = futures::stream::FuturesUnordered::new();
@@ -296,11 +471,11 @@ async fn raw_publish(args: &Args) -> Result<Figures> {
                     Some(done) = pending.next(), if !pending.is_empty() => latencies.push(done?),
                 }
             }
-            let one = message(args.messages + 1 + i)?;
+            let one = message(next + i)?;
             let sent = Instant::now();
-            let confirm = send(&amqp, &one).await?;
+            let confirm = publishers.send(&one).await?;
             pending.push(async move {
-                confirm.confirmed().await?;
+                confirm.settled().await?;
                 Ok::<f64, anyhow::Error>(sent.elapsed().as_secs_f64() * 1000.0)
             });
         }
@@ -308,40 +483,25 @@ async fn raw_publish(args: &Args) -> Result<Figures> {
             latencies.push(done?);
         }
         let achieved = count as f64 / start.elapsed().as_secs_f64();
+        next += count;
         at_rates.push(AtRate { asked: rate, achieved, latency_ms: percentiles(latencies) });
     }
-    let _ = system_tests::brokers::delete_queue(&amqp_url, &queue).await;
-    println!("raw publishing: {saturated_per_second:.0} msg/s saturated");
+    shutdown.cancel();
+    publishers.clean_up().await;
+    println!("{}, raw publishing: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
     Ok(Figures { name: "raw publish + confirm", saturated_per_second, at_rates, idle: None, busy: None })
 }
 
 /// Sends every message, then waits for every confirm.
-async fn publish_all(amqp: &AmqpPublisher, messages: &[OutboxMessage]) -> Result<()> {
+async fn publish_all(publishers: &Publishers, messages: &[OutboxMessage]) -> Result<()> {
     let mut confirms = Vec::with_capacity(messages.len());
     for m in messages {
-        confirms.push(send(amqp, m).await?);
+        confirms.push(publishers.send(m).await?);
     }
     for confirm in confirms {
-        confirm.confirmed().await?;
+        confirm.settled().await?;
     }
     Ok(())
-}
-
-/// One message as the relay sends a row: its payload serialized, then
-/// published; the confirm comes later.
-async fn send(amqp: &AmqpPublisher, message: &OutboxMessage) -> Result<messaging::amqp::PendingConfirm> {
-    let messaging::Destination::Queue(queue) = &message.destination else {
-        anyhow::bail!("raw publishing measures RabbitMQ; {:?} is not a queue", message.destination);
-    };
-    let payload = serde_json::to_vec(&message.payload)?;
-    Ok(amqp.send(queue, &message.envelope, &payload, &[]).await?)
-}
-
-/// The asked rates, then half of the saturation rate.
-fn fixed_rates(args: &Args, saturated_per_second: f64) -> Vec<f64> {
-    let mut rates = args.rates.clone();
-    rates.push((saturated_per_second / 2.0).round().max(1.0));
-    rates
 }
 
 fn percentiles(mut latencies: Vec<f64>) -> [f64; 4] {
@@ -352,25 +512,13 @@ fn percentiles(mut latencies: Vec<f64>) -> [f64; 4] {
     PERCENTILES.map(|(_, p)| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize])
 }
 
-fn bench_message(
-    factory: &MessageFactory,
-    topology: &contracts::Topology,
-    queue: &str,
-    i: usize,
-) -> Result<OutboxMessage> {
-    let payload =
-        ReserveStock { order_id: Uuid::now_v7(), lines: vec![OrderLine { sku: format!("SKU-{i}"), quantity: 1 }] };
-    Ok(factory.command(queue, &format!("agg-{}", i % 64), &topology.order_replies(), None, &payload)?)
-}
-
-async fn measure(args: &Args, mode: RelayMode) -> Result<Figures> {
+async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
     let stack = test_stack().await;
     let namespace = unique_namespace(&format!("bench{mode:?}"));
     let database = format!("{namespace}_db");
     let pool = fresh_database(stack, &database).await;
     messaging::migrations::run_messaging(&pool).await?;
     let topology = contracts::Topology::new(format!("{namespace}."));
-    let amqp_url = stack.amqp_url();
     // The relay's own connections, told apart from the writer's.
     let options: sqlx::postgres::PgConnectOptions = stack.postgres_url(&database).parse()?;
     let relay_pool = sqlx::postgres::PgPoolOptions::new()
@@ -379,56 +527,54 @@ async fn measure(args: &Args, mode: RelayMode) -> Result<Figures> {
         .await?;
     // What the database does with no relay at all (autovacuum, the
     // statistics this measurement reads): subtracted from the idle figures.
-    let baseline = cost_over(&pool, &database, Duration::from_secs(args.seconds), async {}).await?;
+    let baseline = cost_over(&pool, &database, Duration::from_secs(plan.seconds), async {}).await?;
     let shutdown = CancellationToken::new();
-    let amqp = Arc::new(AmqpPublisher::new(AmqpConnector::new(&amqp_url, "bench", Readiness::new()), topology.clone()));
-    tokio::spawn(amqp.clone().keep_connected(shutdown.clone()));
+    let publishers = Publishers::start(plan.broker, &topology, "bench", &shutdown).await?;
+    let (amqp, kafka) = (publishers.amqp.clone(), publishers.kafka.clone());
     let task = match mode {
         RelayMode::Polling => {
-            let relay = OutboxRelay::new(relay_pool.clone(), Some(amqp), None, RelayConfig::default());
+            let relay = OutboxRelay::new(relay_pool.clone(), amqp, kafka, RelayConfig::default());
             tokio::spawn(relay.run(shutdown.clone()))
         }
         RelayMode::LogTailing => {
             let config = LogTailingConfig::for_slot(slot::slot_name_for(&database));
-            let relay =
-                LogTailingRelay::new(relay_pool.clone(), &stack.postgres_url(&database), Some(amqp), None, config)?;
+            let relay = LogTailingRelay::new(relay_pool.clone(), &stack.postgres_url(&database), amqp, kafka, config)?;
             tokio::spawn(relay.run(shutdown.clone()))
         }
     };
-    let queue = topology.stock_commands();
     let factory = MessageFactory::new("bench");
-    let message = |i: usize| -> Result<OutboxMessage> { bench_message(&factory, &topology, &queue, i) };
+    let message = |i: usize| publishers.message(&factory, &topology, i);
     // Settled in: the slot exists and streams, the first connections are open.
     write(&pool, &[message(0)?]).await?;
     wait_sent(&pool, 1, Duration::from_secs(60)).await?;
 
-    let idle = cost_over(&pool, &database, Duration::from_secs(args.seconds), async {}).await?;
+    let idle = cost_over(&pool, &database, Duration::from_secs(plan.seconds), async {}).await?;
     let idle = DatabaseCost {
         transactions_per_second: idle.transactions_per_second - baseline.transactions_per_second,
         cpu_ms_per_second: idle.cpu_ms_per_second,
     };
 
-    let messages: Vec<OutboxMessage> = (1..=args.messages).map(message).collect::<Result<_>>()?;
+    let messages: Vec<OutboxMessage> = (1..=plan.messages).map(message).collect::<Result<_>>()?;
     let started = Instant::now();
     let (busy, written) = {
         let writing = async {
-            for chunk in messages.chunks(args.per_transaction.max(1)) {
+            for chunk in messages.chunks(plan.per_transaction.max(1)) {
                 write(&pool, chunk).await?;
             }
-            wait_sent(&pool, 1 + args.messages as i64, Duration::from_secs(600)).await
+            wait_sent(&pool, 1 + plan.messages as i64, Duration::from_secs(600)).await
         };
         let mut result = Ok(());
         let cost = cost_over(&pool, &database, Duration::ZERO, async { result = writing.await }).await?;
         (cost, result)
     };
     written?;
-    let saturated_per_second = args.messages as f64 / started.elapsed().as_secs_f64();
+    let saturated_per_second = plan.messages as f64 / started.elapsed().as_secs_f64();
 
     let mut at_rates = vec![];
-    let mut next = args.messages + 1;
-    for rate in fixed_rates(args, saturated_per_second) {
+    let mut next = plan.messages + 1;
+    for rate in plan.fixed_rates(saturated_per_second) {
         let first_id: i64 = sqlx::query_scalar("SELECT max(id) FROM outbox").fetch_one(&pool).await?;
-        let count = (rate * args.seconds as f64) as usize;
+        let count = (rate * plan.seconds as f64) as usize;
         let interval = Duration::from_secs_f64(1.0 / rate);
         let start = tokio::time::Instant::now();
         // Open loop: each message at its scheduled time, whether or not the
@@ -454,13 +600,13 @@ async fn measure(args: &Args, mode: RelayMode) -> Result<Figures> {
     relay_pool.close().await;
     pool.close().await;
     stack.drop_database(&database).await?;
-    let _ = system_tests::brokers::delete_queue(&amqp_url, &queue).await;
+    publishers.clean_up().await;
     let name = match mode {
         RelayMode::Polling => "polling relay",
         RelayMode::LogTailing => "log-tailing relay",
     };
     let figures = Figures { name, saturated_per_second, at_rates, idle: Some(idle), busy: Some(busy) };
-    println!("{name}: {saturated_per_second:.0} msg/s saturated");
+    println!("{}, {name}: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
     Ok(figures)
 }
 
