@@ -1,3 +1,4 @@
 //! What the benchmarks share: the report they write.
 
+pub mod commit_ceiling;
 pub mod report;

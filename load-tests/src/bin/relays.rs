@@ -254,7 +254,24 @@ async fn main() -> Result<()> {
         }
         sections.push((plan, all));
     }
-    let report = report(&args, &sections, xtask_stack_environment(stack).await);
+    println!("PostgreSQL's commit ceiling (pgbench -N, 1 and 4 clients, {} s each)", args.seconds);
+    let ceiling = load_tests::commit_ceiling::measure(stack, &[1, 4], Duration::from_secs(args.seconds))
+        .await
+        .context("measuring the commit ceiling")?;
+    let mut report = report(&args, &sections, xtask_stack_environment(stack).await);
+    report.tables.push(Table {
+        title: "PostgreSQL's commit ceiling, same server, same run (pgbench -N: one UPDATE, SELECT, INSERT per transaction)"
+            .into(),
+        header: vec!["clients".into(), "transactions per second".into(), "average latency (ms)".into()],
+        rows: ceiling
+            .iter()
+            .map(|c| vec![c.clients.to_string(), figure(c.transactions_per_second), format!("{:.2}", c.latency_ms)])
+            .collect(),
+    });
+    report.figures["postgres_commit_ceiling"] = serde_json::json!(ceiling
+        .iter()
+        .map(|c| serde_json::json!({"clients": c.clients, "transactions_per_second": c.transactions_per_second, "latency_ms": c.latency_ms}))
+        .collect::<Vec<_>>());
     print_tables(&report);
     let html = report.write(&args.report, "relays").context("writing the report")?;
     println!("report: {}", html.display());
