@@ -346,21 +346,34 @@ const LOG_TAILING_PASS_SKIPS: &[&str] = &[
     "negative_control",
 ];
 
-/// `cargo xtask bench`: the benchmarks, built in release (debug figures
-/// would measure the compiler's checks), on the test stack; each writes its
-/// report under target/bench/.
-pub fn bench(extra_args: &[String]) -> Result<()> {
+/// The benchmarks of `cargo xtask bench`, by name: each is a binary of
+/// load-tests writing `<name>.html` and `<name>.json` under target/bench/.
+const BENCHMARKS: [&str; 2] = ["relays", "e2e"];
+
+/// `cargo xtask bench [relays|e2e|all]`: the benchmarks, built in release
+/// (debug figures would measure the compiler's checks), services included,
+/// on the test stack.
+pub fn bench(which: &str, extra_args: &[String]) -> Result<()> {
+    let chosen: Vec<&str> = match which {
+        "all" => BENCHMARKS.to_vec(),
+        one if BENCHMARKS.contains(&one) => vec![one],
+        other => bail!("no benchmark `{other}`: choose one of {} or `all`", BENCHMARKS.join(", ")),
+    };
     let root = crate::repo_root();
     let report_dir = services::target_dir(&root).join("bench");
-    let status = std::process::Command::new(cargo())
-        .args(["run", "--release", "-p", "load-tests", "--bin", "relays", "--", "--report"])
-        .arg(&report_dir)
-        .args(extra_args)
-        .current_dir(&root)
-        .status()
-        .context("running the relay benchmark")?;
-    if !status.success() {
-        bail!("the relay benchmark failed ({status})");
+    for benchmark in chosen {
+        let status = std::process::Command::new(cargo())
+            .args(["run", "--release", "-p", "load-tests", "--bin", benchmark, "--", "--report"])
+            .arg(&report_dir)
+            .args(extra_args)
+            // The services the benchmark starts are release builds too.
+            .env("ORDERMESH_SERVICE_PROFILE", "release")
+            .current_dir(&root)
+            .status()
+            .with_context(|| format!("running the {benchmark} benchmark"))?;
+        if !status.success() {
+            bail!("the {benchmark} benchmark failed ({status})");
+        }
     }
     println!("reports in {}", report_dir.display());
     Ok(())

@@ -55,10 +55,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmarks, release build, on the test stack: the outbox relays
-    /// against raw publishing; a report (HTML and JSON) under target/bench/.
+    /// Benchmarks, release builds, on the test stack: the outbox relays
+    /// against raw publishing and PostgreSQL's commit ceiling (`relays`),
+    /// the whole system under an open loop, safe and unsafe (`e2e`); each
+    /// writes a report (HTML and JSON) under target/bench/.
     Bench {
-        /// Passed to the benchmark (e.g. `--messages 20000 --rates 100,1000`).
+        /// Which: `relays`, `e2e` or `all`.
+        #[arg(default_value = "all")]
+        which: String,
+        /// Passed to the benchmark (e.g. `relays --messages 20000 --rates 100,1000`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -246,7 +251,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", xtask::lesson::coupling(&Stack::chaos(&repo_root), options).await?);
             Ok(())
         }
-        Command::Bench { args } => commands::bench(&args),
+        Command::Bench { which, args } => commands::bench(&which, &args),
         Command::SuperviseKafka => xtask::kafka_supervisor::supervise(&stack).await,
         Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
         Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,
