@@ -181,6 +181,7 @@ async fn drive(
     let mut at_rates = vec![];
     let mut written = 1 + messages;
     for rate in rates(saturated_per_second) {
+        anyhow::ensure!(rate.is_finite() && rate > 0.0, "a fixed rate of {rate} msg/s");
         let first_id: i64 = sqlx::query_scalar(&format!("SELECT max(id) FROM {TABLE}")).fetch_one(pool).await?;
         let count = (rate * seconds as f64) as usize;
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -343,5 +344,12 @@ mod tests {
         assert!(figures.saturated_per_second > 0.0);
         assert_eq!(figures.at_rates.len(), 2);
         assert!(figures.at_rates.iter().all(|(_, _, l)| l[0] > 0.0 && l[0] <= l[3]), "latencies measured");
+        // Cleaned up: a passive declare of the queue finds nothing.
+        let connection =
+            lapin::Connection::connect(&stack.amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+        let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let channel = connection.create_channel().await.unwrap();
+        let queue = format!("{namespace}.hexeract");
+        assert!(channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await.is_err());
     }
 }
