@@ -252,6 +252,9 @@ async fn main() -> Result<()> {
         for relay in [RelayMode::Polling, RelayMode::LogTailing] {
             all.push(measure(&plan, relay).await.with_context(|| format!("{relay:?} relay to {}", broker.name()))?);
         }
+        if plan.broker == Broker::Rabbitmq {
+            all.push(hexeract(&plan).await.context("Hexeract's relay")?);
+        }
         sections.push((plan, all));
     }
     println!("PostgreSQL's commit ceiling (pgbench -N, 1 and 4 clients, {} s each)", args.seconds);
@@ -378,7 +381,7 @@ fn section(report: &mut Report, plan: &Plan, all: &[Figures]) {
     row("busy: database CPU (ms per second)".into(), &|f| cost(f.busy, |c| c.cpu_ms_per_second));
 
     let findings = &mut report.findings;
-    for relay in &all[1..] {
+    for relay in all[1..].iter().filter(|f| !f.name.starts_with("Hexeract")) {
         let ratio = relay.saturated_per_second / raw.saturated_per_second;
         findings.push(format!(
             "{broker}, {}: {:.2} × raw publishing with confirmation at saturation (target ≥ 0.80: {})",
@@ -394,6 +397,16 @@ fn section(report: &mut Report, plan: &Plan, all: &[Figures]) {
                 p99,
                 figure(at_1000.achieved),
                 if p99 <= 20.0 { "met" } else { "missed" }
+            ));
+        }
+    }
+    if let Some(peer) = all.iter().find(|f| f.name.starts_with("Hexeract")) {
+        for relay in all.iter().filter(|f| f.name.ends_with("relay") && !f.name.starts_with("Hexeract")) {
+            let ratio = relay.saturated_per_second / peer.saturated_per_second;
+            findings.push(format!(
+                "{broker}, {}: {ratio:.2} × Hexeract 0.6's relay at saturation (target ≥ 2: {})",
+                relay.name,
+                if ratio >= 2.0 { "met" } else { "missed" }
             ));
         }
     }
@@ -507,6 +520,38 @@ async fn raw_publish(plan: &Plan) -> Result<Figures> {
     publishers.clean_up().await;
     println!("{}, raw publishing: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
     Ok(Figures { name: "raw publish + confirm", saturated_per_second, at_rates, idle: None, busy: None })
+}
+
+/// The peer: Hexeract 0.6's outbox relay (its worker's defaults, its
+/// RabbitMQ transport), on a fresh database of the same PostgreSQL and the
+/// same RabbitMQ, the same messages and rates.
+async fn hexeract(plan: &Plan) -> Result<Figures> {
+    let stack = test_stack().await;
+    let namespace = unique_namespace("benchhexeract");
+    let database = format!("{namespace}_db");
+    stack.create_database(&database).await?;
+    let peer = load_tests::hexeract_relay::measure(
+        &stack.postgres_url(&database),
+        &stack.amqp_url(),
+        &format!("{namespace}."),
+        plan.messages,
+        plan.per_transaction,
+        |saturated| plan.fixed_rates(saturated),
+        plan.seconds,
+    )
+    .await;
+    stack.drop_database(&database).await?;
+    let peer = peer?;
+    println!("RabbitMQ, Hexeract 0.6 relay: {:.0} msg/s saturated", peer.saturated_per_second);
+    let at_rates =
+        peer.at_rates.iter().map(|&(asked, achieved, latency_ms)| AtRate { asked, achieved, latency_ms }).collect();
+    Ok(Figures {
+        name: "Hexeract 0.6 relay",
+        saturated_per_second: peer.saturated_per_second,
+        at_rates,
+        idle: None,
+        busy: None,
+    })
 }
 
 /// Sends every message, then waits for every confirm.
