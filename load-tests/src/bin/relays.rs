@@ -252,9 +252,12 @@ async fn main() -> Result<()> {
         for relay in [RelayMode::Polling, RelayMode::LogTailing] {
             all.push(measure(&plan, relay).await.with_context(|| format!("{relay:?} relay to {}", broker.name()))?);
         }
+        #[cfg(feature = "hexeract")]
         if plan.broker == Broker::Rabbitmq {
             all.push(hexeract(&plan).await.context("Hexeract's relay")?);
         }
+        #[cfg(not(feature = "hexeract"))]
+        println!("Hexeract's relay left out: built without the `hexeract` feature (cargo xtask bench turns it on)");
         sections.push((plan, all));
     }
     println!("PostgreSQL's commit ceiling (pgbench -N, 1 and 4 clients, {} s each)", args.seconds);
@@ -525,6 +528,7 @@ async fn raw_publish(plan: &Plan) -> Result<Figures> {
 /// The peer: Hexeract 0.6's outbox relay (its worker's defaults, its
 /// RabbitMQ transport), on a fresh database of the same PostgreSQL and the
 /// same RabbitMQ, the same messages and rates.
+#[cfg(feature = "hexeract")]
 async fn hexeract(plan: &Plan) -> Result<Figures> {
     let stack = test_stack().await;
     let namespace = unique_namespace("benchhexeract");
