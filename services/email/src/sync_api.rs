@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::{Json, Router};
 use contracts::catalogue::{OrderCancelled, OrderPaid, ShipmentScheduled};
 use serde::Deserialize;
-use service_kit::openapi::ValidationFailed;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
 use utoipa::ToSchema;
@@ -54,7 +53,7 @@ enum SendRequest {
     operation_id = "sync_send_emails",
     tag = "email",
     request_body = SendRequest,
-    responses((status = 200, body = Recorded), (status = 422, response = ValidationFailed))
+    responses((status = 200, body = Recorded))
 )]
 async fn send(
     State(state): State<SyncState>,

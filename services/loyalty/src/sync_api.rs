@@ -9,7 +9,6 @@ use crate::store;
 use axum::extract::State;
 use axum::{Json, Router};
 use contracts::catalogue::OrderPaid;
-use service_kit::openapi::ValidationFailed;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
 use utoipa::ToSchema;
@@ -38,7 +37,7 @@ struct Credited {
 
 /// `POST /sync/credits` (the `OrderPaid` fields): 200 with the points the
 /// order earned (credited now, or before).
-#[utoipa::path(post, path = "/sync/credits", operation_id = "sync_credit_points", tag = "loyalty", request_body = OrderPaid, responses((status = 200, body = Credited), (status = 422, response = ValidationFailed)))]
+#[utoipa::path(post, path = "/sync/credits", operation_id = "sync_credit_points", tag = "loyalty", request_body = OrderPaid, responses((status = 200, body = Credited)))]
 async fn credit(State(state): State<SyncState>, ApiJson(paid): ApiJson<OrderPaid>) -> Result<Json<Credited>, ApiError> {
     if paid.amount_cents < 0 {
         return Err(ApiError::validation("amount_cents", "must not be negative"));

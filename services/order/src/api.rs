@@ -15,7 +15,7 @@ use contracts::catalogue::{OrderLine, OrderPlaced, PaymentMethod, ReserveStock};
 use messaging::outbox::OutboxBacklogMonitor;
 use messaging::{MessageFactory, Outbox, OutboxMessage};
 use serde::{Deserialize, Serialize};
-use service_kit::openapi::{BadRequest, NotFound, Unavailable, ValidationFailed};
+use service_kit::openapi::NotFound;
 use service_kit::{ApiError, ApiJson};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -199,9 +199,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 202, description = "The order is placed (or, for a replayed key, was).", body = PlacedResponse,
          headers(("Location" = String, description = "`/orders/{order_id}`."),
                  ("Idempotent-Replayed" = String, description = "`true` when the answer is a replay of an earlier request with the same key."))),
-        (status = 400, response = BadRequest),
-        (status = 422, response = ValidationFailed),
-        (status = 503, response = Unavailable),
     )
 )]
 #[tracing::instrument(name = "place_order", skip_all, fields(order_id))]

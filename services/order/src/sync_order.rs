@@ -24,7 +24,7 @@ use contracts::catalogue::{
     Cents, OrderCancelled, OrderLine, OrderPaid, PricedLine, ProcessPayment, ShipmentScheduled,
 };
 use serde::{Deserialize, Serialize};
-use service_kit::openapi::{Conflict, ValidationFailed};
+use service_kit::openapi::Conflict;
 use service_kit::{ApiError, ApiJson};
 use std::time::Instant;
 use utoipa::ToSchema;
@@ -227,7 +227,6 @@ impl Call<'_> {
     responses(
         (status = 200, description = "All five services answered.", body = SyncAnswer),
         (status = 409, response = Conflict),
-        (status = 422, response = ValidationFailed),
         (status = 502, description = "A service answered with an error.", body = SyncFailureBody),
         (status = 503, description = "A service was unreachable (the order's progress), or this service's database is unavailable (an error body).", body = SyncUnavailableBody,
          headers(("Retry-After" = u64, description = "When this service's database is unavailable."))),

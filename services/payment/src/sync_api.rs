@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::{Json, Router};
 use contracts::catalogue::{Cents, PaymentMethod, PaymentRefunded, ProcessPayment};
 use serde::{Deserialize, Serialize};
-use service_kit::openapi::ValidationFailed;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
 use utoipa::ToSchema;
@@ -47,7 +46,7 @@ enum ChargeAnswer {
     operation_id = "sync_charge",
     tag = "payment",
     request_body = ProcessPayment,
-    responses((status = 200, body = ChargeAnswer), (status = 422, response = ValidationFailed))
+    responses((status = 200, body = ChargeAnswer))
 )]
 async fn charge(
     State(state): State<PaymentSync>,

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::{Json, Router};
 use contracts::catalogue::OrderLine;
 use serde::Deserialize;
-use service_kit::openapi::ValidationFailed;
 use service_kit::sync_twin::SyncState;
 use service_kit::{ApiError, ApiJson};
 use utoipa::ToSchema;
@@ -69,7 +68,6 @@ struct Released {
     request_body = ReserveRequest,
     responses(
         (status = 200, description = "`reserved` with the priced lines, or `rejected` with the SKUs short.", body = Reservation),
-        (status = 422, response = ValidationFailed),
     )
 )]
 async fn reserve(

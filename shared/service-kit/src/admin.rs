@@ -16,7 +16,7 @@
 
 use crate::config::Secret;
 use crate::error::ApiError;
-use crate::openapi::{BadRequest, Conflict, NotFound, Unavailable, ValidationFailed};
+use crate::openapi::{Conflict, NotFound};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -338,11 +338,8 @@ impl ToSchema for ReplayRequest {
     request_body(content = Option<ReplayRequest>, description = "Empty for every letter.", content_type = "application/json"),
     responses(
         (status = 200, description = "What was sent back to the source; `remaining` letters are left for another call.", body = ReplayReport),
-        (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 422, response = ValidationFailed),
-        (status = 503, response = Unavailable),
     )
 )]
 async fn replay(

@@ -158,11 +158,10 @@ fn add_shared_errors(path: &str, operation: &mut Operation) {
     for status in statuses {
         operation.responses.responses.entry(status.to_string()).or_insert_with(|| error_response(status));
     }
-    // Handlers name their own statuses with an empty description as a
-    // placeholder for the shared answer (see `error_response`).
 }
 
-/// The shared error answers by name, for a handler's own statuses:
+/// The shared error answers a handler names itself (the others,
+/// [`add_shared_errors`] adds wherever they apply):
 /// `responses((status = 404, response = openapi::NotFound))` refers to
 /// `#/components/responses/NotFound`, which [`service_document`] defines.
 macro_rules! shared_error_answers {
@@ -176,14 +175,7 @@ macro_rules! shared_error_answers {
         }
     )*};
 }
-shared_error_answers!(
-    BadRequest = 400,
-    Unauthorized = 401,
-    NotFound = 404,
-    Conflict = 409,
-    ValidationFailed = 422,
-    Unavailable = 503
-);
+shared_error_answers!(NotFound = 404, Conflict = 409);
 
 /// `GET /openapi.json`.
 #[utoipa::path(
@@ -201,8 +193,7 @@ fn document_route_openapi() -> OpenApi {
 
 /// The handler that serves `document`.
 pub fn serve_document(document: &OpenApi) -> axum::Router {
-    let json = document.to_pretty_json().unwrap_or_else(|_| "{}".to_owned());
-    let body: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    let body = serde_json::to_value(document).unwrap_or_default();
     axum::Router::new().route(DOCUMENT_ROUTE, axum::routing::get(move || async move { Json(body).into_response() }))
 }
 
