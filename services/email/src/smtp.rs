@@ -13,6 +13,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use messaging::deadline::{QUERY_TIMEOUT, within};
 use messaging::retry::Backoff;
+use service_kit::config::Secret;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +50,8 @@ pub fn retry_delay(attempts: i32) -> Duration {
 struct SmtpServer {
     host: String,
     port: u16,
-    credentials: Option<(String, String)>,
+    /// User and password.
+    credentials: Option<(String, Secret)>,
 }
 
 impl SmtpServer {
@@ -63,7 +65,7 @@ impl SmtpServer {
             Some((userinfo, host_port)) => {
                 let (user, password) =
                     userinfo.split_once(':').ok_or_else(|| invalid("credentials must be user:password"))?;
-                (Some((user.to_owned(), password.to_owned())), host_port)
+                (Some((user.to_owned(), Secret::new(password))), host_port)
             }
             None => (None, authority),
         };
@@ -112,7 +114,7 @@ impl SmtpSender {
             .port(server.port)
             .timeout(Some(SMTP_TIMEOUT));
         if let Some((user, password)) = server.credentials {
-            builder = builder.credentials(Credentials::new(user, password));
+            builder = builder.credentials(Credentials::new(user, password.expose().to_owned()));
         }
         let transport = builder.build();
         let from = from.parse().map_err(|source| SmtpSetupError::From { value: from.to_owned(), source })?;
@@ -214,7 +216,8 @@ mod tests {
         let server = SmtpServer::parse("smtp://me:secret@mail.local/").unwrap();
         assert_eq!(server.port, 25);
         assert_eq!(server.host, "mail.local");
-        assert_eq!(server.credentials, Some(("me".into(), "secret".into())));
+        assert_eq!(server.credentials, Some(("me".into(), Secret::new("secret"))));
+        assert!(!format!("{server:?}").contains("secret"), "{server:?}");
         assert_eq!(SmtpServer::parse("smtp://[::1]:2525").unwrap().host, "::1");
         assert_eq!(SmtpServer::parse("smtp://[::1]").unwrap().port, 25);
         assert!(SmtpServer::parse("smtps://mail.local").is_err());

@@ -31,6 +31,7 @@ pub mod kafka;
 mod values;
 
 use contracts::Topology;
+use messaging::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -336,7 +337,7 @@ impl Limits {
 /// its own connections: administration is rare, and nothing stays open.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
-    amqp_url: String,
+    amqp_url: Secret,
     kafka_brokers: String,
     topology: Topology,
     timeout: Duration,
@@ -346,7 +347,7 @@ pub struct DeadLetters {
 impl DeadLetters {
     pub fn new(amqp_url: impl Into<String>, kafka_brokers: impl Into<String>, topology: Topology) -> Self {
         Self {
-            amqp_url: amqp_url.into(),
+            amqp_url: Secret::new(amqp_url),
             kafka_brokers: kafka_brokers.into(),
             topology,
             timeout: Duration::from_secs(15),
@@ -428,7 +429,7 @@ impl DeadLetters {
     pub async fn live_backlog(&self) -> Result<Vec<Backlog>> {
         let limits = self.limits();
         let queues = self.topology.command_queues();
-        let counts = amqp::counts(&self.amqp_url, &queues, limits).await?;
+        let counts = amqp::counts(self.amqp_url.expose(), &queues, limits).await?;
         let mut all: Vec<Backlog> = queues
             .into_iter()
             .zip(counts)
@@ -467,7 +468,7 @@ impl DeadLetters {
         let queues: Vec<String> =
             dlqs.iter().filter(|d| d.broker == Broker::Rabbitmq).map(|d| d.name.clone()).collect();
         let mut queue_counts =
-            if queues.is_empty() { Vec::new() } else { amqp::counts(&self.amqp_url, &queues, limits).await? }
+            if queues.is_empty() { Vec::new() } else { amqp::counts(self.amqp_url.expose(), &queues, limits).await? }
                 .into_iter();
         let mut counts = Vec::with_capacity(dlqs.len());
         for d in dlqs {
@@ -483,7 +484,7 @@ impl DeadLetters {
     /// Up to `limit` pending letters, left where they are.
     pub async fn list(&self, dlq: &Destination, limit: usize) -> Result<Vec<DeadLetter>> {
         match dlq.broker {
-            Broker::Rabbitmq => amqp::list(&self.amqp_url, dlq, limit, self.limits()).await,
+            Broker::Rabbitmq => amqp::list(self.amqp_url.expose(), dlq, limit, self.limits()).await,
             Broker::Kafka => kafka::list(&self.kafka_brokers, dlq, limit, self.limits()).await,
         }
     }
@@ -491,7 +492,7 @@ impl DeadLetters {
     /// One pending letter by message id, left where it is.
     pub async fn show(&self, dlq: &Destination, message_id: &str) -> Result<DeadLetter> {
         match dlq.broker {
-            Broker::Rabbitmq => amqp::show(&self.amqp_url, dlq, message_id, self.limits()).await,
+            Broker::Rabbitmq => amqp::show(self.amqp_url.expose(), dlq, message_id, self.limits()).await,
             Broker::Kafka => kafka::show(&self.kafka_brokers, dlq, message_id, self.limits()).await,
         }
     }
@@ -501,7 +502,7 @@ impl DeadLetters {
     /// once the broker has its copy.
     pub async fn replay(&self, dlq: &Destination, selection: &ReplaySelection) -> Result<ReplayReport> {
         match dlq.broker {
-            Broker::Rabbitmq => amqp::replay(&self.amqp_url, dlq, selection, self.limits()).await,
+            Broker::Rabbitmq => amqp::replay(self.amqp_url.expose(), dlq, selection, self.limits()).await,
             Broker::Kafka => kafka::replay(&self.kafka_brokers, dlq, selection, self.limits()).await,
         }
     }
@@ -509,7 +510,7 @@ impl DeadLetters {
     /// Drops every pending letter; returns how many.
     pub async fn purge(&self, dlq: &Destination) -> Result<PurgeReport> {
         let purged = match dlq.broker {
-            Broker::Rabbitmq => amqp::purge(&self.amqp_url, dlq, self.limits()).await?,
+            Broker::Rabbitmq => amqp::purge(self.amqp_url.expose(), dlq, self.limits()).await?,
             Broker::Kafka => kafka::purge(&self.kafka_brokers, dlq, self.limits()).await?,
         };
         Ok(PurgeReport { dead_letter_destination: dlq.name.clone(), purged })
@@ -534,6 +535,12 @@ mod tests {
         let known: Vec<String> =
             dl.destinations().into_iter().filter(|d| d.broker == Broker::Kafka).map(|d| d.name).collect();
         assert_eq!(known, kafka_topics);
+    }
+
+    #[test]
+    fn the_amqp_password_does_not_print() {
+        let dl = DeadLetters::new("amqp://guest:hunter2@127.0.0.1:5672/%2f", "x:1", Topology::default());
+        assert!(!format!("{dl:?}").contains("hunter2"), "{dl:?}");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
 
-#[derive(Parser, Debug)]
+// No `Debug`: it holds the AMQP URL, password and all.
+#[derive(Parser)]
 #[command(name = "dead-letters", about = "List, inspect, replay and purge dead letters")]
 struct Cli {
     #[arg(

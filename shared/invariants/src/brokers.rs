@@ -8,6 +8,7 @@ use crate::CheckError;
 use crate::report::{CheckResult, Invariant, ResultBuilder};
 use contracts::Topology;
 use dead_letters::{DeadLetters, PendingCount};
+use messaging::secret::redact_url;
 
 /// The RabbitMQ of the local runner's development stack.
 pub const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:21672/%2f";
@@ -15,7 +16,7 @@ pub const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:21672/%2f";
 pub const DEV_KAFKA_BROKERS: &str = "127.0.0.1:21092";
 
 /// Where the brokers are; either may be absent, and the checks that need it are skipped.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Brokers {
     /// e.g. `amqp://guest:guest@127.0.0.1:21672/%2f`
     pub amqp_url: Option<String>,
@@ -23,6 +24,17 @@ pub struct Brokers {
     pub kafka_brokers: Option<String>,
     /// Names of the queues and topics (its namespace must match the services').
     pub topology: Topology,
+}
+
+/// By hand: the AMQP URL's password is left out.
+impl std::fmt::Debug for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Brokers")
+            .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("topology", &self.topology)
+            .finish()
+    }
 }
 
 impl Brokers {
@@ -93,4 +105,20 @@ pub async fn nothing_in_flight(brokers: &Brokers, max: usize) -> Result<CheckRes
             (b.name(), b.waiting, what)
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_amqp_password_does_not_print() {
+        let brokers = Brokers {
+            amqp_url: Some("amqp://guest:hunter2@127.0.0.1:5672/%2f".to_owned()),
+            kafka_brokers: Some(DEV_KAFKA_BROKERS.to_owned()),
+            topology: Topology::default(),
+        };
+        let printed = format!("{brokers:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("127.0.0.1:5672"), "{printed}");
+    }
 }

@@ -1,8 +1,10 @@
 //! Where the six service databases are, and connections to them.
 
 use crate::CheckError;
+use messaging::secret::redact_url;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
+use std::fmt;
 use std::time::Duration;
 
 /// The server of the local runner's development stack.
@@ -11,8 +13,8 @@ pub const DEV_SERVER_URL: &str = "postgres://postgres@127.0.0.1:21432";
 /// The services, in the order their databases are listed everywhere.
 pub const SERVICES: [&str; 6] = ["order", "stock", "payment", "shipping", "email", "loyalty"];
 
-/// One `T` per service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `T` per service. `Debug` by hand for each `T`: URLs hold passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PerService<T> {
     pub order: T,
     pub stock: T,
@@ -62,6 +64,26 @@ impl DatabaseUrls {
     }
 }
 
+impl fmt::Debug for DatabaseUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut urls = f.debug_struct("DatabaseUrls");
+        for (service, url) in self.iter() {
+            urls.field(service, &redact_url(url));
+        }
+        urls.finish()
+    }
+}
+
+impl fmt::Debug for Databases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut pools = f.debug_struct("Databases");
+        for (service, pool) in self.iter() {
+            pools.field(service, pool);
+        }
+        pools.finish()
+    }
+}
+
 impl Databases {
     /// Connects to all six; the first one that does not answer is named in the error.
     pub async fn connect(urls: &DatabaseUrls) -> Result<Self, CheckError> {
@@ -105,5 +127,12 @@ mod tests {
         assert_eq!(urls.loyalty, "postgres://pg@h:1/t1_loyalty");
         assert_eq!(DatabaseUrls::dev().email, "postgres://postgres@127.0.0.1:21432/email");
         assert_eq!(urls.iter().map(|(s, _)| s), SERVICES);
+    }
+
+    #[test]
+    fn database_passwords_do_not_print() {
+        let urls = DatabaseUrls::on_server("postgres://postgres:hunter2@127.0.0.1:5432", str::to_owned);
+        let printed = format!("{urls:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("127.0.0.1:5432/loyalty"), "{printed}");
     }
 }

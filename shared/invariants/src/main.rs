@@ -20,20 +20,21 @@ use std::process::ExitCode;
 
 const DEV: &str = invariants::DEV_SERVER_URL;
 
-#[derive(Parser, Debug)]
+// No `Debug`: it holds database and AMQP URLs, passwords and all.
+#[derive(Parser)]
 #[command(name = "check-invariants", about = "Check the invariants of docs/design.md after a run has drained")]
 struct Cli {
-    #[arg(long, env = "ORDER_DATABASE_URL", default_value_t = format!("{DEV}/order"))]
+    #[arg(long, env = "ORDER_DATABASE_URL", hide_env_values = true, default_value_t = format!("{DEV}/order"))]
     order_db: String,
-    #[arg(long, env = "STOCK_DATABASE_URL", default_value_t = format!("{DEV}/stock"))]
+    #[arg(long, env = "STOCK_DATABASE_URL", hide_env_values = true, default_value_t = format!("{DEV}/stock"))]
     stock_db: String,
-    #[arg(long, env = "PAYMENT_DATABASE_URL", default_value_t = format!("{DEV}/payment"))]
+    #[arg(long, env = "PAYMENT_DATABASE_URL", hide_env_values = true, default_value_t = format!("{DEV}/payment"))]
     payment_db: String,
-    #[arg(long, env = "SHIPPING_DATABASE_URL", default_value_t = format!("{DEV}/shipping"))]
+    #[arg(long, env = "SHIPPING_DATABASE_URL", hide_env_values = true, default_value_t = format!("{DEV}/shipping"))]
     shipping_db: String,
-    #[arg(long, env = "EMAIL_DATABASE_URL", default_value_t = format!("{DEV}/email"))]
+    #[arg(long, env = "EMAIL_DATABASE_URL", hide_env_values = true, default_value_t = format!("{DEV}/email"))]
     email_db: String,
-    #[arg(long, env = "LOYALTY_DATABASE_URL", default_value_t = format!("{DEV}/loyalty"))]
+    #[arg(long, env = "LOYALTY_DATABASE_URL", hide_env_values = true, default_value_t = format!("{DEV}/loyalty"))]
     loyalty_db: String,
     /// File of the order ids the API answered 2xx, one per line. Without it,
     /// invariant 1 checks only that every order is final.
@@ -41,7 +42,7 @@ struct Cli {
     accepted: Option<PathBuf>,
     /// RabbitMQ URL for the dead-letter and command queues (invariants 7b, 7d); the dev
     /// stack's by default, like the databases.
-    #[arg(long, env = "AMQP_URL", default_value = invariants::DEV_AMQP_URL)]
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = invariants::DEV_AMQP_URL)]
     amqp_url: String,
     /// Kafka bootstrap servers for the dead-letter topics and the consumer
     /// groups' progress (invariants 7c, 7d); the

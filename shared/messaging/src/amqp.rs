@@ -7,6 +7,7 @@
 //! backoff and reports readiness while it is down.
 
 use crate::retry::Backoff;
+use crate::secret::{Secret, redact_url};
 use crate::wire;
 use contracts::{Envelope, Topology};
 use health::Readiness;
@@ -54,7 +55,7 @@ pub enum AmqpError {
 /// under `component`.
 #[derive(Debug, Clone)]
 pub struct AmqpConnector {
-    url: String,
+    url: Secret,
     connection_name: String,
     readiness: Readiness,
     backoff: Backoff,
@@ -63,7 +64,7 @@ pub struct AmqpConnector {
 impl AmqpConnector {
     pub fn new(url: impl Into<String>, connection_name: impl Into<String>, readiness: Readiness) -> Self {
         Self {
-            url: url.into(),
+            url: Secret::new(url),
             connection_name: connection_name.into(),
             readiness,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
@@ -77,7 +78,7 @@ impl AmqpConnector {
     /// One connection attempt.
     pub async fn connect_once(&self) -> Result<Connection, AmqpError> {
         let props = ConnectionProperties::default().with_connection_name(self.connection_name.clone().into());
-        let connect = Connection::connect_uri(with_default_heartbeat(&self.url)?, props);
+        let connect = Connection::connect_uri(with_default_heartbeat(self.url.expose())?, props);
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(conn) => Ok(conn?),
             Err(_) => Err(AmqpError::Timeout(Duration::from_secs(10))),
@@ -111,7 +112,9 @@ impl AmqpConnector {
 }
 
 fn with_default_heartbeat(url: &str) -> Result<lapin::uri::AMQPUri, AmqpError> {
-    let mut uri: lapin::uri::AMQPUri = url.parse().map_err(AmqpError::Url)?;
+    // Some parse errors quote the URL, password and all.
+    let unquoted = |error: String| if url.is_empty() { error } else { error.replace(url, &redact_url(url)) };
+    let mut uri: lapin::uri::AMQPUri = url.parse().map_err(|error| AmqpError::Url(unquoted(error)))?;
     uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
     Ok(uri)
 }
@@ -306,6 +309,15 @@ impl AmqpPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_url_password_does_not_print() {
+        let connector = AmqpConnector::new("amqp://guest:hunter2@127.0.0.1:5672/%2f", "test", Readiness::new());
+        assert!(!format!("{connector:?}").contains("hunter2"), "{connector:?}");
+        // amq-protocol-uri quotes a URL it cannot use as a base.
+        let error = with_default_heartbeat("amqp:guest:hunter2@127.0.0.1").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
 
     #[test]
     fn a_heartbeat_is_asked_for_unless_the_url_names_one() {

@@ -28,6 +28,7 @@ pub mod relay;
 pub mod retention;
 pub mod retry;
 pub mod safety;
+pub mod secret;
 pub mod wire;
 
 pub use consumer::{HandlerError, IncomingMessage, MessageHandler, MessageSource};

@@ -52,24 +52,9 @@ fn at_least<T: PartialOrd + std::fmt::Display>(name: &str, value: T, min: T, why
 /// night, a dead letter replayed the next morning) take hours.
 const MIN_INBOX_RETENTION_SECS: u64 = 24 * 3600;
 
-/// A secret that never shows in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// Kept in `messaging`, the lowest crate holding secrets; named here too,
+/// where the services' configuration uses it.
+pub use messaging::secret::Secret;
 
 /// Settings every service reads.
 #[derive(Debug, Clone)]

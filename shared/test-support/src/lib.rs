@@ -8,6 +8,7 @@
 //! PostgreSQL being unreachable fails the test: these fixtures never skip.
 
 use contracts::{MessageContract, Topology};
+use messaging::secret::{Secret, redact_url};
 use messaging::{IncomingMessage, MessageFactory, MessageHandler, MessageSource};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
@@ -34,7 +35,7 @@ pub async fn admin_pool() -> PgPool {
         .acquire_timeout(Duration::from_secs(5))
         .connect(&format!("{server}/postgres"))
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {server} must be reachable for this test: {e}"))
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} must be reachable for this test: {e}", redact_url(&server)))
 }
 
 /// A uniquely named, migrated database, dropped by [`drop_it`](Self::drop_it)
@@ -42,7 +43,7 @@ pub async fn admin_pool() -> PgPool {
 #[derive(Debug)]
 pub struct ThrowawayDatabase {
     name: String,
-    url: String,
+    url: Secret,
     pool: PgPool,
     dropped: bool,
 }
@@ -62,7 +63,7 @@ impl ThrowawayDatabase {
         let url = format!("{}/{name}", server_url());
         let pool = PgPool::connect(&url).await.unwrap_or_else(|e| panic!("connecting to {name}: {e}"));
         // Dropped if migrating fails.
-        let database = Self { name, url, pool, dropped: false };
+        let database = Self { name, url: Secret::new(url), pool, dropped: false };
         messaging::migrations::run(&database.pool, migrator)
             .await
             .unwrap_or_else(|e| panic!("migrating {}: {e}", database.name));
@@ -79,7 +80,7 @@ impl ThrowawayDatabase {
 
     /// The database's URL, for code that connects by itself.
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.expose()
     }
 
     /// The single `int8` that `sql` selects.
@@ -189,4 +190,18 @@ pub fn order_event<M: MessageContract>(group: &str, order_id: Uuid, sequence: i6
 /// the order service's default reply queue as its return address.
 pub fn order_command<M: MessageContract>(queue: &str, order_id: Uuid, command: &M) -> IncomingMessage {
     incoming_command("order", queue, &order_id.to_string(), &Topology::default().order_replies(), command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_database_password_does_not_print() {
+        let url = "postgres://postgres:hunter2@127.0.0.1:1/t_none";
+        let pool = PgPoolOptions::new().connect_lazy(url).expect("a valid URL");
+        // Marked dropped: there is no database to drop.
+        let database = ThrowawayDatabase { name: "t_none".to_owned(), url: Secret::new(url), pool, dropped: true };
+        assert!(!format!("{database:?}").contains("hunter2"), "{database:?}");
+    }
 }
