@@ -7,6 +7,7 @@
 //! the commit.
 
 use crate::crash;
+use crate::db_errors::is_transient_db_error;
 use crate::inbox::{Inbox, InboxOutcome};
 use crate::outbox::OutboxError;
 use crate::retry::Backoff;
@@ -91,32 +92,6 @@ impl HandlerError {
             HandlerError::Database(e) | HandlerError::Outbox(OutboxError::Database(e)) => is_transient_db_error(e),
             _ => false,
         }
-    }
-}
-
-/// Whether a database error is about the connection or a conflict rather
-/// than about the statement.
-pub fn is_transient_db_error(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 40001/40P01: serialization failure,
-            // deadlock; 25P03: session ended idle in a transaction (its
-            // client went silent); 53: insufficient resources; 57P0x:
-            // server shutting down.
-            code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code == "25P03"
-                || code.starts_with("53")
-                || code.starts_with("57P")
-        }),
-        _ => false,
     }
 }
 

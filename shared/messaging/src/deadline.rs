@@ -38,7 +38,7 @@ mod tests {
     async fn silence_becomes_a_transient_error() {
         let silent = std::future::pending::<Result<(), sqlx::Error>>();
         let error: sqlx::Error = within(Duration::from_millis(10), silent).await.unwrap_err();
-        assert!(crate::consumer::is_transient_db_error(&error), "{error}");
+        assert!(crate::db_errors::is_transient_db_error(&error), "{error}");
         assert_eq!(within(Duration::from_secs(1), async { Ok::<_, sqlx::Error>(7) }).await.unwrap(), 7);
     }
 }

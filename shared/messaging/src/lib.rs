@@ -13,6 +13,7 @@ pub mod amqp;
 pub mod amqp_consumer;
 pub mod consumer;
 pub mod crash;
+pub mod db_errors;
 pub mod db_span;
 pub mod dead_letter;
 pub mod deadline;

@@ -143,7 +143,7 @@ impl From<PathRejection> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if messaging::consumer::is_transient_db_error(&e) {
+        if messaging::db_errors::is_transient_db_error(&e) {
             // Database down or pool exhausted: tell the client to come back.
             tracing::warn!(error = %e, "database unavailable");
             return ApiError::Unavailable { reason: "the database is unavailable".into(), retry_after_secs: 1 };
