@@ -20,11 +20,13 @@
 pub mod brokers;
 pub mod checks;
 pub mod databases;
+mod error;
 pub mod report;
 pub mod snapshot;
 
 pub use brokers::{Brokers, DEV_AMQP_URL, DEV_KAFKA_BROKERS};
 pub use databases::{DEV_SERVER_URL, DatabaseUrls, Databases, PerService, SERVICES};
+pub use error::CheckError;
 pub use report::{CheckResult, CheckStatus, Invariant, Offender, Report};
 pub use snapshot::{PendingWork, Snapshot};
 
@@ -33,22 +35,6 @@ use uuid::Uuid;
 
 /// Offenders listed per check unless told otherwise.
 pub const DEFAULT_MAX_OFFENDERS: usize = 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CheckError {
-    #[error("connecting to the {service} database: {error}")]
-    Connect { service: &'static str, error: sqlx::Error },
-    #[error("reading the {service} database: {error}")]
-    Query { service: &'static str, error: sqlx::Error },
-    #[error("accepted-orders list, line {line}: `{text}` is not an order id")]
-    AcceptedId { line: usize, text: String },
-    #[error("RabbitMQ: {0}")]
-    Amqp(String),
-    #[error("Kafka: {0}")]
-    Kafka(String),
-    #[error("RabbitMQ or Kafka: {0}")]
-    Broker(String),
-}
 
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
