@@ -24,6 +24,7 @@ use lapin::options::{
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind};
+use messaging::secret::redact_url;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -47,7 +48,13 @@ struct Session {
 impl Session {
     async fn open(url: &str, limits: Limits) -> Result<Self> {
         let props = ConnectionProperties::default().with_connection_name("dead-letters".into());
-        let connection = within(limits, "connecting to RabbitMQ", Connection::connect(url, props)).await?;
+        // Parsed here, not by `Connection::connect`: its error for an
+        // unusable URL quotes it, password and all.
+        let uri: lapin::uri::AMQPUri = url.parse().map_err(|error: String| {
+            let unquoted = if url.is_empty() { error } else { error.replace(url, &redact_url(url)) };
+            DeadLetterError::Amqp(std::io::Error::other(unquoted).into())
+        })?;
+        let connection = within(limits, "connecting to RabbitMQ", Connection::connect_uri(uri, props)).await?;
         Ok(Self { connection, limits })
     }
 
@@ -379,6 +386,13 @@ pub fn letter(delivery: &Delivery) -> DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unusable_url_is_not_quoted_in_the_error() {
+        let limits = Limits::new(std::time::Duration::from_secs(1), None);
+        let error = Session::open("amqp:guest:hunter2@127.0.0.1", limits).await.err().expect("an unusable URL");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
 
     #[test]
     fn replay_properties_keep_the_envelope_and_drop_the_dead_letter_headers() {
