@@ -49,6 +49,13 @@ pub enum AmqpError {
     Timeout(Duration),
     #[error("AMQP URL: {0}")]
     Url(String),
+    /// A pinned send found another channel than its batch's first send
+    /// (see [`ChannelPin`]); it was not performed.
+    #[error(
+        "the publishing channel changed mid-batch (the batch is pinned to channel {pinned}); \
+         the rest of the batch goes out on the next pass"
+    )]
+    ChannelChanged { pinned: u64 },
 }
 
 /// Opens connections to one broker URL, with backoff, reporting readiness
@@ -168,6 +175,53 @@ struct LiveChannel {
     // Kept so the connection lives as long as its channel.
     _connection: Connection,
     channel: Channel,
+    /// Which channel this is: see [`ChannelSlot::opened`].
+    generation: u64,
+}
+
+/// The publisher's channel, if one is open, and how many it has opened.
+#[derive(Default)]
+struct ChannelSlot {
+    live: Option<LiveChannel>,
+    /// Channels opened so far; each is numbered by it, so a pin tells a
+    /// reopened channel from the one it was taken on.
+    opened: u64,
+}
+
+impl ChannelSlot {
+    /// The open channel with its number, if it is still connected.
+    fn usable(&self) -> Option<(&Channel, u64)> {
+        self.live.as_ref().filter(|l| l.channel.status().connected()).map(|l| (&l.channel, l.generation))
+    }
+}
+
+/// Holds one batch's sends to one channel: the first pinned send takes the
+/// channel in use (opening one if needed), and every later one goes out on
+/// that same channel or not at all. A channel keeps the order of what was
+/// sent on it, but if it dies (or is reset for another lane's failure) and
+/// the next send opened a new one, a message lost with the old channel would
+/// be overtaken by the next one, stored through the new channel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelPin {
+    generation: Option<u64>,
+}
+
+impl ChannelPin {
+    /// Decides before anything is published, given the connected channel
+    /// and its number, if any: `Some` to publish on it, `None` to open a new
+    /// one first. Unpinned, either will do; pinned, only the pinned channel.
+    fn choose<C>(&self, open: Option<(C, u64)>) -> Result<Option<(C, u64)>, AmqpError> {
+        match (self.generation, open) {
+            (None, open) => Ok(open),
+            (Some(pinned), Some((channel, generation))) if pinned == generation => Ok(Some((channel, generation))),
+            (Some(pinned), _) => Err(AmqpError::ChannelChanged { pinned }),
+        }
+    }
+
+    /// Pins to `generation` unless already pinned.
+    fn hold(&mut self, generation: u64) {
+        self.generation.get_or_insert(generation);
+    }
 }
 
 /// Publishes persistent messages through the default exchange with publisher
@@ -175,7 +229,7 @@ struct LiveChannel {
 pub struct AmqpPublisher {
     connector: AmqpConnector,
     topology: Topology,
-    live: Mutex<Option<LiveChannel>>,
+    slot: Mutex<ChannelSlot>,
     confirm_timeout: Duration,
 }
 
@@ -220,18 +274,24 @@ impl PendingConfirm {
 impl AmqpPublisher {
     pub fn new(connector: AmqpConnector, topology: Topology) -> Self {
         connector.readiness().register(PUBLISHER_COMPONENT);
-        Self { connector, topology, live: Mutex::new(None), confirm_timeout: Duration::from_secs(15) }
+        Self { connector, topology, slot: Mutex::new(ChannelSlot::default()), confirm_timeout: Duration::from_secs(15) }
     }
 
     /// The open confirm-mode channel, opening one if needed.
     async fn channel(&self) -> Result<Channel, AmqpError> {
-        let mut live = self.live.lock().await;
-        if let Some(l) = live.as_ref() {
-            if l.channel.status().connected() {
-                return Ok(l.channel.clone());
-            }
+        self.channel_pinned(&mut ChannelPin::default()).await
+    }
+
+    /// The channel `pin` allows, opening one only if it is not pinned yet;
+    /// pins it. Decided under the slot's lock, before anything is published.
+    async fn channel_pinned(&self, pin: &mut ChannelPin) -> Result<Channel, AmqpError> {
+        let mut slot = self.slot.lock().await;
+        let open = slot.usable().map(|(channel, generation)| (channel.clone(), generation));
+        if let Some((channel, generation)) = pin.choose(open)? {
+            pin.hold(generation);
+            return Ok(channel);
         }
-        *live = None;
+        slot.live = None;
         let connection = match self.connector.connect_once().await {
             Ok(c) => c,
             Err(e) => {
@@ -254,7 +314,10 @@ impl AmqpPublisher {
             }
         };
         self.connector.readiness().ready(PUBLISHER_COMPONENT);
-        *live = Some(LiveChannel { _connection: connection, channel: channel.clone() });
+        slot.opened += 1;
+        let generation = slot.opened;
+        slot.live = Some(LiveChannel { _connection: connection, channel: channel.clone(), generation });
+        pin.hold(generation);
         Ok(channel)
     }
 
@@ -284,7 +347,21 @@ impl AmqpPublisher {
     /// Forgets the channel after a failure so the next publish reconnects.
     pub async fn reset(&self, reason: &str) {
         self.connector.readiness().not_ready(PUBLISHER_COMPONENT, reason.to_owned());
-        *self.live.lock().await = None;
+        self.slot.lock().await.live = None;
+    }
+
+    /// [`Self::reset`] after a failure of a batch pinned by `pin`, unless
+    /// its channel was replaced already: the newer channel did not fail,
+    /// and resetting it would fail every other batch pinned to it. Without
+    /// a pin the failure was in opening a channel, which left none to drop.
+    pub async fn reset_pinned(&self, pin: &ChannelPin, reason: &str) {
+        let mut slot = self.slot.lock().await;
+        match (pin.generation, slot.live.as_ref()) {
+            (Some(pinned), Some(live)) if live.generation == pinned => {}
+            _ => return,
+        }
+        self.connector.readiness().not_ready(PUBLISHER_COMPONENT, reason.to_owned());
+        slot.live = None;
     }
 
     /// Sends one message to `queue` and returns its pending confirm. Messages
@@ -296,7 +373,21 @@ impl AmqpPublisher {
         payload: &[u8],
         extra_headers: &[(&str, String)],
     ) -> Result<PendingConfirm, AmqpError> {
-        let channel = self.channel().await?;
+        self.send_pinned(&mut ChannelPin::default(), queue, envelope, payload, extra_headers).await
+    }
+
+    /// [`Self::send`] on the channel of `pin` (see [`ChannelPin`]): if the
+    /// channel changed since the pin was taken, nothing is published and the
+    /// error is [`AmqpError::ChannelChanged`].
+    pub async fn send_pinned(
+        &self,
+        pin: &mut ChannelPin,
+        queue: &str,
+        envelope: &Envelope,
+        payload: &[u8],
+        extra_headers: &[(&str, String)],
+    ) -> Result<PendingConfirm, AmqpError> {
+        let channel = self.channel_pinned(pin).await?;
         // mandatory: a missing queue comes back as a return, not as silence.
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
         let confirm = channel
@@ -326,5 +417,60 @@ mod tests {
         let named = with_default_heartbeat("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=3").unwrap();
         assert_eq!(named.query.heartbeat, Some(3));
         assert!(matches!(with_default_heartbeat("http://nowhere"), Err(AmqpError::Url(_))));
+    }
+
+    /// Which channel each send of a batch of three uses when channel 1 is
+    /// replaced by channel 2 after the first send: `Some(n)` for published
+    /// on channel n, `None` for held back. Unpinned, each send gets a fresh
+    /// pin, as [`AmqpPublisher::send`] does.
+    fn channels_of_a_batch_across_a_replacement(pinned: bool) -> Vec<Option<u64>> {
+        let mut batch_pin = ChannelPin::default();
+        [1, 2, 2]
+            .into_iter()
+            .map(|open| {
+                let mut fresh = ChannelPin::default();
+                let pin = if pinned { &mut batch_pin } else { &mut fresh };
+                let (_, generation) = pin.choose(Some(((), open))).ok()??;
+                pin.hold(generation);
+                Some(generation)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pinned_batch_stays_on_its_first_channel() {
+        assert_eq!(channels_of_a_batch_across_a_replacement(true), [Some(1), None, None]);
+        let pin = ChannelPin { generation: Some(1) };
+        assert!(matches!(pin.choose(Some(((), 2))), Err(AmqpError::ChannelChanged { pinned: 1 })));
+        // A channel that is down is not reopened under a pin either.
+        assert!(matches!(pin.choose(None::<((), u64)>), Err(AmqpError::ChannelChanged { pinned: 1 })));
+        assert!(matches!(pin.choose(Some(((), 1))), Ok(Some(((), 1)))));
+        // The next batch pins afresh, opening a channel if none is open.
+        assert!(matches!(ChannelPin::default().choose(None::<((), u64)>), Ok(None)));
+    }
+
+    /// The negative control: unpinned, the second send goes out on the new
+    /// channel after the first went out on the old one, which may have lost
+    /// it.
+    #[test]
+    fn an_unpinned_batch_spans_a_replaced_channel() {
+        assert_eq!(channels_of_a_batch_across_a_replacement(false), [Some(1), Some(2), Some(2)]);
+    }
+
+    /// After a reset (another lane's failure) a pinned send publishes
+    /// nothing and opens nothing, where an unpinned one reconnects (to a
+    /// port where nothing listens, so that it fails trying).
+    #[tokio::test]
+    async fn after_a_reset_a_pinned_send_does_not_reconnect() {
+        let connector = AmqpConnector::new("amqp://guest:guest@127.0.0.1:1/%2f", "test", Readiness::new());
+        let publisher = AmqpPublisher::new(connector, Topology::new("t."));
+        publisher.reset("another lane's confirm timed out").await;
+        let envelope = Envelope::new("Test", "agg", "test");
+        let mut pin = ChannelPin { generation: Some(1) };
+        let pinned = publisher.send_pinned(&mut pin, "q", &envelope, b"{}", &[]).await;
+        assert!(matches!(pinned, Err(AmqpError::ChannelChanged { pinned: 1 })), "{:?}", pinned.err());
+        assert_eq!(publisher.slot.lock().await.opened, 0, "no channel opened");
+        let unpinned = publisher.send("q", &envelope, b"{}", &[]).await;
+        assert!(matches!(unpinned, Err(AmqpError::Protocol(_) | AmqpError::Timeout(_))), "{:?}", unpinned.err());
     }
 }

@@ -26,6 +26,13 @@ pub enum KafkaPublishError {
     Kafka(#[from] KafkaError),
     #[error("Kafka delivery future dropped (producer closed)")]
     Canceled,
+    /// A pinned send found another producer than its batch's first send
+    /// (see [`ProducerPin`]); it was not enqueued.
+    #[error(
+        "the Kafka producer was replaced mid-batch (the batch is pinned to generation {pinned}, now {current}); \
+         the rest of the batch goes out on the next pass"
+    )]
+    ProducerChanged { pinned: u64, current: u64 },
 }
 
 impl KafkaPublishError {
@@ -114,6 +121,33 @@ impl ProducerSlot {
     }
 }
 
+/// Holds one batch's records to one producer generation: the first pinned
+/// send takes the producer in use, and every later one is enqueued on that
+/// producer or not at all. One producer keeps the order of a partition, but
+/// a replacement purges what the old one held: a record lost with it would
+/// be overtaken by the next one, written by the new producer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerPin {
+    generation: Option<u64>,
+}
+
+impl ProducerPin {
+    /// Pins to `current` unless pinned already; refuses another generation.
+    fn admit(&mut self, current: u64) -> Result<(), KafkaPublishError> {
+        match *self.generation.get_or_insert(current) {
+            pinned if pinned == current => Ok(()),
+            pinned => Err(KafkaPublishError::ProducerChanged { pinned, current }),
+        }
+    }
+}
+
+/// What one enqueue attempt on the current producer came to.
+enum Enqueued<'a, K: rdkafka::message::ToBytes + ?Sized> {
+    Sent(PendingDelivery),
+    /// The local queue is full: the record, to try again.
+    QueueFull(FutureRecord<'a, K, [u8]>),
+}
+
 /// A record handed to the producer, not yet acknowledged by the brokers.
 pub struct PendingDelivery {
     future: DeliveryFuture,
@@ -181,8 +215,23 @@ impl KafkaPublisher {
         payload: &[u8],
         extra_headers: &[(&str, String)],
     ) -> Result<PendingDelivery, KafkaPublishError> {
+        self.send_pinned(&mut ProducerPin::default(), topic, key, envelope, payload, extra_headers).await
+    }
+
+    /// [`Self::send`] on the producer of `pin` (see [`ProducerPin`]): if the
+    /// producer was replaced since the pin was taken, nothing is enqueued
+    /// and the error is [`KafkaPublishError::ProducerChanged`].
+    pub async fn send_pinned(
+        &self,
+        pin: &mut ProducerPin,
+        topic: &str,
+        key: &str,
+        envelope: &Envelope,
+        payload: &[u8],
+        extra_headers: &[(&str, String)],
+    ) -> Result<PendingDelivery, KafkaPublishError> {
         let headers = wire::kafka_headers(envelope, extra_headers);
-        self.enqueue(FutureRecord::to(topic).key(key).payload(payload).headers(headers)).await
+        self.enqueue_pinned(pin, FutureRecord::to(topic).key(key).payload(payload).headers(headers)).await
     }
 
     /// Sends a record with the given headers as they are (dead letters,
@@ -223,26 +272,54 @@ impl KafkaPublisher {
 
     async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
         &self,
+        record: FutureRecord<'_, K, [u8]>,
+    ) -> Result<PendingDelivery, KafkaPublishError> {
+        self.enqueue_pinned(&mut ProducerPin::default(), record).await
+    }
+
+    async fn enqueue_pinned<K: rdkafka::message::ToBytes + ?Sized>(
+        &self,
+        pin: &mut ProducerPin,
         mut record: FutureRecord<'_, K, [u8]>,
     ) -> Result<PendingDelivery, KafkaPublishError> {
         loop {
-            let generation = self.slot.current();
-            match generation.producer.send_result(record) {
-                Ok(future) => {
-                    return Ok(PendingDelivery { future, generation: generation.number, slot: self.slot.clone() });
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+            match self.enqueue_once(pin, record)? {
+                Enqueued::Sent(pending) => return Ok(pending),
+                Enqueued::QueueFull(returned) => {
                     // Local queue full: wait for deliveries to drain it.
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err((e, _)) => {
-                    if is_fatal(&e) {
-                        // A fatal producer refuses everything from now on.
-                        self.slot.replace(generation.number, &e);
-                    }
-                    return Err(e.into());
+            }
+        }
+    }
+
+    /// One attempt, under the slot's read lock: a replacement (which takes
+    /// the write lock, then purges the old producer) cannot come between
+    /// the pin's check and the enqueue, so nothing is enqueued on a producer
+    /// after its purge, nor on a newer one than the pin's.
+    fn enqueue_once<'a, K: rdkafka::message::ToBytes + ?Sized>(
+        &self,
+        pin: &mut ProducerPin,
+        record: FutureRecord<'a, K, [u8]>,
+    ) -> Result<Enqueued<'a, K>, KafkaPublishError> {
+        let current = self.slot.current.read().unwrap_or_else(PoisonError::into_inner);
+        pin.admit(current.number)?;
+        match current.producer.send_result(record) {
+            Ok(future) => {
+                Ok(Enqueued::Sent(PendingDelivery { future, generation: current.number, slot: self.slot.clone() }))
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                Ok(Enqueued::QueueFull(returned))
+            }
+            Err((e, _)) => {
+                let number = current.number;
+                drop(current);
+                if is_fatal(&e) {
+                    // A fatal producer refuses everything from now on.
+                    self.slot.replace(number, &e);
                 }
+                Err(e.into())
             }
         }
     }
@@ -372,5 +449,67 @@ mod tests {
         assert!(new_topic("t1.orders", 4, false).config.is_empty(), "event topics keep the broker's default");
         assert!(refuses_config(ErrorCode::InvalidConfig));
         assert!(!refuses_config(ErrorCode::RequestTimedOut), "a passing error is retried as a whole");
+    }
+
+    /// A publisher whose brokers never answer: records stay queued in the
+    /// producer, where they can be counted.
+    fn publisher_without_brokers() -> KafkaPublisher {
+        let mut config = producer_config("127.0.0.1:1", "pin-test");
+        config.set("message.timeout.ms", "60000");
+        KafkaPublisher::with_config(config).unwrap()
+    }
+
+    /// What another lane's failed delivery does: the producer is replaced
+    /// and the old one's records purged.
+    fn replace_producer(publisher: &KafkaPublisher) {
+        let failed = KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut);
+        publisher.slot.replace(publisher.slot.current().number, &failed);
+    }
+
+    fn queued_on_current_producer(publisher: &KafkaPublisher) -> i32 {
+        publisher.slot.current().producer.in_flight_count()
+    }
+
+    /// A batch of A1 and A2, sent pinned or with [`KafkaPublisher::send`],
+    /// with the producer replaced between the two sends.
+    async fn send_a1_replace_send_a2(
+        publisher: &KafkaPublisher,
+        pinned: bool,
+    ) -> (PendingDelivery, Result<PendingDelivery, KafkaPublishError>) {
+        let envelope = Envelope::new("Test", "agg", "test");
+        let mut pin = ProducerPin::default();
+        let a1 = publisher.send_pinned(&mut pin, "t", "agg", &envelope, b"A1", &[]).await.unwrap();
+        replace_producer(publisher);
+        let a2 = if pinned {
+            publisher.send_pinned(&mut pin, "t", "agg", &envelope, b"A2", &[]).await
+        } else {
+            publisher.send("t", "agg", &envelope, b"A2", &[]).await
+        };
+        (a1, a2)
+    }
+
+    #[tokio::test]
+    async fn a_pinned_batch_is_not_enqueued_on_a_replacing_producer() {
+        let publisher = publisher_without_brokers();
+        let (a1, a2) = send_a1_replace_send_a2(&publisher, true).await;
+        assert!(matches!(a2, Err(KafkaPublishError::ProducerChanged { pinned: 0, current: 1 })), "{:?}", a2.err());
+        assert_eq!(queued_on_current_producer(&publisher), 0, "A2 never reached the new producer");
+        // A1 was purged with the old producer: A1 and A2 both go out on the
+        // next pass, in order.
+        let a1 = tokio::time::timeout(Duration::from_secs(10), a1.delivered()).await.unwrap();
+        assert!(a1.is_err(), "{a1:?}");
+    }
+
+    /// The negative control: unpinned, A1 is purged with the old producer
+    /// while A2 waits on the new one, to be written first.
+    #[tokio::test]
+    async fn an_unpinned_batch_is_enqueued_on_the_replacing_producer() {
+        let publisher = publisher_without_brokers();
+        let (a1, a2) = send_a1_replace_send_a2(&publisher, false).await;
+        assert!(a2.is_ok(), "{:?}", a2.err());
+        assert_eq!(queued_on_current_producer(&publisher), 1, "A2 is on the new producer");
+        let a1 = tokio::time::timeout(Duration::from_secs(10), a1.delivered()).await.unwrap();
+        assert!(a1.is_err(), "{a1:?}");
+        publisher.slot.current().producer.purge(PurgeConfig::default().queue().inflight());
     }
 }

@@ -3,10 +3,17 @@
 //! ([`crate::log_tailing`]) share. Rows go out in the order given, without
 //! waiting in between (the broker keeps the order of one channel or
 //! partition); only the confirmed prefix counts as published.
+//!
+//! That holds only if one batch stays on one channel and one producer: a
+//! message lost with a channel that died or was reset (by another lane's
+//! failure) would otherwise be overtaken by the next one, sent on a new
+//! channel. So each batch is pinned ([`BatchPins`]): a send that would go
+//! out on another channel or producer generation than the batch's first is
+//! not made, and the rest of the batch waits for the next pass.
 
-use crate::amqp::{AmqpError, AmqpPublisher};
+use crate::amqp::{AmqpError, AmqpPublisher, ChannelPin};
 use crate::crash;
-use crate::kafka::{KafkaPublishError, KafkaPublisher};
+use crate::kafka::{KafkaPublishError, KafkaPublisher, ProducerPin};
 use chrono::{DateTime, Utc};
 use contracts::Envelope;
 use std::sync::Arc;
@@ -79,11 +86,19 @@ pub(crate) struct OutboxPublisher {
     pub(crate) kafka: Option<Arc<KafkaPublisher>>,
 }
 
+/// One batch's channel and producer, taken at its first send to each.
+#[derive(Debug, Default)]
+struct BatchPins {
+    amqp: ChannelPin,
+    kafka: ProducerPin,
+}
+
 impl OutboxPublisher {
     /// Sends every row in id order without waiting in between (the broker
-    /// keeps the order of one channel / partition), then waits for each
-    /// confirmation.
+    /// keeps the order of one channel / partition, and the batch is pinned
+    /// to one of each), then waits for each confirmation.
     pub(crate) async fn publish_in_order(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>> {
+        let mut pins = BatchPins::default();
         let middle = rows.len() / 2;
         let mut in_flight = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
@@ -96,7 +111,7 @@ impl OutboxPublisher {
                     if let Some(written) = row.created_at.timestamp_nanos_opt() {
                         span.record("ordermesh.outbox.written_at_unix_nano", written);
                     }
-                    (self.send(row, envelope).instrument(span.clone()).await, span)
+                    (self.send_with(row, envelope, Some(&mut pins)).instrument(span.clone()).await, span)
                 }
                 Err(corrupt) => (Err(corrupt), tracing::Span::none()),
             };
@@ -137,7 +152,9 @@ impl OutboxPublisher {
                     metrics::counter!("outbox_publish_failures_total", &labels).increment(1);
                     if e.breaks_amqp_channel() {
                         if let Some(amqp) = &self.amqp {
-                            amqp.reset(&e.to_string()).await;
+                            // Every AMQP message of the batch went out on
+                            // the pinned channel: that one failed.
+                            amqp.reset_pinned(&pins.amqp, &e.to_string()).await;
                         }
                     }
                 }
@@ -168,7 +185,18 @@ impl OutboxPublisher {
         results
     }
 
-    pub(crate) async fn send(&self, row: &OutboxRow, mut envelope: Envelope) -> Result<InFlight, PublishError> {
+    /// One row, on whatever channel or producer is current (a message on
+    /// its own: direct publishing).
+    pub(crate) async fn send(&self, row: &OutboxRow, envelope: Envelope) -> Result<InFlight, PublishError> {
+        self.send_with(row, envelope, None).await
+    }
+
+    async fn send_with(
+        &self,
+        row: &OutboxRow,
+        mut envelope: Envelope,
+        pins: Option<&mut BatchPins>,
+    ) -> Result<InFlight, PublishError> {
         // The consumer's span will be a child of this publish span.
         let trace = telemetry::current_trace_headers();
         envelope.traceparent = trace.traceparent.or(envelope.traceparent);
@@ -177,11 +205,20 @@ impl OutboxPublisher {
         match row.transport.as_str() {
             "amqp" => {
                 let amqp = self.amqp.as_ref().ok_or(PublishError::NoPublisher("AMQP"))?;
-                Ok(InFlight::Amqp(amqp.send(&row.destination, &envelope, &payload, &[]).await?))
+                let sent = match pins {
+                    Some(pins) => amqp.send_pinned(&mut pins.amqp, &row.destination, &envelope, &payload, &[]).await,
+                    None => amqp.send(&row.destination, &envelope, &payload, &[]).await,
+                };
+                Ok(InFlight::Amqp(sent?))
             }
             "kafka" => {
                 let kafka = self.kafka.as_ref().ok_or(PublishError::NoPublisher("Kafka"))?;
-                Ok(InFlight::Kafka(kafka.send(&row.destination, &row.partition_key, &envelope, &payload, &[]).await?))
+                let (topic, key) = (&row.destination, &row.partition_key);
+                let sent = match pins {
+                    Some(pins) => kafka.send_pinned(&mut pins.kafka, topic, key, &envelope, &payload, &[]).await,
+                    None => kafka.send(topic, key, &envelope, &payload, &[]).await,
+                };
+                Ok(InFlight::Kafka(sent?))
             }
             other => Err(PublishError::Corrupt(row.id, format!("unknown transport `{other}`"))),
         }
@@ -236,5 +273,14 @@ mod tests {
         let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
         assert!(!PublishError::Kafka(KafkaPublishError::Kafka(timed_out)).is_refusal());
         assert!(!PublishError::Kafka(KafkaPublishError::Canceled).is_refusal());
+    }
+
+    #[test]
+    fn a_send_held_back_by_its_batch_pin_is_retried_and_leaves_the_new_channel_alone() {
+        let channel_changed = PublishError::Amqp(AmqpError::ChannelChanged { pinned: 1 });
+        assert!(!channel_changed.is_refusal(), "never parked: the next pass sends it");
+        assert!(!channel_changed.breaks_amqp_channel(), "the new channel did not fail");
+        let producer_changed = PublishError::Kafka(KafkaPublishError::ProducerChanged { pinned: 0, current: 1 });
+        assert!(!producer_changed.is_refusal());
     }
 }

@@ -7,7 +7,9 @@
 //! published by one of them at a time, in id order. Within one aggregate, id
 //! order is commit order because services write an aggregate's messages while
 //! holding its row lock. Only the confirmed prefix of a batch is marked sent:
-//! after a failure, the rest is published again, never overtaken.
+//! after a failure, the rest is published again, never overtaken. A batch
+//! goes out on one channel or producer (pinned, see `outbox_publisher`), so
+//! the broker holds a prefix of it.
 //!
 //! A crash anywhere means the unmarked rows are published again: duplicates
 //! are possible, loss is not. Consumers deduplicate with the inbox.

@@ -10,7 +10,8 @@
 //! Order: the log gives transactions in commit order, and one aggregate's
 //! messages commit in order (services hold its row lock), so publishing in
 //! log order keeps each order's messages in order, on one AMQP channel or
-//! one Kafka partition per key.
+//! one Kafka partition per key (each batch pinned to one channel and one
+//! producer; a send held back by its pin is retried like any failure).
 //!
 //! Exclusivity: the server lets one session at a time stream a slot; a
 //! second instance of the service stands by until the slot is free.
