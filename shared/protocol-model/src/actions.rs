@@ -18,6 +18,13 @@ pub enum Action {
     /// waiting (sends are pipelined), does or does not reach the broker; its
     /// confirm is not awaited.
     SendAfterFailure { relay: RelayId, reaches_broker: bool },
+    /// The relay's publishing channel (or Kafka producer) is replaced in the
+    /// middle of its batch: it died, or another lane's failure reset it.
+    ReplaceChannel { relay: RelayId },
+    /// The relay's next send finds its batch's channel replaced and is not
+    /// made (`AmqpError::ChannelChanged`, `KafkaPublishError::ProducerChanged`):
+    /// the rest of the batch waits for the next pass.
+    HoldBack { relay: RelayId },
     /// The relay marks the confirmed prefix sent and commits, which ends its
     /// transaction and with it the lane lock.
     MarkSentAndCommit { relay: RelayId },
@@ -70,6 +77,10 @@ fn relay_steps(config: &ModelConfig, state: &SystemState, relay: RelayId, action
             }
         }
         Relay::Publishing(pass) if pass.is_done() => actions.push(Action::MarkSentAndCommit { relay }),
+        Relay::Publishing(pass) if pass.replaced_after.is_some() && config.variant.pins_batches() => {
+            // Every send after the replacement would use the new channel.
+            actions.push(Action::HoldBack { relay });
+        }
         Relay::Publishing(pass) => {
             match pass.failure {
                 None => {
@@ -80,16 +91,18 @@ fn relay_steps(config: &ModelConfig, state: &SystemState, relay: RelayId, action
                         }
                     }
                 }
-                Some(failure) => {
-                    // One channel delivers a prefix of what was sent on it:
-                    // after a message it dropped, it delivers nothing more.
-                    let channel_alive =
-                        failure == PublishFailure::ConfirmLost || config.variant.later_sends_survive_a_dropped_one();
-                    if channel_alive {
+                Some(_) => {
+                    if pass.channel_alive() {
                         actions.push(Action::SendAfterFailure { relay, reaches_broker: true });
                     }
                     actions.push(Action::SendAfterFailure { relay, reaches_broker: false });
                 }
+            }
+            // Before the first send there is no channel to replace, as far
+            // as the batch is concerned: it takes whichever is current.
+            let replacements_left = state.faults.channel_replacements < config.max_channel_replacements;
+            if replacements_left && pass.sent > 0 && pass.replaced_after.is_none() {
+                actions.push(Action::ReplaceChannel { relay });
             }
         }
     }

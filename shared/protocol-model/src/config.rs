@@ -18,10 +18,11 @@ pub enum Variant {
     /// The consumer writes no inbox row and applies every delivery
     /// (`UNSAFE_SKIP_INBOX`).
     SkipInbox,
-    /// A send that the broker never got is followed by later sends of the
-    /// same batch that it does get: what happens when the publishing channel
-    /// (or Kafka producer) is replaced between two sends of one batch.
-    ReconnectMidBatch,
+    /// A batch's sends are not pinned to the channel (or Kafka producer) of
+    /// its first: after the channel is replaced mid-batch, the rest goes out
+    /// on the new one, behind a message lost with the old one. What
+    /// `AmqpPublisher::send` and `KafkaPublisher::send` did before the pin.
+    UnpinnedBatch,
     /// Relays take lanes without the advisory lock.
     WithoutLaneLock,
 }
@@ -39,8 +40,10 @@ impl Variant {
         self != Variant::SkipInbox
     }
 
-    pub fn later_sends_survive_a_dropped_one(self) -> bool {
-        self == Variant::ReconnectMidBatch
+    /// A send whose batch's channel was replaced is held back
+    /// (`ChannelPin`, `ProducerPin`).
+    pub fn pins_batches(self) -> bool {
+        self != Variant::UnpinnedBatch
     }
 
     pub fn locks_lanes(self) -> bool {
@@ -68,11 +71,15 @@ pub struct ModelConfig {
     /// Publishes that fail in one behaviour: the broker never got the
     /// message, or got it and its confirm was lost.
     pub max_publish_failures: u8,
+    /// Publishing channels (or Kafka producers) replaced in the middle of a
+    /// batch in one behaviour: the channel died, or another lane's failure
+    /// reset it.
+    pub max_channel_replacements: u8,
 }
 
 impl ModelConfig {
-    /// Two orders of two writes each, two relays, one crash of each kind
-    /// and one failed publish: every step of the protocol meets every fault
+    /// Two orders of two writes each, two relays, one crash of each kind,
+    /// one failed publish and one channel replaced mid-batch: every step of the protocol meets every fault
     /// at least once.
     pub fn new(variant: Variant) -> Self {
         Self {
@@ -83,6 +90,7 @@ impl ModelConfig {
             max_relay_crashes: 1,
             max_consumer_crashes: 1,
             max_publish_failures: 1,
+            max_channel_replacements: 1,
         }
     }
 

@@ -51,6 +51,15 @@ pub fn step(state: &SystemState, action: Action) -> String {
         Action::SendAfterFailure { relay, reaches_broker: false } => {
             format!("relay {relay}'s pipelined send of {} and the rest of the batch get lost", next_row(relay))
         }
+        Action::ReplaceChannel { relay } => format!(
+            "relay {relay}'s channel is replaced mid-batch (it died, or another lane's failure reset it): \
+             sends now go out on a new one"
+        ),
+        Action::HoldBack { relay } => format!(
+            "relay {relay}'s send of {} is held back: its batch is pinned to the replaced channel \
+             (the rest waits for the next pass)",
+            next_row(relay)
+        ),
         Action::MarkSentAndCommit { relay } => format!("relay {relay} marks rows sent and commits (lane unlocked)"),
         Action::RelayCrash { relay } => format!("relay {relay} crashes: transaction rolled back, lane unlocked"),
         Action::Receive => {
@@ -87,6 +96,9 @@ pub fn summary(state: &SystemState) -> String {
                     pass.handled,
                     pass.confirmed
                 );
+                if let Some(sends) = pass.replaced_after {
+                    let _ = write!(line, ", channel replaced after {sends} sent");
+                }
             }
         }
     }

@@ -39,6 +39,8 @@ impl Model for OutboxProtocol {
             Action::SendAfterFailure { relay, reaches_broker } => {
                 relay::send_after_failure(&mut state, relay, reaches_broker)
             }
+            Action::ReplaceChannel { relay } => relay::replace_channel(&mut state, relay),
+            Action::HoldBack { relay } => relay::hold_back(&mut state, relay),
             Action::MarkSentAndCommit { relay } => relay::mark_sent_and_commit(config, &mut state, relay),
             Action::RelayCrash { relay } => relay::crash(&mut state, relay),
             Action::Receive => consumer::receive(config, &mut state),

@@ -17,8 +17,15 @@ pub fn claim_lane(config: &ModelConfig, state: &mut SystemState, relay: RelayId,
             !row.sent && config.lane_of_order[usize::from(row.order)] == lane
         })
         .collect();
-    state.relays[usize::from(relay)] =
-        Relay::Publishing(LanePass { lane, batch, handled: 0, sent: 0, confirmed: 0, failure: None });
+    state.relays[usize::from(relay)] = Relay::Publishing(LanePass {
+        lane,
+        batch,
+        handled: 0,
+        sent: 0,
+        confirmed: 0,
+        failure: None,
+        replaced_after: None,
+    });
 }
 
 pub fn publish(state: &mut SystemState, relay: RelayId, outcome: PublishOutcome) {
@@ -54,6 +61,21 @@ pub fn send_after_failure(state: &mut SystemState, relay: RelayId, reaches_broke
         pass.handled = pass.batch.len() as u8;
         pass.sent += 1;
     }
+}
+
+/// The channel's messages already sent keep whatever outcome their step
+/// gave them; what changes is the channel the next send would use.
+pub fn replace_channel(state: &mut SystemState, relay: RelayId) {
+    let Relay::Publishing(pass) = &mut state.relays[usize::from(relay)] else { return };
+    pass.replaced_after = Some(pass.sent);
+    state.faults.channel_replacements += 1;
+}
+
+/// The send is not made: the batch ends here, its confirmed prefix to be
+/// marked, the rest left for the next pass.
+pub fn hold_back(state: &mut SystemState, relay: RelayId) {
+    let Relay::Publishing(pass) = &mut state.relays[usize::from(relay)] else { return };
+    pass.handled = pass.batch.len() as u8;
 }
 
 pub fn mark_sent_and_commit(config: &ModelConfig, state: &mut SystemState, relay: RelayId) {

@@ -99,6 +99,9 @@ pub struct LanePass {
     pub confirmed: u8,
     /// The first publish of the pass that was not confirmed.
     pub failure: Option<PublishFailure>,
+    /// The publishing channel was replaced after this many sends of the
+    /// pass: the sends after it would go out on a new channel.
+    pub replaced_after: Option<u8>,
 }
 
 impl LanePass {
@@ -108,6 +111,16 @@ impl LanePass {
 
     pub fn next_row(&self) -> Option<RowId> {
         self.batch.get(usize::from(self.handled)).copied()
+    }
+
+    /// Whether the channel the next send would use still takes messages.
+    /// One channel delivers a prefix of what was sent on it: after a message
+    /// it dropped, nothing more. A channel opened after that drop is alive.
+    pub fn channel_alive(&self) -> bool {
+        match self.failure {
+            None | Some(PublishFailure::ConfirmLost) => true,
+            Some(PublishFailure::Dropped) => self.replaced_after.is_some_and(|sends| self.confirmed < sends),
+        }
     }
 }
 
@@ -160,4 +173,5 @@ pub struct FaultsUsed {
     pub relay_crashes: u8,
     pub consumer_crashes: u8,
     pub publish_failures: u8,
+    pub channel_replacements: u8,
 }

@@ -29,12 +29,12 @@ fn without_the_inbox_a_redelivery_applies_twice() {
     counterexamples_of(Variant::SkipInbox, &[NO_EFFECT_TWICE]);
 }
 
-/// Not a control but a finding: `AmqpPublisher::send` and
-/// `KafkaPublisher::send` take the current channel or producer at each send,
-/// so one batch can span a replaced one, and a message dropped with the old
-/// one is overtaken by the next, sent on the new one. The inbox then skips
-/// the dropped one as stale when it comes again: its effect is lost.
+/// The finding the pin fixes: unpinned, each send takes the current channel
+/// or producer (as `AmqpPublisher::send` and `KafkaPublisher::send` do), so
+/// one batch can span a replaced one, and a message dropped with the old one
+/// is overtaken by the next, sent on the new one. The inbox then skips the
+/// dropped one as stale when it comes again: its effect is lost.
 #[test]
-fn a_channel_replaced_mid_batch_lets_a_later_event_overtake_and_void_a_dropped_one() {
-    counterexamples_of(Variant::ReconnectMidBatch, &[EFFECTS_IN_ORDER, NOTHING_LOST]);
+fn an_unpinned_batch_across_a_replaced_channel_lets_a_later_event_overtake_and_void_a_dropped_one() {
+    counterexamples_of(Variant::UnpinnedBatch, &[EFFECTS_IN_ORDER, NOTHING_LOST]);
 }
