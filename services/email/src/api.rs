@@ -1,15 +1,13 @@
 //! Queries: an order's e-mails, one e-mail.
 
 use crate::store;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use service_kit::ApiError;
 use service_kit::openapi::NotFound;
+use service_kit::{ApiError, OrderIdQuery, PathParam, ValidQuery};
 use sqlx::PgPool;
-use std::collections::HashMap;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,21 +28,13 @@ struct OrderEmails {
     emails: Vec<store::SentEmail>,
 }
 
-#[derive(serde::Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documentation only: the handler reads the query itself, to answer 400 as ApiError.
-struct OrderQuery {
-    order_id: uuid::Uuid,
-}
-
 /// `GET /emails?order_id=`: every e-mail recorded for the order, with its
 /// delivery state.
-#[utoipa::path(get, path = "/emails", operation_id = "emails_of_order", tag = "email", params(OrderQuery), responses((status = 200, body = OrderEmails)))]
+#[utoipa::path(get, path = "/emails", operation_id = "emails_of_order", tag = "email", params(OrderIdQuery), responses((status = 200, body = OrderEmails)))]
 async fn of_order(
     State(pool): State<PgPool>,
-    Query(params): Query<HashMap<String, String>>,
+    ValidQuery(OrderIdQuery { order_id }): ValidQuery<OrderIdQuery>,
 ) -> Result<Response, ApiError> {
-    let order_id = ApiError::required_uuid(&params, "order_id")?;
     let emails = store::emails_of_order(&pool, order_id).await?;
     Ok(Json(OrderEmails { order_id, emails }).into_response())
 }
@@ -58,9 +48,7 @@ async fn of_order(
     params(("id" = uuid::Uuid, Path, description = "The e-mail id.")),
     responses((status = 200, body = store::SentEmail), (status = 404, response = NotFound))
 )]
-async fn one(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let Path(id) = path?;
-    let id = ApiError::parse_uuid("id", &id)?;
+async fn one(State(pool): State<PgPool>, PathParam(id): PathParam<uuid::Uuid>) -> Result<Response, ApiError> {
     match store::email(&pool, id).await? {
         Some(email) => Ok(Json(email).into_response()),
         None => Err(ApiError::NotFound(format!("no e-mail {id}"))),

@@ -1,12 +1,11 @@
 //! Queries: a customer's points.
 
 use crate::store;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use service_kit::ApiError;
 use service_kit::openapi::NotFound;
+use service_kit::{ApiError, Identifier, PathParam};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -42,10 +41,12 @@ struct LoyaltyAccount {
     params(("id" = String, Path, description = "The customer id.", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")),
     responses((status = 200, body = LoyaltyAccount), (status = 404, response = NotFound))
 )]
-async fn loyalty(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let Path(customer_id) = path?;
+async fn loyalty(
+    State(pool): State<PgPool>,
     // Customer ids are what the order API accepts; anything else names no one.
-    let customer_id = ApiError::parse_identifier("id", &customer_id)?;
+    PathParam(customer_id): PathParam<Identifier>,
+) -> Result<Response, ApiError> {
+    let customer_id = customer_id.as_str();
     let account = store::account(&pool, customer_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no loyalty account for customer `{customer_id}`")))?;

@@ -5,8 +5,7 @@ use crate::catalogue::{Catalogue, SkuCheck};
 use crate::store::OrderStatus;
 use crate::store::{self, InsertOutcome, NewOrder};
 use crate::sync_peers::SyncPeers;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -15,10 +14,11 @@ use contracts::catalogue::{OrderLine, OrderPlaced, PaymentMethod, ReserveStock};
 use messaging::outbox::OutboxBacklogMonitor;
 use messaging::{MessageFactory, Outbox, OutboxMessage};
 use serde::{Deserialize, Serialize};
+use service_kit::extract::{FromQueryParams, QueryParams};
 use service_kit::openapi::NotFound;
-use service_kit::{ApiError, ApiJson};
+use service_kit::{ApiError, ApiJson, Identifier, PathParam, ValidQuery};
 use sqlx::PgPool;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
@@ -109,15 +109,30 @@ struct IdempotencyHeader {
     idempotency_key: Option<String>,
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documentation only, as IdempotencyHeader.
 struct ListQuery {
     #[param(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")]
     customer_id: String,
     /// 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+}
+
+const DEFAULT_LIST_LIMIT: i64 = 50;
+
+impl FromQueryParams for ListQuery {
+    fn from_query_params(params: &QueryParams) -> Result<Self, ApiError> {
+        let customer_id: Identifier = params.required("customer_id")?;
+        let limit = params.optional_with("limit", |limit| {
+            limit
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=500).contains(l))
+                .ok_or_else(|| ApiError::invalid_parameter("limit", "must be an integer from 1 to 500"))
+        })?;
+        Ok(Self { customer_id: customer_id.into_string(), limit })
+    }
 }
 
 fn valid_identifier(field: &str, value: &str) -> Result<(), ApiError> {
@@ -333,12 +348,7 @@ fn accepted(order_id: Uuid, status: &str, replayed: bool) -> Response {
     params(("id" = Uuid, Path, description = "The order id.")),
     responses((status = 200, body = store::OrderView), (status = 404, response = NotFound))
 )]
-async fn get_order(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let Path(id) = path?;
-    let id = ApiError::parse_uuid("id", &id)?;
+async fn get_order(State(state): State<AppState>, PathParam(id): PathParam<Uuid>) -> Result<Response, ApiError> {
     match store::fetch_order(&state.pool, id).await? {
         Some(order) => Ok(Json(order).into_response()),
         None => Err(ApiError::NotFound(format!("no order {id}"))),
@@ -349,18 +359,9 @@ async fn get_order(
 #[utoipa::path(get, path = "/orders", operation_id = "list_orders", tag = "order", params(ListQuery), responses((status = 200, body = CustomerOrders)))]
 async fn list_orders(
     State(state): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
+    ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let customer = params.get("customer_id").ok_or_else(|| ApiError::invalid_parameter("customer_id", "required"))?;
-    let customer = ApiError::parse_identifier("customer_id", customer)?;
-    let limit = match params.get("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| ApiError::invalid_parameter("limit", "must be an integer from 1 to 500"))?,
-    };
-    let orders = store::orders_of_customer(&state.pool, customer, limit).await?;
-    Ok(Json(CustomerOrders { customer_id: customer.to_owned(), orders }).into_response())
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    let orders = store::orders_of_customer(&state.pool, &query.customer_id, limit).await?;
+    Ok(Json(CustomerOrders { customer_id: query.customer_id, orders }).into_response())
 }

@@ -1,16 +1,14 @@
 //! Queries: an order's payments and refunds, one payment.
 
 use crate::store::{self, Payment, Refund};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::Serialize;
-use service_kit::ApiError;
 use service_kit::openapi::NotFound;
+use service_kit::{ApiError, OrderIdQuery, PathParam, ValidQuery};
 use sqlx::PgPool;
-use std::collections::HashMap;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -32,21 +30,13 @@ struct OrderPayments {
     refunds: Vec<Refund>,
 }
 
-#[derive(serde::Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documentation only: the handler reads the query itself, to answer 400 as ApiError.
-struct OrderQuery {
-    order_id: uuid::Uuid,
-}
-
 /// `GET /payments?order_id=`: the order's payments and refunds (empty when
 /// payment never heard of the order).
-#[utoipa::path(get, path = "/payments", operation_id = "payments_of_order", tag = "payment", params(OrderQuery), responses((status = 200, body = OrderPayments)))]
+#[utoipa::path(get, path = "/payments", operation_id = "payments_of_order", tag = "payment", params(OrderIdQuery), responses((status = 200, body = OrderPayments)))]
 async fn of_order(
     State(pool): State<PgPool>,
-    Query(params): Query<HashMap<String, String>>,
+    ValidQuery(OrderIdQuery { order_id }): ValidQuery<OrderIdQuery>,
 ) -> Result<Response, ApiError> {
-    let order_id = ApiError::required_uuid(&params, "order_id")?;
     let payments = store::payments_of_order(&pool, order_id).await?;
     let refunds = store::refunds_of_order(&pool, order_id).await?;
     Ok(Json(OrderPayments { order_id, payments, refunds }).into_response())
@@ -68,9 +58,7 @@ struct PaymentWithRefund {
     params(("payment_id" = uuid::Uuid, Path, description = "The payment id.")),
     responses((status = 200, body = PaymentWithRefund), (status = 404, response = NotFound))
 )]
-async fn one(State(pool): State<PgPool>, path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
-    let Path(payment_id) = path?;
-    let payment_id = ApiError::parse_uuid("payment_id", &payment_id)?;
+async fn one(State(pool): State<PgPool>, PathParam(payment_id): PathParam<uuid::Uuid>) -> Result<Response, ApiError> {
     let payment = store::payment(&pool, payment_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no payment {payment_id}")))?;

@@ -63,12 +63,6 @@ impl ApiError {
         Self::InvalidParameter { field: field.into(), message: message.into() }
     }
 
-    /// A query parameter that must be present and a UUID (`?order_id=…`).
-    pub fn required_uuid(params: &std::collections::HashMap<String, String>, field: &str) -> Result<uuid::Uuid, Self> {
-        let value = params.get(field).ok_or_else(|| Self::invalid_parameter(field, "required"))?;
-        Self::parse_uuid(field, value)
-    }
-
     /// Parses a path or query parameter that must be a UUID.
     pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, Self> {
         value.parse().map_err(|_| Self::invalid_parameter(field, format!("`{value}` is not a UUID")))

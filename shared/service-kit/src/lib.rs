@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod extract;
 pub mod host;
 pub mod http;
 pub mod json;
@@ -17,5 +18,6 @@ pub mod sync_twin;
 
 pub use config::{CommonConfig, ConfigError, env_or, env_parse};
 pub use error::{ApiError, identifier_problem};
+pub use extract::{Identifier, OrderIdQuery, PathParam, ValidQuery};
 pub use host::ServiceHost;
 pub use json::ApiJson;
