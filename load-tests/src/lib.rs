@@ -4,3 +4,4 @@ pub mod commit_ceiling;
 #[cfg(feature = "hexeract")]
 pub mod hexeract_relay;
 pub mod report;
+pub mod tansu_engine;

@@ -84,6 +84,36 @@ async fn command_output(program: &str, args: &[&str]) -> String {
 }
 
 impl Report {
+    /// The tables as aligned text, then the findings, on stdout.
+    pub fn print(&self) {
+        for table in &self.tables {
+            println!("\n{}", table.title);
+            let widths: Vec<usize> = (0..table.header.len())
+                .map(|c| {
+                    std::iter::once(&table.header)
+                        .chain(&table.rows)
+                        .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            for row in std::iter::once(&table.header).chain(&table.rows) {
+                let cells: Vec<String> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(c, cell)| {
+                        if c == 0 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) }
+                    })
+                    .collect();
+                println!("{}", cells.join("  "));
+            }
+        }
+        println!();
+        for finding in &self.findings {
+            println!("{finding}");
+        }
+    }
+
     /// Writes `<name>.json` and `<name>.html` into `dir`; returns the HTML's path.
     pub fn write(&self, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;

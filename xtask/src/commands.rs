@@ -348,9 +348,9 @@ const LOG_TAILING_PASS_SKIPS: &[&str] = &[
 
 /// The benchmarks of `cargo xtask bench`, by name: each is a binary of
 /// load-tests writing `<name>.html` and `<name>.json` under target/bench/.
-const BENCHMARKS: [&str; 2] = ["relays", "e2e"];
+const BENCHMARKS: [&str; 3] = ["kafka-storage", "relays", "e2e"];
 
-/// `cargo xtask bench [relays|e2e|all]`: the benchmarks, built in release
+/// `cargo xtask bench [kafka-storage|relays|e2e|all]`: the benchmarks, built in release
 /// (debug figures would measure the compiler's checks), services included,
 /// on the test stack.
 pub fn bench(which: &str, extra_args: &[String]) -> Result<()> {

@@ -119,17 +119,7 @@ async fn main() -> Result<()> {
     let ceiling = load_tests::commit_ceiling::measure(stack, &[4], Duration::from_secs(args.seconds)).await?;
     let ceiling_tps = ceiling.first().map_or(f64::NAN, |c| c.transactions_per_second);
     let report = report(&args, &runs, half_step.as_ref(), ceiling_tps, load_tests::report::environment(stack).await);
-    for table in &report.tables {
-        println!("\n{}", table.title);
-        println!("{}", table.header.join(" | "));
-        for row in &table.rows {
-            println!("{}", row.join(" | "));
-        }
-    }
-    println!();
-    for finding in &report.findings {
-        println!("{finding}");
-    }
+    report.print();
     let html = report.write(&args.report, "e2e").context("writing the report")?;
     println!("report: {}", html.display());
     Ok(())

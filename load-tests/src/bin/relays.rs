@@ -278,7 +278,7 @@ async fn main() -> Result<()> {
         .iter()
         .map(|c| serde_json::json!({"clients": c.clients, "transactions_per_second": c.transactions_per_second, "latency_ms": c.latency_ms}))
         .collect::<Vec<_>>());
-    print_tables(&report);
+    report.print();
     let html = report.write(&args.report, "relays").context("writing the report")?;
     println!("report: {}", html.display());
     Ok(())
@@ -286,35 +286,6 @@ async fn main() -> Result<()> {
 
 async fn xtask_stack_environment(stack: &xtask::Stack) -> Vec<(String, String)> {
     load_tests::report::environment(stack).await
-}
-
-fn print_tables(report: &Report) {
-    for table in &report.tables {
-        println!("\n{}", table.title);
-        let widths: Vec<usize> = (0..table.header.len())
-            .map(|c| {
-                std::iter::once(&table.header)
-                    .chain(&table.rows)
-                    .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for row in std::iter::once(&table.header).chain(&table.rows) {
-            let cells: Vec<String> =
-                row.iter()
-                    .enumerate()
-                    .map(|(c, cell)| {
-                        if c == 0 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) }
-                    })
-                    .collect();
-            println!("{}", cells.join("  "));
-        }
-    }
-    println!();
-    for finding in &report.findings {
-        println!("{finding}");
-    }
 }
 
 /// The report: tables, charts, ratios to raw publishing, the targets of
