@@ -9,11 +9,10 @@ use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SentEmail {
     pub id: Uuid,
     pub order_id: Uuid,
-    #[sqlx(try_from = "String")]
     pub kind: EmailKind,
     pub recipient: String,
     pub subject: String,
@@ -33,44 +32,51 @@ pub async fn record(
     email: &ComposedEmail,
     cause_message_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO sent_emails (id, order_id, kind, recipient, subject, body, message_id_header, cause_message_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (order_id, kind) DO NOTHING",
+        Uuid::now_v7(),
+        email.order_id,
+        email.kind.as_str(),
+        email.recipient,
+        email.subject,
+        email.body,
+        email.message_id_header,
+        cause_message_id,
     )
-    .bind(Uuid::now_v7())
-    .bind(email.order_id)
-    .bind(email.kind.as_str())
-    .bind(&email.recipient)
-    .bind(&email.subject)
-    .bind(&email.body)
-    .bind(&email.message_id_header)
-    .bind(cause_message_id)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(inserted == 1)
 }
 
-const SENT_EMAIL_COLUMNS: &str = "id, order_id, kind, recipient, subject, body, message_id_header, created_at, \
-     smtp_delivered_at, smtp_rejected_at, smtp_attempts, smtp_last_error";
-
 pub async fn emails_of_order(pool: &PgPool, order_id: Uuid) -> Result<Vec<SentEmail>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {SENT_EMAIL_COLUMNS} FROM sent_emails WHERE order_id = $1 ORDER BY created_at, id"))
-        .bind(order_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as!(
+        SentEmail,
+        r#"SELECT id, order_id, kind AS "kind: EmailKind", recipient, subject, body, message_id_header, created_at,
+                  smtp_delivered_at, smtp_rejected_at, smtp_attempts, smtp_last_error
+           FROM sent_emails WHERE order_id = $1 ORDER BY created_at, id"#,
+        order_id,
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn email(pool: &PgPool, id: Uuid) -> Result<Option<SentEmail>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {SENT_EMAIL_COLUMNS} FROM sent_emails WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        SentEmail,
+        r#"SELECT id, order_id, kind AS "kind: EmailKind", recipient, subject, body, message_id_header, created_at,
+                  smtp_delivered_at, smtp_rejected_at, smtp_attempts, smtp_last_error
+           FROM sent_emails WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// An e-mail the sender has claimed for one delivery attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedEmail {
     pub id: Uuid,
     pub recipient: String,
@@ -85,7 +91,8 @@ pub struct ClaimedEmail {
 /// other sender takes them meanwhile, and if this one dies they fall due
 /// again when the lease runs out.
 pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec<ClaimedEmail>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ClaimedEmail,
         "UPDATE sent_emails
          SET smtp_next_attempt_at = now() + make_interval(secs => $2), smtp_attempts = smtp_attempts + 1
          WHERE id IN (
@@ -95,16 +102,15 @@ pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
          RETURNING id, recipient, subject, body, message_id_header, smtp_attempts",
+        limit,
+        lease.as_secs_f64(),
     )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await
 }
 
 pub async fn mark_delivered(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sent_emails SET smtp_delivered_at = now(), smtp_last_error = NULL WHERE id = $1")
-        .bind(id)
+    sqlx::query!("UPDATE sent_emails SET smtp_delivered_at = now(), smtp_last_error = NULL WHERE id = $1", id)
         .execute(pool)
         .await?;
     Ok(())
@@ -112,13 +118,13 @@ pub async fn mark_delivered(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> 
 
 /// A failure that may pass: due again after `retry_in`.
 pub async fn mark_failed(pool: &PgPool, id: Uuid, error: &str, retry_in: Duration) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE sent_emails SET smtp_last_error = $2, smtp_next_attempt_at = now() + make_interval(secs => $3)
          WHERE id = $1",
+        id,
+        error,
+        retry_in.as_secs_f64(),
     )
-    .bind(id)
-    .bind(error)
-    .bind(retry_in.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())
@@ -126,9 +132,7 @@ pub async fn mark_failed(pool: &PgPool, id: Uuid, error: &str, retry_in: Duratio
 
 /// A refusal for good (bad address, permanent SMTP error): never retried.
 pub async fn mark_rejected(pool: &PgPool, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sent_emails SET smtp_rejected_at = now(), smtp_last_error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
+    sqlx::query!("UPDATE sent_emails SET smtp_rejected_at = now(), smtp_last_error = $2 WHERE id = $1", id, error)
         .execute(pool)
         .await?;
     Ok(())

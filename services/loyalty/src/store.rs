@@ -6,8 +6,11 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// Stored as the text `as_str` gives (the `loyalty_ledger.kind` CHECK
+/// constraint); sqlx decodes it by the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum EntryKind {
     Credit,
     Reversal,
@@ -22,30 +25,16 @@ impl EntryKind {
     }
 }
 
-impl TryFrom<String> for EntryKind {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        match s.as_str() {
-            "credit" => Ok(EntryKind::Credit),
-            "reversal" => Ok(EntryKind::Reversal),
-            _ => Err(format!("unknown ledger entry kind `{s}`")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     pub customer_id: String,
     pub order_id: Uuid,
-    #[sqlx(try_from = "String")]
     pub kind: EntryKind,
     pub points: i64,
     pub created_at: DateTime<Utc>,
 }
 
-const ENTRY_COLUMNS: &str = "customer_id, order_id, kind, points, created_at";
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Account {
     pub customer_id: String,
     pub balance: i64,
@@ -55,13 +44,11 @@ pub struct Account {
 /// Creates the customer's account if needed and locks it for the rest of
 /// the transaction, so entries and balance of one customer change together.
 pub async fn lock_account(conn: &mut PgConnection, customer_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO loyalty_accounts (customer_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(customer_id)
+    sqlx::query!("INSERT INTO loyalty_accounts (customer_id) VALUES ($1) ON CONFLICT DO NOTHING", customer_id)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("SELECT 1 FROM loyalty_accounts WHERE customer_id = $1 FOR UPDATE")
-        .bind(customer_id)
-        .execute(conn)
+    sqlx::query_scalar!("SELECT 1 AS locked FROM loyalty_accounts WHERE customer_id = $1 FOR UPDATE", customer_id)
+        .fetch_optional(conn)
         .await?;
     Ok(())
 }
@@ -79,22 +66,24 @@ pub struct NewEntry {
 /// the account lock. Not idempotent by itself: the consumer's inbox makes
 /// sure one event is applied once.
 pub async fn append_entry(conn: &mut PgConnection, entry: &NewEntry) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO loyalty_ledger (customer_id, order_id, kind, points, cause_message_id)
          VALUES ($1, $2, $3, $4, $5)",
+        entry.customer_id,
+        entry.order_id,
+        entry.kind.as_str(),
+        entry.points,
+        entry.cause_message_id,
     )
-    .bind(&entry.customer_id)
-    .bind(entry.order_id)
-    .bind(entry.kind.as_str())
-    .bind(entry.points)
-    .bind(entry.cause_message_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE loyalty_accounts SET balance = balance + $2, updated_at = now() WHERE customer_id = $1")
-        .bind(&entry.customer_id)
-        .bind(entry.points)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE loyalty_accounts SET balance = balance + $2, updated_at = now() WHERE customer_id = $1",
+        entry.customer_id,
+        entry.points,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -104,22 +93,49 @@ pub async fn net_points_of_order(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Option<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT customer_id, sum(points)::int8 FROM loyalty_ledger WHERE order_id = $1 GROUP BY customer_id")
-        .bind(order_id)
-        .fetch_optional(conn)
-        .await
+    let net = sqlx::query!(
+        r#"SELECT customer_id, sum(points)::int8 AS "points!" FROM loyalty_ledger
+           WHERE order_id = $1 GROUP BY customer_id"#,
+        order_id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(net.map(|row| (row.customer_id, row.points)))
 }
 
 pub async fn account(pool: &PgPool, customer_id: &str) -> Result<Option<Account>, sqlx::Error> {
-    sqlx::query_as("SELECT customer_id, balance, updated_at FROM loyalty_accounts WHERE customer_id = $1")
-        .bind(customer_id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        Account,
+        "SELECT customer_id, balance, updated_at FROM loyalty_accounts WHERE customer_id = $1",
+        customer_id,
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn ledger_of(pool: &PgPool, customer_id: &str) -> Result<Vec<LedgerEntry>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {ENTRY_COLUMNS} FROM loyalty_ledger WHERE customer_id = $1 ORDER BY id"))
-        .bind(customer_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as!(
+        LedgerEntry,
+        r#"SELECT customer_id, order_id, kind AS "kind: EntryKind", points, created_at FROM loyalty_ledger
+           WHERE customer_id = $1 ORDER BY id"#,
+        customer_id,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows are written with `as_str` and read back by sqlx's derived names.
+    #[test]
+    fn kinds_are_stored_as_the_text_sqlx_reads() {
+        use sqlx::Encode;
+        for value in [EntryKind::Credit, EntryKind::Reversal] {
+            let mut buf = sqlx::postgres::PgArgumentBuffer::default();
+            let _ = Encode::<sqlx::Postgres>::encode_by_ref(&value, &mut buf).unwrap();
+            assert_eq!(buf.as_slice(), value.as_str().as_bytes());
+        }
+    }
 }

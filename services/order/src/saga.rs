@@ -74,7 +74,7 @@ impl OrderSaga {
         use OrderStatus::*;
         // A reply counts only if it answers the command the order waits for.
         let answers_awaited = order.awaiting_message_id.is_some() && cause.causation_id == order.awaiting_message_id;
-        match (order.status.0, input) {
+        match (order.status, input) {
             // 2 → 3. Stock reserved every line: charge the customer.
             (Placed, SagaInput::StockReserved(reserved)) if answers_awaited => {
                 let prices: Vec<(String, i64)> =
@@ -249,7 +249,7 @@ impl MessageHandler for OrderSaga {
         let Some(order) = store::lock_order(conn, order_id).await? else {
             return Err(HandlerError::Poison(format!("no order {order_id}")));
         };
-        let from = order.status.0;
+        let from = order.status;
         self.step(conn, &order, input, envelope).await?;
         metrics::counter!("saga_steps_total", "from" => from.as_str(), "message_type" => envelope.message_type.clone())
             .increment(1);

@@ -6,8 +6,11 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// Stored as the text `as_str` gives (the `orders.status` CHECK constraint);
+/// sqlx decodes it by the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Placed,
     StockReserved,
@@ -25,17 +28,6 @@ impl OrderStatus {
             OrderStatus::Completed => "COMPLETED",
             OrderStatus::Cancelled => "CANCELLED",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "PLACED" => OrderStatus::Placed,
-            "STOCK_RESERVED" => OrderStatus::StockReserved,
-            "PAID" => OrderStatus::Paid,
-            "COMPLETED" => OrderStatus::Completed,
-            "CANCELLED" => OrderStatus::Cancelled,
-            _ => return None,
-        })
     }
 
     pub fn is_final(self) -> bool {
@@ -64,7 +56,7 @@ pub enum InsertOutcome {
 }
 
 /// The order an idempotency key made, and what the request that made it asked.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct KeyedOrder {
     pub id: Uuid,
     pub request_fingerprint: Option<String>,
@@ -74,8 +66,7 @@ pub async fn find_by_idempotency_key(
     conn: impl sqlx::PgExecutor<'_>,
     key: &str,
 ) -> Result<Option<KeyedOrder>, sqlx::Error> {
-    sqlx::query_as("SELECT id, request_fingerprint FROM orders WHERE idempotency_key = $1")
-        .bind(key)
+    sqlx::query_as!(KeyedOrder, "SELECT id, request_fingerprint FROM orders WHERE idempotency_key = $1", key)
         .fetch_optional(conn)
         .await
 }
@@ -83,20 +74,20 @@ pub async fn find_by_idempotency_key(
 /// Inserts the order in `PLACED` with its lines and first history entry.
 /// With an idempotency key already used, inserts nothing.
 pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<InsertOutcome, sqlx::Error> {
-    let inserted: Option<(Uuid,)> = sqlx::query_as(
+    let inserted: Option<Uuid> = sqlx::query_scalar!(
         "INSERT INTO orders (id, customer_id, payment_method, status, idempotency_key, request_fingerprint,
                              trace_id, awaiting_message_id, event_sequence)
          VALUES ($1, $2, $3, 'PLACED', $4, $5, $6, $7, 1)
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING id",
+        order.id,
+        order.customer_id,
+        order.payment_method,
+        order.idempotency_key,
+        order.request_fingerprint,
+        order.trace_id,
+        order.awaiting_message_id,
     )
-    .bind(order.id)
-    .bind(&order.customer_id)
-    .bind(&order.payment_method)
-    .bind(&order.idempotency_key)
-    .bind(&order.request_fingerprint)
-    .bind(&order.trace_id)
-    .bind(order.awaiting_message_id)
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
@@ -108,13 +99,15 @@ pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<I
         };
     }
     for (line_no, (sku, quantity)) in order.lines.iter().enumerate() {
-        sqlx::query("INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, $2, $3, $4)")
-            .bind(order.id)
-            .bind(i32::try_from(line_no).unwrap_or(i32::MAX))
-            .bind(sku)
-            .bind(quantity)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, $2, $3, $4)",
+            order.id,
+            i32::try_from(line_no).unwrap_or(i32::MAX),
+            sku,
+            quantity,
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     record_history(&mut *conn, order.id, None, OrderStatus::Placed, None, Some("order placed")).await?;
     Ok(InsertOutcome::Created)
@@ -122,36 +115,26 @@ pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder) -> Result<I
 
 /// The saga's view of an order, locked for the rest of the transaction so
 /// that messages about one order are applied one at a time.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LockedOrder {
     pub id: Uuid,
     pub customer_id: String,
     pub payment_method: String,
-    #[sqlx(try_from = "String")]
-    pub status: StatusColumn,
+    pub status: OrderStatus,
     pub total_cents: Option<i64>,
     pub payment_id: Option<Uuid>,
     pub awaiting_message_id: Option<Uuid>,
     pub event_sequence: i64,
 }
 
-/// `OrderStatus` as read from its text column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusColumn(pub OrderStatus);
-
-impl TryFrom<String> for StatusColumn {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        OrderStatus::parse(&s).map(StatusColumn).ok_or_else(|| format!("unknown order status `{s}`"))
-    }
-}
-
 pub async fn lock_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedOrder>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, customer_id, payment_method, status, total_cents, payment_id, awaiting_message_id, event_sequence
-         FROM orders WHERE id = $1 FOR UPDATE",
+    sqlx::query_as!(
+        LockedOrder,
+        r#"SELECT id, customer_id, payment_method, status AS "status: OrderStatus", total_cents, payment_id,
+                  awaiting_message_id, event_sequence
+           FROM orders WHERE id = $1 FOR UPDATE"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(conn)
     .await
 }
@@ -176,7 +159,7 @@ pub async fn transition(
     cause: &contracts::Envelope,
 ) -> Result<(), sqlx::Error> {
     set_status(conn, order.id, to, fields).await?;
-    record_history(conn, order.id, Some(order.status.0), to, Some(cause), fields.cancel_reason.as_deref()).await
+    record_history(conn, order.id, Some(order.status), to, Some(cause), fields.cancel_reason.as_deref()).await
 }
 
 /// The columns a transition changes.
@@ -186,7 +169,7 @@ async fn set_status(
     to: OrderStatus,
     fields: &TransitionFields,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE orders SET status = $2,
                 total_cents = COALESCE($3, total_cents),
                 payment_id = COALESCE($4, payment_id),
@@ -195,14 +178,14 @@ async fn set_status(
                 event_sequence = COALESCE($7, event_sequence),
                 updated_at = now()
          WHERE id = $1",
+        order_id,
+        to.as_str(),
+        fields.total_cents,
+        fields.payment_id,
+        fields.cancel_reason,
+        fields.awaiting_message_id,
+        fields.event_sequence,
     )
-    .bind(order_id)
-    .bind(to.as_str())
-    .bind(fields.total_cents)
-    .bind(fields.payment_id)
-    .bind(&fields.cancel_reason)
-    .bind(fields.awaiting_message_id)
-    .bind(fields.event_sequence)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -228,12 +211,14 @@ pub async fn set_line_prices(
     prices: &[(String, i64)],
 ) -> Result<(), sqlx::Error> {
     for (sku, price) in prices {
-        sqlx::query("UPDATE order_lines SET unit_price_cents = $3 WHERE order_id = $1 AND sku = $2")
-            .bind(order_id)
-            .bind(sku)
-            .bind(price)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "UPDATE order_lines SET unit_price_cents = $3 WHERE order_id = $1 AND sku = $2",
+            order_id,
+            sku,
+            price,
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
@@ -246,16 +231,16 @@ pub async fn record_history(
     cause: Option<&contracts::Envelope>,
     note: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO order_history (order_id, from_status, to_status, message_id, message_type, note)
          VALUES ($1, $2, $3, $4, $5, $6)",
+        order_id,
+        from.map(OrderStatus::as_str),
+        to.as_str(),
+        cause.map(|c| c.message_id),
+        cause.map(|c| c.message_type.as_str()),
+        note,
     )
-    .bind(order_id)
-    .bind(from.map(OrderStatus::as_str))
-    .bind(to.as_str())
-    .bind(cause.map(|c| c.message_id))
-    .bind(cause.map(|c| c.message_type.as_str()))
-    .bind(note)
     .execute(conn)
     .await?;
     Ok(())
@@ -279,14 +264,14 @@ pub struct OrderView {
     pub history: Vec<HistoryEntry>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     pub sku: String,
     pub quantity: i32,
     pub unit_price_cents: Option<i64>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     #[schema(value_type = Option<OrderStatus>)]
     pub from_status: Option<String>,
@@ -298,7 +283,6 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct OrderRow {
     id: Uuid,
     customer_id: String,
@@ -313,27 +297,31 @@ struct OrderRow {
 }
 
 pub async fn fetch_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, sqlx::Error> {
-    let Some(row): Option<OrderRow> = sqlx::query_as(
+    let Some(row) = sqlx::query_as!(
+        OrderRow,
         "SELECT id, customer_id, payment_method, status, total_cents, payment_id, cancel_reason, trace_id,
                 created_at, updated_at
          FROM orders WHERE id = $1",
+        id,
     )
-    .bind(id)
     .fetch_optional(pool)
     .await?
     else {
         return Ok(None);
     };
-    let lines =
-        sqlx::query_as("SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no")
-            .bind(id)
-            .fetch_all(pool)
-            .await?;
-    let history = sqlx::query_as(
+    let lines = sqlx::query_as!(
+        LineView,
+        "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+        id,
+    )
+    .fetch_all(pool)
+    .await?;
+    let history = sqlx::query_as!(
+        HistoryEntry,
         "SELECT from_status, to_status, message_type, message_id, note, at FROM order_history
          WHERE order_id = $1 ORDER BY id",
+        id,
     )
-    .bind(id)
     .fetch_all(pool)
     .await?;
     Ok(Some(OrderView {
@@ -352,7 +340,7 @@ pub async fn fetch_order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, s
     }))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderSummary {
     pub id: Uuid,
     #[schema(value_type = OrderStatus)]
@@ -366,12 +354,35 @@ pub async fn orders_of_customer(
     customer_id: &str,
     limit: i64,
 ) -> Result<Vec<OrderSummary>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        OrderSummary,
         "SELECT id, status, total_cents, created_at FROM orders WHERE customer_id = $1
          ORDER BY created_at DESC LIMIT $2",
+        customer_id,
+        limit,
     )
-    .bind(customer_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows are written with `as_str` and read back by sqlx's derived names.
+    #[test]
+    fn statuses_are_stored_as_the_text_sqlx_reads() {
+        use sqlx::Encode;
+        for value in [
+            OrderStatus::Placed,
+            OrderStatus::StockReserved,
+            OrderStatus::Paid,
+            OrderStatus::Completed,
+            OrderStatus::Cancelled,
+        ] {
+            let mut buf = sqlx::postgres::PgArgumentBuffer::default();
+            let _ = Encode::<sqlx::Postgres>::encode_by_ref(&value, &mut buf).unwrap();
+            assert_eq!(buf.as_slice(), value.as_str().as_bytes());
+        }
+    }
 }

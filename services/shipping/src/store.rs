@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Shipment {
     pub id: Uuid,
     pub order_id: Uuid,
@@ -15,8 +15,6 @@ pub struct Shipment {
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
-
-const SHIPMENT_COLUMNS: &str = "id, order_id, customer_id, payment_id, carrier, status, created_at";
 
 #[derive(Debug, Clone)]
 pub struct NewShipment {
@@ -31,32 +29,40 @@ pub struct NewShipment {
 /// Schedules the order's shipment, unless it already has one: then nothing
 /// is written and `None` comes back.
 pub async fn insert_shipment(conn: &mut PgConnection, shipment: &NewShipment) -> Result<Option<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    sqlx::query_as!(
+        Shipment,
         "INSERT INTO shipments (id, order_id, customer_id, payment_id, carrier, cause_message_id)
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (order_id) DO NOTHING
-         RETURNING {SHIPMENT_COLUMNS}"
-    ))
-    .bind(shipment.id)
-    .bind(shipment.order_id)
-    .bind(&shipment.customer_id)
-    .bind(shipment.payment_id)
-    .bind(&shipment.carrier)
-    .bind(shipment.cause_message_id)
+         RETURNING id, order_id, customer_id, payment_id, carrier, status, created_at",
+        shipment.id,
+        shipment.order_id,
+        shipment.customer_id,
+        shipment.payment_id,
+        shipment.carrier,
+        shipment.cause_message_id,
+    )
     .fetch_optional(conn)
     .await
 }
 
 pub async fn shipments_of_order(pool: &PgPool, order_id: Uuid) -> Result<Vec<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = $1 ORDER BY created_at"))
-        .bind(order_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as!(
+        Shipment,
+        "SELECT id, order_id, customer_id, payment_id, carrier, status, created_at FROM shipments
+         WHERE order_id = $1 ORDER BY created_at",
+        order_id,
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn shipment(pool: &PgPool, id: Uuid) -> Result<Option<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        Shipment,
+        "SELECT id, order_id, customer_id, payment_id, carrier, status, created_at FROM shipments WHERE id = $1",
+        id,
+    )
+    .fetch_optional(pool)
+    .await
 }

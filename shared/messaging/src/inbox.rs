@@ -42,13 +42,13 @@ impl Inbox {
         if safety::unsafe_modes().skip_inbox {
             return Ok(InboxOutcome::New);
         }
-        let inserted = sqlx::query(
+        let inserted = sqlx::query!(
             "INSERT INTO inbox (consumer, message_id, message_type, outcome) VALUES ($1, $2, $3, 'applied')
              ON CONFLICT DO NOTHING",
+            self.consumer,
+            envelope.message_id,
+            envelope.message_type,
         )
-        .bind(&self.consumer)
-        .bind(envelope.message_id)
-        .bind(&envelope.message_type)
         .execute(&mut *conn)
         .await?
         .rows_affected();
@@ -60,35 +60,37 @@ impl Inbox {
         };
         // Advance the high-water mark only forwards; no row back means the
         // mark is already at or above this event.
-        let advanced: Option<(i64,)> = sqlx::query_as(
+        let advanced: Option<i64> = sqlx::query_scalar!(
             "INSERT INTO inbox_sequence (consumer, producer, aggregate_id, last_sequence) VALUES ($1, $2, $3, $4)
              ON CONFLICT (consumer, producer, aggregate_id) DO UPDATE
                 SET last_sequence = EXCLUDED.last_sequence, updated_at = now()
                 WHERE inbox_sequence.last_sequence < EXCLUDED.last_sequence
              RETURNING last_sequence",
+            self.consumer,
+            envelope.producer,
+            aggregate_id,
+            sequence,
         )
-        .bind(&self.consumer)
-        .bind(&envelope.producer)
-        .bind(aggregate_id)
-        .bind(sequence)
         .fetch_optional(&mut *conn)
         .await?;
         if advanced.is_some() {
             return Ok(InboxOutcome::New);
         }
-        let (last_applied,): (i64,) = sqlx::query_as(
+        let last_applied: i64 = sqlx::query_scalar!(
             "SELECT last_sequence FROM inbox_sequence WHERE consumer = $1 AND producer = $2 AND aggregate_id = $3",
+            self.consumer,
+            envelope.producer,
+            aggregate_id,
         )
-        .bind(&self.consumer)
-        .bind(&envelope.producer)
-        .bind(aggregate_id)
         .fetch_one(&mut *conn)
         .await?;
-        sqlx::query("UPDATE inbox SET outcome = 'stale' WHERE consumer = $1 AND message_id = $2")
-            .bind(&self.consumer)
-            .bind(envelope.message_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "UPDATE inbox SET outcome = 'stale' WHERE consumer = $1 AND message_id = $2",
+            self.consumer,
+            envelope.message_id,
+        )
+        .execute(&mut *conn)
+        .await?;
         Ok(InboxOutcome::Stale { last_applied })
     }
 }

@@ -160,18 +160,19 @@ impl Outbox {
             direct_publish_queue().send(message.clone());
             return Ok(());
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO outbox (message_id, message_type, transport, destination, partition_key, lane, envelope, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            message.envelope.message_id,
+            message.envelope.message_type,
+            message.destination.transport(),
+            message.destination.name(),
+            message.partition_key,
+            lane_of(&message.partition_key),
+            // The envelope is written from its struct, as serde shapes it.
+            Json(&message.envelope) as _,
+            message.payload,
         )
-        .bind(message.envelope.message_id)
-        .bind(&message.envelope.message_type)
-        .bind(message.destination.transport())
-        .bind(message.destination.name())
-        .bind(&message.partition_key)
-        .bind(lane_of(&message.partition_key))
-        .bind(Json(&message.envelope))
-        .bind(&message.payload)
         .execute(conn)
         .await?;
         metrics::counter!("outbox_messages_written_total", "message_type" => message.envelope.message_type.clone())
@@ -199,15 +200,20 @@ pub struct OutboxBacklog {
 
 impl OutboxBacklog {
     pub async fn read(pool: &sqlx::PgPool) -> Result<Self, sqlx::Error> {
-        let (pending, age, parked): (i64, Option<f64>, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE parked_at IS NULL),
-                    EXTRACT(EPOCH FROM (clock_timestamp() - min(created_at) FILTER (WHERE parked_at IS NULL)))::float8,
-                    count(*) FILTER (WHERE parked_at IS NOT NULL)
-             FROM outbox WHERE sent_at IS NULL",
+        let backlog = sqlx::query!(
+            r#"SELECT count(*) FILTER (WHERE parked_at IS NULL) AS "pending!",
+                      EXTRACT(EPOCH FROM (clock_timestamp() - min(created_at) FILTER (WHERE parked_at IS NULL)))::float8
+                          AS oldest_pending_age_seconds,
+                      count(*) FILTER (WHERE parked_at IS NOT NULL) AS "parked!"
+               FROM outbox WHERE sent_at IS NULL"#,
         )
         .fetch_one(pool)
         .await?;
-        Ok(Self { pending, oldest_pending_age_seconds: age.unwrap_or(0.0), parked })
+        Ok(Self {
+            pending: backlog.pending,
+            oldest_pending_age_seconds: backlog.oldest_pending_age_seconds.unwrap_or(0.0),
+            parked: backlog.parked,
+        })
     }
 }
 

@@ -261,22 +261,22 @@ impl OutboxRelay {
     }
 
     async fn relay_pending_in(&self, scope: Option<SweepScope>) -> Result<RelayPass, RelayError> {
-        let lanes: Vec<(i16,)> = deadline::within(
+        let lanes: Vec<i16> = deadline::within(
             deadline::QUERY_TIMEOUT,
-            sqlx::query_as(
+            sqlx::query_scalar!(
                 "SELECT DISTINCT lane FROM outbox
                  WHERE sent_at IS NULL AND parked_at IS NULL AND ($1::int8 IS NULL OR id <= $1)
                    AND ($2::bool IS NOT TRUE OR attempts > 0)",
+                scope.and_then(SweepScope::ceiling),
+                scope.map(SweepScope::refused_only),
             )
-            .bind(scope.map(SweepScope::ceiling))
-            .bind(scope.map(SweepScope::refused_only))
             .fetch_all(&self.pool),
         )
         .await?;
         self.end_abandoned_sessions().await;
         let limit = self.config.lane_timeout;
         let mut results = futures::stream::iter(lanes)
-            .map(|(lane,)| async move {
+            .map(|lane| async move {
                 let session = std::sync::Mutex::new(None);
                 let result = deadline::within(limit, self.relay_lane(lane, scope, &session)).await;
                 if result.is_err() {
@@ -318,13 +318,13 @@ impl OutboxRelay {
         let (pids, starts): (Vec<i32>, Vec<DateTime<Utc>>) = abandoned.iter().map(|s| (s.pid, s.started)).unzip();
         let ended = deadline::within(
             deadline::QUERY_TIMEOUT,
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid))
-                 FROM pg_stat_activity a JOIN unnest($1::int4[], $2::timestamptz[]) AS s(pid, started)
-                   ON a.pid = s.pid AND a.backend_start = s.started",
+            sqlx::query_scalar!(
+                r#"SELECT count(*) FILTER (WHERE pg_terminate_backend(a.pid)) AS "ended!"
+                   FROM pg_stat_activity a JOIN unnest($1::int4[], $2::timestamptz[]) AS s(pid, started)
+                     ON a.pid = s.pid AND a.backend_start = s.started"#,
+                &pids,
+                &starts,
             )
-            .bind(&pids)
-            .bind(&starts)
             .fetch_one(&self.pool),
         )
         .await;
@@ -368,35 +368,37 @@ impl OutboxRelay {
         // not end it for that (services set a short default, see
         // `service_kit::db`), only once the lane has given up.
         let idle_allowed = format!("{}ms", (self.config.lane_timeout + Duration::from_secs(15)).as_millis());
-        let (locked, pid, started): (bool, i32, DateTime<Utc>) = deadline::within(
+        let lane_session = deadline::within(
             deadline::QUERY_TIMEOUT,
-            sqlx::query_as(
-                "SELECT pg_try_advisory_xact_lock($1, $2), pg_backend_pid(),
-                        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
-                 FROM set_config('idle_in_transaction_session_timeout', $3, true)",
+            sqlx::query!(
+                r#"SELECT pg_try_advisory_xact_lock($1, $2) AS "locked!", pg_backend_pid() AS "pid!",
+                          (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS "started!"
+                   FROM set_config('idle_in_transaction_session_timeout', $3, true)"#,
+                LANE_LOCK_CLASS,
+                i32::from(lane),
+                idle_allowed,
             )
-            .bind(LANE_LOCK_CLASS)
-            .bind(i32::from(lane))
-            .bind(idle_allowed)
             .fetch_one(&mut *tx),
         )
         .await?;
+        let (locked, pid, started) = (lane_session.locked, lane_session.pid, lane_session.started);
         *session.lock().unwrap_or_else(|e| e.into_inner()) = Some(ServerSession { pid, started });
         if !locked {
             return Ok(RelayPass::default());
         }
         let rows: Vec<OutboxRow> = deadline::within(
             deadline::QUERY_TIMEOUT,
-            sqlx::query_as(
+            sqlx::query_as!(
+                OutboxRow,
                 "SELECT id, transport, destination, partition_key, envelope, payload, created_at, refusals
                  FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND lane = $1 AND ($3::int8 IS NULL OR id <= $3)
                    AND ($4::bool IS NOT TRUE OR attempts > 0)
                  ORDER BY id LIMIT $2",
+                lane,
+                self.config.batch_size,
+                scope.and_then(SweepScope::ceiling),
+                scope.map(SweepScope::refused_only),
             )
-            .bind(lane)
-            .bind(self.config.batch_size)
-            .bind(scope.map(SweepScope::ceiling))
-            .bind(scope.map(SweepScope::refused_only))
             .fetch_all(&mut *tx),
         )
         .await?;
@@ -412,10 +414,11 @@ impl OutboxRelay {
             crash::crash_point(crash::RELAY_AFTER_CONFIRM_BEFORE_MARK);
         }
         let sent_ids: Vec<i64> = rows[..confirmed].iter().map(|r| r.id).collect();
-        let mark_sent =
-            sqlx::query("UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1)")
-                .bind(&sent_ids)
-                .execute(&mut *tx);
+        let mark_sent = sqlx::query!(
+            "UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1)",
+            &sent_ids,
+        )
+        .execute(&mut *tx);
         deadline::within(deadline::QUERY_TIMEOUT, mark_sent).await?;
         let mut pass = RelayPass { sent: confirmed, ..RelayPass::default() };
         if let Some(Err(error)) = results.get(confirmed) {
@@ -433,15 +436,15 @@ impl OutboxRelay {
             } else {
                 tracing::warn!(outbox_id = failed.id, destination = %failed.destination, error = %error, refusals, "publish failed; will retry");
             }
-            let record_failure = sqlx::query(
+            let record_failure = sqlx::query!(
                 "UPDATE outbox SET attempts = attempts + 1, refusals = $2, last_error = $3,
                         parked_at = CASE WHEN $4 THEN clock_timestamp() END
                  WHERE id = $1",
+                failed.id,
+                refusals,
+                error.to_string(),
+                park,
             )
-            .bind(failed.id)
-            .bind(refusals)
-            .bind(error.to_string())
-            .bind(park)
             .execute(&mut *tx);
             deadline::within(deadline::QUERY_TIMEOUT, record_failure).await?;
         }
@@ -514,7 +517,7 @@ async fn listen_for_commits(pool: PgPool, wake: Arc<Notify>, shutdown: Cancellat
                     }
                 },
                 _ = tokio::time::sleep(LISTENER_PROBE_INTERVAL) => {
-                    let probe = deadline::within(deadline::QUERY_TIMEOUT, sqlx::query("SELECT 1").execute(&mut listener)).await;
+                    let probe = deadline::within(deadline::QUERY_TIMEOUT, sqlx::query_scalar!("SELECT 1 AS probe").fetch_one(&mut listener)).await;
                     if let Err(e) = probe {
                         tracing::warn!(error = %e, "outbox LISTEN connection silent; reconnecting (polling meanwhile)");
                         break;

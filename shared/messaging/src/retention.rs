@@ -44,31 +44,54 @@ pub struct Purged {
     pub inbox: u64,
 }
 
+/// The tables retention trims, each with its own window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetainedTable {
+    Outbox,
+    Inbox,
+    InboxSequence,
+}
+
+/// Deletes one batch of `table`'s rows older than `window`; returns how many.
+async fn delete_batch(pool: &PgPool, table: RetainedTable, window: Duration, batch: i64) -> Result<u64, sqlx::Error> {
+    // `window` is bound as the interval it always was (`as _`: the macros
+    // would otherwise ask for sqlx's own interval type).
+    let delete = match table {
+        RetainedTable::Outbox => sqlx::query!(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - $1::interval LIMIT $2)",
+            window as _,
+            batch,
+        )
+        .execute(pool),
+        RetainedTable::Inbox => sqlx::query!(
+            "DELETE FROM inbox WHERE (consumer, message_id) IN
+                (SELECT consumer, message_id FROM inbox WHERE received_at < now() - $1::interval LIMIT $2)",
+            window as _,
+            batch,
+        )
+        .execute(pool),
+        RetainedTable::InboxSequence => sqlx::query!(
+            "DELETE FROM inbox_sequence WHERE (consumer, producer, aggregate_id) IN
+                (SELECT consumer, producer, aggregate_id FROM inbox_sequence WHERE updated_at < now() - $1::interval LIMIT $2)",
+            window as _,
+            batch,
+        )
+        .execute(pool),
+    };
+    Ok(crate::deadline::within(DELETE_TIMEOUT, delete).await?.rows_affected())
+}
+
 /// Deletes what is past its window, batch by batch, until nothing is left.
 pub async fn purge_expired(pool: &PgPool, config: &RetentionConfig) -> Result<Purged, sqlx::Error> {
     let mut purged = Purged::default();
-    let statements = [
-        ("outbox", "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at < now() - $1 LIMIT $2)"),
-        (
-            "inbox",
-            "DELETE FROM inbox WHERE (consumer, message_id) IN
-                (SELECT consumer, message_id FROM inbox WHERE received_at < now() - $1 LIMIT $2)",
-        ),
-        (
-            "inbox_sequence",
-            "DELETE FROM inbox_sequence WHERE (consumer, producer, aggregate_id) IN
-                (SELECT consumer, producer, aggregate_id FROM inbox_sequence WHERE updated_at < now() - $1 LIMIT $2)",
-        ),
-    ];
-    for (table, sql) in statements {
-        let window = if table == "outbox" { config.sent_outbox } else { config.inbox };
+    for table in [RetainedTable::Outbox, RetainedTable::Inbox, RetainedTable::InboxSequence] {
+        let window = if table == RetainedTable::Outbox { config.sent_outbox } else { config.inbox };
         loop {
-            let delete = sqlx::query(sql).bind(window).bind(config.batch).execute(pool);
-            let deleted = crate::deadline::within(DELETE_TIMEOUT, delete).await?.rows_affected();
+            let deleted = delete_batch(pool, table, window, config.batch).await?;
             match table {
-                "outbox" => purged.outbox += deleted,
-                "inbox" => purged.inbox += deleted,
-                _ => {}
+                RetainedTable::Outbox => purged.outbox += deleted,
+                RetainedTable::Inbox => purged.inbox += deleted,
+                RetainedTable::InboxSequence => {}
             }
             if deleted < config.batch.unsigned_abs() {
                 break;

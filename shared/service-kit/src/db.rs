@@ -57,7 +57,7 @@ pub async fn migrate_when_reachable(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sqlx::query("SELECT 1").execute(pool).await {
+        match sqlx::query_scalar!("SELECT 1 AS probe").fetch_one(pool).await {
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "database not reachable yet");
@@ -77,7 +77,9 @@ pub fn spawn_readiness_probe(pool: PgPool, readiness: Readiness, shutdown: Cance
     readiness.register(COMPONENT);
     tokio::spawn(async move {
         loop {
-            let probe = tokio::time::timeout(Duration::from_secs(2), sqlx::query("SELECT 1").execute(&pool)).await;
+            let probe =
+                tokio::time::timeout(Duration::from_secs(2), sqlx::query_scalar!("SELECT 1 AS probe").fetch_one(&pool))
+                    .await;
             match probe {
                 Ok(Ok(_)) => readiness.ready(COMPONENT),
                 Ok(Err(e)) => readiness.not_ready(COMPONENT, e.to_string()),

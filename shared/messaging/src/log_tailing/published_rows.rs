@@ -10,12 +10,9 @@ use std::time::{Duration, Instant};
 /// The highest outbox id committed so far: the sweep that precedes
 /// streaming covers the rows up to it.
 pub async fn highest_outbox_id(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    deadline::within(
-        deadline::QUERY_TIMEOUT,
-        sqlx::query_scalar::<_, Option<i64>>("SELECT max(id) FROM outbox").fetch_one(pool),
-    )
-    .await
-    .map(|id| id.unwrap_or(0))
+    deadline::within(deadline::QUERY_TIMEOUT, sqlx::query_scalar!("SELECT max(id) FROM outbox").fetch_one(pool))
+        .await
+        .map(|id| id.unwrap_or(0))
 }
 
 /// How long a row the log delivered may stay invisible to other sessions.
@@ -35,10 +32,10 @@ pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<(), sqlx::Error> {
     let deadline = Instant::now() + VISIBILITY_WAIT;
     let mut left: Vec<i64> = ids.to_vec();
     loop {
-        let update = sqlx::query_scalar::<_, i64>(
+        let update = sqlx::query_scalar!(
             "UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1) RETURNING id",
+            &left,
         )
-        .bind(&left)
         .fetch_all(pool);
         let marked = deadline::within(deadline::QUERY_TIMEOUT, update).await?;
         left.retain(|id| !marked.contains(id));
@@ -60,14 +57,14 @@ pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<(), sqlx::Error> {
 pub async fn record_refusal(pool: &PgPool, id: i64, error: &str, park_after: i32) -> Result<bool, sqlx::Error> {
     let deadline = Instant::now() + VISIBILITY_WAIT;
     loop {
-        let update = sqlx::query_scalar::<_, bool>(
-            "UPDATE outbox SET attempts = attempts + 1, refusals = refusals + 1, last_error = $2,
+        let update = sqlx::query_scalar!(
+            r#"UPDATE outbox SET attempts = attempts + 1, refusals = refusals + 1, last_error = $2,
                     parked_at = CASE WHEN refusals + 1 >= $3 THEN coalesce(parked_at, clock_timestamp()) END
-             WHERE id = $1 RETURNING parked_at IS NOT NULL",
+             WHERE id = $1 RETURNING parked_at IS NOT NULL AS "parked!""#,
+            id,
+            error,
+            park_after,
         )
-        .bind(id)
-        .bind(error)
-        .bind(park_after)
         .fetch_optional(pool);
         match deadline::within(deadline::QUERY_TIMEOUT, update).await? {
             Some(parked) => return Ok(parked),

@@ -66,9 +66,11 @@ impl SlotStatus {
 pub async fn ensure_publication(pool: &PgPool) -> Result<(), sqlx::Error> {
     let exists: bool = deadline::within(
         deadline::QUERY_TIMEOUT,
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
-            .bind(PUBLICATION)
-            .fetch_one(pool),
+        sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS "exists!""#,
+            PUBLICATION
+        )
+        .fetch_one(pool),
     )
     .await?;
     if exists {
@@ -98,7 +100,8 @@ pub async fn ensure_slot(pool: &PgPool, slot: &str) -> Result<SlotCheck, sqlx::E
         Some(_) => return Ok(SlotCheck::Existing),
         None => SlotCheck::Created,
     };
-    let create = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')").bind(slot).execute(pool);
+    let create =
+        sqlx::query!("SELECT pg_create_logical_replication_slot($1, 'pgoutput') AS created", slot).fetch_one(pool);
     match deadline::within(CREATE_SLOT_TIMEOUT, create).await {
         Err(e) if is_duplicate(&e) => Ok(SlotCheck::Existing),
         Err(e) => Err(e),
@@ -108,17 +111,22 @@ pub async fn ensure_slot(pool: &PgPool, slot: &str) -> Result<SlotCheck, sqlx::E
 
 /// The slot's state, or `None` if there is no such slot.
 pub async fn status(pool: &PgPool, slot: &str) -> Result<Option<SlotStatus>, sqlx::Error> {
-    let row: Option<(Option<String>, bool, Option<i64>)> = deadline::within(
+    let row = deadline::within(
         deadline::QUERY_TIMEOUT,
-        sqlx::query_as(
-            "SELECT wal_status, active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8
-             FROM pg_replication_slots WHERE slot_name = $1",
+        sqlx::query!(
+            r#"SELECT wal_status, active AS "active!",
+                      pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 AS lag_bytes
+               FROM pg_replication_slots WHERE slot_name = $1"#,
+            slot,
         )
-        .bind(slot)
         .fetch_optional(pool),
     )
     .await?;
-    Ok(row.map(|(wal_status, active, lag)| SlotStatus { wal_status, active, lag_bytes: lag.unwrap_or(0) }))
+    Ok(row.map(|row| SlotStatus {
+        wal_status: row.wal_status,
+        active: row.active,
+        lag_bytes: row.lag_bytes.unwrap_or(0),
+    }))
 }
 
 /// Writes a heartbeat into the log (a non-transactional logical message,
@@ -126,20 +134,25 @@ pub async fn status(pool: &PgPool, slot: &str) -> Result<Option<SlotStatus>, sql
 /// with nothing to publish otherwise gives the relay no position to report,
 /// and the slot would hold back WAL written by everything else.
 pub async fn heartbeat(pool: &PgPool, slot: &str) -> Result<Option<SlotStatus>, sqlx::Error> {
-    let row: Option<(Option<String>, bool, Option<i64>)> = deadline::within(
+    let row = deadline::within(
         deadline::QUERY_TIMEOUT,
-        sqlx::query_as(
-            "SELECT s.wal_status, s.active, pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::int8
-             FROM (SELECT pg_logical_emit_message(false, $2, '')) AS heartbeat
-             LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
+        sqlx::query!(
+            r#"SELECT s.wal_status, s.active AS "active!",
+                      pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::int8 AS lag_bytes
+               FROM (SELECT pg_logical_emit_message(false, $2, '')) AS heartbeat
+               LEFT JOIN pg_replication_slots s ON s.slot_name = $1"#,
+            slot,
+            HEARTBEAT_PREFIX,
         )
-        .bind(slot)
-        .bind(HEARTBEAT_PREFIX)
         .fetch_optional(pool),
     )
     .await?;
-    Ok(row.and_then(|(wal_status, active, lag)| {
-        wal_status.is_some().then_some(SlotStatus { wal_status, active, lag_bytes: lag.unwrap_or(0) })
+    Ok(row.and_then(|row| {
+        row.wal_status.is_some().then_some(SlotStatus {
+            wal_status: row.wal_status,
+            active: row.active,
+            lag_bytes: row.lag_bytes.unwrap_or(0),
+        })
     }))
 }
 
@@ -149,11 +162,11 @@ pub async fn heartbeat(pool: &PgPool, slot: &str) -> Result<Option<SlotStatus>, 
 pub async fn drop_slot(pool: &PgPool, slot: &str) -> Result<bool, sqlx::Error> {
     deadline::within(
         deadline::QUERY_TIMEOUT,
-        sqlx::query_scalar::<_, bool>(
-            "SELECT count(pg_drop_replication_slot(slot_name)) > 0
-             FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+        sqlx::query_scalar!(
+            r#"SELECT count(pg_drop_replication_slot(slot_name)) > 0 AS "dropped!"
+               FROM pg_replication_slots WHERE slot_name = $1 AND NOT active"#,
+            slot,
         )
-        .bind(slot)
         .fetch_one(pool),
     )
     .await
