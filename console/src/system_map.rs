@@ -249,7 +249,7 @@ impl MapSampler {
     }
 
     async fn postgres(&self) -> Result<(), String> {
-        let probe = sqlx::query("SELECT 1").execute(&self.pool);
+        let probe = sqlx::query_scalar!("SELECT 1 AS probe").fetch_one(&self.pool);
         match tokio::time::timeout(BROKER_ROUND_TRIP, probe).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),

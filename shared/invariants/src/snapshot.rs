@@ -5,7 +5,6 @@
 
 use crate::CheckError;
 use crate::databases::Databases;
-use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -17,7 +16,7 @@ pub const ORDER_CONFIRMATION: &str = "order_confirmation";
 pub const SHIPMENT_NOTICE: &str = "shipment_notice";
 pub const CANCELLATION_NOTICE: &str = "cancellation_notice";
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: String,
@@ -39,21 +38,21 @@ impl Order {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderLine {
     pub order_id: Uuid,
     pub sku: String,
     pub quantity: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Product {
     pub sku: String,
     pub initial_on_hand: i32,
     pub on_hand: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub order_id: Uuid,
     pub sku: String,
@@ -62,7 +61,7 @@ pub struct Reservation {
     pub status: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
     pub id: Uuid,
     pub order_id: Uuid,
@@ -84,19 +83,19 @@ impl Payment {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipment {
     pub id: Uuid,
     pub order_id: Uuid,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
     pub order_id: Uuid,
     pub kind: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub customer_id: String,
     pub order_id: Uuid,
@@ -105,7 +104,7 @@ pub struct LedgerEntry {
 }
 
 /// An outbox row not yet published.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsentMessage {
     pub message_type: String,
     pub destination: String,
@@ -131,42 +130,65 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub async fn read(db: &Databases) -> Result<Self, CheckError> {
-        let orders: Vec<Order> =
-            fetch("order", &db.order, "SELECT id, customer_id, status, total_cents FROM orders").await?;
-        let balances: Vec<(String, i64)> =
-            fetch("loyalty", &db.loyalty, "SELECT customer_id, balance FROM loyalty_accounts").await?;
+        let failed = |service: &'static str| move |error| CheckError::Query { service, error };
+        let orders = sqlx::query_as!(Order, "SELECT id, customer_id, status, total_cents FROM orders")
+            .fetch_all(&db.order)
+            .await
+            .map_err(failed("order"))?;
+        let balances = sqlx::query!("SELECT customer_id, balance FROM loyalty_accounts")
+            .fetch_all(&db.loyalty)
+            .await
+            .map_err(failed("loyalty"))?;
         let mut unsent = BTreeMap::new();
         for (service, pool) in db.iter() {
-            let rows = fetch(
-                service,
-                pool,
+            let rows = sqlx::query_as!(
+                UnsentMessage,
                 "SELECT message_type, destination, partition_key FROM outbox WHERE sent_at IS NULL ORDER BY id",
             )
-            .await?;
+            .fetch_all(pool)
+            .await
+            .map_err(failed(service))?;
             unsent.insert(service, rows);
         }
         Ok(Self {
             orders: orders.into_iter().map(|o| (o.id, o)).collect(),
-            order_lines: fetch("order", &db.order, "SELECT order_id, sku, quantity FROM order_lines").await?,
-            products: fetch("stock", &db.stock, "SELECT sku, initial_on_hand, on_hand FROM products").await?,
-            reservations: fetch("stock", &db.stock, "SELECT order_id, sku, quantity, status FROM reservations").await?,
-            payments: fetch(
-                "payment",
-                &db.payment,
-                "SELECT p.id, p.order_id, p.amount_cents, p.status,
-                        EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id) AS refunded
-                 FROM payments p",
+            order_lines: sqlx::query_as!(OrderLine, "SELECT order_id, sku, quantity FROM order_lines")
+                .fetch_all(&db.order)
+                .await
+                .map_err(failed("order"))?,
+            products: sqlx::query_as!(Product, "SELECT sku, initial_on_hand, on_hand FROM products")
+                .fetch_all(&db.stock)
+                .await
+                .map_err(failed("stock"))?,
+            reservations: sqlx::query_as!(Reservation, "SELECT order_id, sku, quantity, status FROM reservations")
+                .fetch_all(&db.stock)
+                .await
+                .map_err(failed("stock"))?,
+            payments: sqlx::query_as!(
+                Payment,
+                r#"SELECT p.id, p.order_id, p.amount_cents, p.status,
+                          EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id) AS "refunded!"
+                   FROM payments p"#,
             )
-            .await?,
-            shipments: fetch("shipping", &db.shipping, "SELECT id, order_id FROM shipments").await?,
-            emails: fetch("email", &db.email, "SELECT order_id, kind FROM sent_emails").await?,
-            loyalty_balances: balances.into_iter().collect(),
-            loyalty_ledger: fetch(
-                "loyalty",
-                &db.loyalty,
-                "SELECT customer_id, order_id, kind, points FROM loyalty_ledger",
+            .fetch_all(&db.payment)
+            .await
+            .map_err(failed("payment"))?,
+            shipments: sqlx::query_as!(Shipment, "SELECT id, order_id FROM shipments")
+                .fetch_all(&db.shipping)
+                .await
+                .map_err(failed("shipping"))?,
+            emails: sqlx::query_as!(Email, "SELECT order_id, kind FROM sent_emails")
+                .fetch_all(&db.email)
+                .await
+                .map_err(failed("email"))?,
+            loyalty_balances: balances.into_iter().map(|row| (row.customer_id, row.balance)).collect(),
+            loyalty_ledger: sqlx::query_as!(
+                LedgerEntry,
+                "SELECT customer_id, order_id, kind, points FROM loyalty_ledger"
             )
-            .await?,
+            .fetch_all(&db.loyalty)
+            .await
+            .map_err(failed("loyalty"))?,
             unsent,
         })
     }
@@ -188,15 +210,13 @@ impl PendingWork {
     /// Reads it with one query per database, cheap enough to poll.
     pub async fn read(db: &Databases, accepted: &BTreeSet<Uuid>) -> Result<Self, CheckError> {
         let query = |error| CheckError::Query { service: "order", error };
-        let not_final: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE status NOT IN ($1, $2)")
-            .bind(COMPLETED)
-            .bind(CANCELLED)
-            .fetch_all(&db.order)
-            .await
-            .map_err(query)?;
+        let not_final: Vec<Uuid> =
+            sqlx::query_scalar!("SELECT id FROM orders WHERE status NOT IN ($1, $2)", COMPLETED, CANCELLED)
+                .fetch_all(&db.order)
+                .await
+                .map_err(query)?;
         let ids: Vec<Uuid> = accepted.iter().copied().collect();
-        let present: BTreeSet<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
-            .bind(&ids)
+        let present: BTreeSet<Uuid> = sqlx::query_scalar!("SELECT id FROM orders WHERE id = ANY($1)", &ids)
             .fetch_all(&db.order)
             .await
             .map_err(query)?
@@ -204,7 +224,7 @@ impl PendingWork {
             .collect();
         let mut unsent = BTreeMap::new();
         for (service, pool) in db.iter() {
-            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            let count: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "unsent!" FROM outbox WHERE sent_at IS NULL"#)
                 .fetch_one(pool)
                 .await
                 .map_err(|error| CheckError::Query { service, error })?;
@@ -230,11 +250,4 @@ impl PendingWork {
     pub fn unfinished(&self) -> BTreeSet<Uuid> {
         self.not_final.union(&self.missing).copied().collect()
     }
-}
-
-async fn fetch<T>(service: &'static str, pool: &PgPool, sql: &'static str) -> Result<Vec<T>, CheckError>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
-    sqlx::query_as(sql).fetch_all(pool).await.map_err(|error| CheckError::Query { service, error })
 }
