@@ -9,6 +9,7 @@
 //! - [`commands`]: what the CLI subcommands do
 //! - [`lesson`]: the course's lessons measured on the real system
 //! - [`process`]: detached processes, pid files, signals
+//! - [`sqlx_prepare`]: the compile-checked queries' offline data (`.sqlx/`)
 
 pub mod chaos;
 pub mod commands;
@@ -19,6 +20,7 @@ pub mod lesson;
 pub mod process;
 pub mod schemathesis;
 pub mod services;
+pub mod sqlx_prepare;
 pub mod tools;
 
 use std::path::PathBuf;

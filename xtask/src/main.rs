@@ -116,6 +116,20 @@ enum Command {
     /// the stacks' own start; see xtask/src/kafka_supervisor.rs).
     #[command(name = "supervise-kafka", hide = true)]
     SuperviseKafka,
+    /// Write the compile-checked queries' offline data (.sqlx/) from a
+    /// scratch database holding every migration, on the stack's PostgreSQL
+    /// (started if need be) unless `--server` names another; installs
+    /// sqlx-cli if missing.
+    #[command(name = "sqlx-prepare")]
+    SqlxPrepare {
+        /// Only check that .sqlx/ matches the queries (fails if stale).
+        #[arg(long)]
+        check: bool,
+        /// A running PostgreSQL server to use instead of the stack's, e.g.
+        /// `postgres://postgres@127.0.0.1:5432`.
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Infrastructure only (PostgreSQL, RabbitMQ, Kafka), e.g. for tests.
     Infra {
         #[command(subcommand)]
@@ -253,6 +267,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { which, args } => commands::bench(&which, &args),
         Command::SuperviseKafka => xtask::kafka_supervisor::supervise(&stack).await,
+        Command::SqlxPrepare { check, server } => {
+            let server = match server {
+                Some(url) => xtask::sqlx_prepare::Server::Url(url),
+                None => xtask::sqlx_prepare::Server::Stack(&stack),
+            };
+            xtask::sqlx_prepare::run(&repo_root, server, check).await
+        }
         Command::Infra { action: InfraAction::Up } => commands::infra_up(&stack).await,
         Command::Infra { action: InfraAction::Down } => commands::infra_down(&stack).await,
     }
