@@ -11,8 +11,8 @@ pub const RECIPIENT_DOMAIN: &str = "example.com";
 /// The right-hand side of every Message-ID.
 pub const MESSAGE_ID_DOMAIN: &str = "ordermesh.local";
 
-/// Stored as the text `as_str` gives (the `sent_emails.kind` CHECK
-/// constraint); sqlx decodes it by the same names.
+// Stored as the text `as_str` gives (the `sent_emails.kind` CHECK
+// constraint); sqlx decodes it by the same names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]

@@ -6,8 +6,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Stored as the text `as_str` gives (the `orders.status` CHECK constraint);
-/// sqlx decodes it by the same names.
+// Stored as the text `as_str` gives (the `orders.status` CHECK constraint);
+// sqlx decodes it by the same names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
