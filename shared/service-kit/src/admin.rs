@@ -16,11 +16,12 @@
 
 use crate::config::Secret;
 use crate::error::ApiError;
+use crate::extract::{FromQueryParams, PathParam, QueryParams, ValidQuery};
 use crate::openapi::{Conflict, NotFound};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +30,6 @@ use dead_letters::{
     ReplaySelection,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
@@ -184,31 +184,29 @@ async fn summary(State(state): State<AdminState>) -> Result<Response, ApiError> 
 /// The dead-letter destination of a path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // Documentation only: the handlers read the path themselves, to answer 400 as ApiError.
+#[allow(dead_code)] // Documentation only: the handlers take it as a PathParam, to answer 400 as ApiError.
 struct DestinationPath {
     /// A dead-letter queue or topic this service's consumers write to (`stock.commands.dlq`).
     dlq: String,
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Documentation only, as DestinationPath.
 struct ListQuery {
     /// How many letters to show, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
 }
 
-/// `?limit=`, parsed here rather than by a typed `Query` so that a bad
-/// value is a 400 naming the parameter like every other.
-fn parse_limit(params: &HashMap<String, String>) -> Result<usize, ApiError> {
-    match params.get("limit") {
-        None => Ok(DEFAULT_LIMIT),
-        Some(limit) => {
+/// `?limit=`: a bad value is a 400 naming the parameter like every other.
+impl FromQueryParams for ListQuery {
+    fn from_query_params(params: &QueryParams) -> Result<Self, ApiError> {
+        let limit = params.optional_with("limit", |limit| {
             limit.parse::<usize>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
                 ApiError::invalid_parameter("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
             })
-        }
+        })?;
+        Ok(Self { limit })
     }
 }
 
@@ -237,11 +235,10 @@ fn message_id_problem(id: &str) -> Option<String> {
 )]
 async fn list(
     State(state): State<AdminState>,
-    path: Result<Path<String>, PathRejection>,
-    Query(params): Query<HashMap<String, String>>,
+    PathParam(dlq): PathParam<String>,
+    ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Path(dlq) = path?;
-    let limit = parse_limit(&params)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     let destination = state.own(&dlq)?;
     let letters = state.dead_letters.list(destination, limit).await.map_err(api_error)?;
     Ok(axum::Json(Listing { dead_letter_destination: dlq, count: letters.len(), dead_letters: letters })
@@ -344,10 +341,9 @@ impl ToSchema for ReplayRequest {
 )]
 async fn replay(
     State(state): State<AdminState>,
-    path: Result<Path<String>, PathRejection>,
+    PathParam(dlq): PathParam<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Path(dlq) = path?;
     let destination = state.own(&dlq)?;
     // No body (or JSON `null`) means all; a body must be JSON.
     let text = body.trim_ascii();
@@ -388,11 +384,7 @@ async fn replay(
         (status = 404, response = NotFound),
     )
 )]
-async fn purge(
-    State(state): State<AdminState>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let Path(dlq) = path?;
+async fn purge(State(state): State<AdminState>, PathParam(dlq): PathParam<String>) -> Result<Response, ApiError> {
     let destination = state.own(&dlq)?;
     let report = state.dead_letters.purge(destination).await.map_err(api_error)?;
     Ok(axum::Json(report).into_response())

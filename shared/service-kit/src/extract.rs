@@ -25,6 +25,14 @@ impl ParamValue for Uuid {
     }
 }
 
+/// Any text: for parameters the handler checks against what exists (a
+/// dead-letter destination), where a malformed one is simply not found.
+impl ParamValue for String {
+    fn parse_param(_field: &str, value: &str) -> Result<Self, ApiError> {
+        Ok(value.to_owned())
+    }
+}
+
 /// A customer id, SKU or other identifier the API accepts (see
 /// [`crate::identifier_problem`]): checked before it reaches the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
