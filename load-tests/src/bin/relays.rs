@@ -56,12 +56,11 @@ struct Args {
     /// The brokers to measure, each on its own: `rabbitmq`, `kafka`.
     #[arg(long, value_enum, value_delimiter = ',', default_values = ["rabbitmq", "kafka"])]
     brokers: Vec<Broker>,
-    /// Kafka: messages at saturation (the local Kafka, Tansu on SQLite, is
-    /// far slower than RabbitMQ; the same count would take minutes).
-    #[arg(long, default_value_t = 2_000)]
+    /// Kafka: messages at saturation.
+    #[arg(long, default_value_t = 10_000)]
     kafka_messages: usize,
     /// Kafka: the fixed rates (50 % of saturation is added).
-    #[arg(long, value_delimiter = ',', default_values_t = [100.0])]
+    #[arg(long, value_delimiter = ',', default_values_t = [100.0, 1000.0])]
     kafka_rates: Vec<f64>,
     /// Where the report goes (relays.html, relays.json).
     #[arg(long, default_value = "target/bench")]
@@ -567,18 +566,23 @@ async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
     let baseline = cost_over(&pool, &database, Duration::from_secs(plan.seconds), async {}).await?;
     let shutdown = CancellationToken::new();
     let publishers = Publishers::start(plan.broker, &topology, "bench", &shutdown).await?;
-    let (amqp, kafka) = (publishers.amqp.clone(), publishers.kafka.clone());
-    let task = match mode {
-        RelayMode::Polling => {
-            let relay = OutboxRelay::new(relay_pool.clone(), amqp, kafka, RelayConfig::default());
-            tokio::spawn(relay.run(shutdown.clone()))
-        }
-        RelayMode::LogTailing => {
-            let config = LogTailingConfig::for_slot(slot::slot_name_for(&database));
-            let relay = LogTailingRelay::new(relay_pool.clone(), &stack.postgres_url(&database), amqp, kafka, config)?;
-            tokio::spawn(relay.run(shutdown.clone()))
-        }
+    let start_relay = |stop: CancellationToken| -> Result<tokio::task::JoinHandle<()>> {
+        let (amqp, kafka) = (publishers.amqp.clone(), publishers.kafka.clone());
+        Ok(match mode {
+            RelayMode::Polling => {
+                let relay = OutboxRelay::new(relay_pool.clone(), amqp, kafka, RelayConfig::default());
+                tokio::spawn(relay.run(stop))
+            }
+            RelayMode::LogTailing => {
+                let config = LogTailingConfig::for_slot(slot::slot_name_for(&database));
+                let relay =
+                    LogTailingRelay::new(relay_pool.clone(), &stack.postgres_url(&database), amqp, kafka, config)?;
+                tokio::spawn(relay.run(stop))
+            }
+        })
     };
+    let mut relay_stop = CancellationToken::new();
+    let mut task = start_relay(relay_stop.clone())?;
     let factory = MessageFactory::new("bench");
     let message = |i: usize| publishers.message(&factory, &topology, i);
     // Settled in: the slot exists and streams, the first connections are open.
@@ -591,17 +595,26 @@ async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
         cpu_ms_per_second: idle.cpu_ms_per_second,
     };
 
+    // Saturation is the drain of a committed backlog: the relay stops (a
+    // slot stays, holding its place in the log), writers that do not compete
+    // with it write the backlog, and a new relay publishes it all.
+    relay_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(60), task).await.context("the relay did not stop")??;
     let messages: Vec<OutboxMessage> = (1..=plan.messages).map(message).collect::<Result<_>>()?;
+    futures::stream::iter(messages.chunks(plan.per_transaction.max(1)))
+        .map(|chunk| write(&pool, chunk))
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    relay_stop = CancellationToken::new();
     let started = Instant::now();
+    task = start_relay(relay_stop.clone())?;
     let (busy, written) = {
-        let writing = async {
-            for chunk in messages.chunks(plan.per_transaction.max(1)) {
-                write(&pool, chunk).await?;
-            }
-            wait_sent(&pool, 1 + plan.messages as i64, Duration::from_secs(600)).await
-        };
+        let draining = wait_sent(&pool, 1 + plan.messages as i64, Duration::from_secs(600));
         let mut result = Ok(());
-        let cost = cost_over(&pool, &database, Duration::ZERO, async { result = writing.await }).await?;
+        let cost = cost_over(&pool, &database, Duration::ZERO, async { result = draining.await }).await?;
         (cost, result)
     };
     written?;
@@ -616,11 +629,17 @@ async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
         let start = tokio::time::Instant::now();
         // Open loop: each message at its scheduled time, whether or not the
         // relay kept up with the ones before.
+        // Each write spawned: a slow commit never delays the next one.
+        let mut writes = Vec::with_capacity(count);
         for i in 0..count {
             tokio::time::sleep_until(start + interval * i as u32).await;
-            write(&pool, &[message(next + i)?]).await?;
+            let (pool, one) = (pool.clone(), [message(next + i)?]);
+            writes.push(tokio::spawn(async move { write(&pool, &one).await }));
         }
         let achieved = count as f64 / start.elapsed().as_secs_f64();
+        for written in writes {
+            written.await??;
+        }
         next += count;
         wait_sent(&pool, next as i64, Duration::from_secs(120)).await?;
         let latencies: Vec<f64> = sqlx::query_scalar(
@@ -632,6 +651,7 @@ async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
         at_rates.push(AtRate { asked: rate, achieved, latency_ms: percentiles(latencies) });
     }
 
+    relay_stop.cancel();
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     relay_pool.close().await;
