@@ -363,7 +363,7 @@ pub fn bench(which: &str, extra_args: &[String]) -> Result<()> {
     let report_dir = services::target_dir(&root).join("bench");
     for benchmark in chosen {
         let status = std::process::Command::new(cargo())
-            .args(["run", "--release", "-p", "load-tests", "--features", "hexeract", "--bin", benchmark])
+            .args(["run", "--release", "-p", "load-tests", "--bin", benchmark])
             .args(["--", "--report"])
             .arg(&report_dir)
             .args(extra_args)

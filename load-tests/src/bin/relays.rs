@@ -212,6 +212,8 @@ struct Figures {
     /// The relays' cost to their database; none for raw publishing.
     idle: Option<DatabaseCost>,
     busy: Option<DatabaseCost>,
+    /// How it was set up, for the report (the peer's).
+    settings: Vec<(String, String)>,
 }
 
 struct AtRate {
@@ -251,12 +253,9 @@ async fn main() -> Result<()> {
         for relay in [RelayMode::Polling, RelayMode::LogTailing] {
             all.push(measure(&plan, relay).await.with_context(|| format!("{relay:?} relay to {}", broker.name()))?);
         }
-        #[cfg(feature = "hexeract")]
         if plan.broker == Broker::Rabbitmq {
             all.push(hexeract(&plan).await.context("Hexeract's relay")?);
         }
-        #[cfg(not(feature = "hexeract"))]
-        println!("Hexeract's relay left out: built without the `hexeract` feature (cargo xtask bench turns it on)");
         sections.push((plan, all));
     }
     println!("PostgreSQL's commit ceiling (pgbench -N, 1 and 4 clients, {} s each)", args.seconds);
@@ -319,6 +318,7 @@ fn report(args: &Args, sections: &[(Plan, Vec<Figures>)], environment: Vec<(Stri
     };
     for (plan, all) in sections {
         section(&mut report, plan, all);
+        report.settings.extend(all.iter().flat_map(|f| f.settings.iter().cloned()));
     }
     report
 }
@@ -492,30 +492,49 @@ async fn raw_publish(plan: &Plan) -> Result<Figures> {
     shutdown.cancel();
     publishers.clean_up().await;
     println!("{}, raw publishing: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
-    Ok(Figures { name: "raw publish + confirm", saturated_per_second, at_rates, idle: None, busy: None })
+    Ok(Figures {
+        name: "raw publish + confirm",
+        saturated_per_second,
+        at_rates,
+        idle: None,
+        busy: None,
+        settings: vec![],
+    })
 }
 
 /// The peer: Hexeract 0.6's outbox relay (its worker's defaults, its
 /// RabbitMQ transport), on a fresh database of the same PostgreSQL and the
 /// same RabbitMQ, the same messages and rates.
-#[cfg(feature = "hexeract")]
+/// The peer: Hexeract 0.6's outbox relay (its worker's defaults, its
+/// RabbitMQ transport), on a fresh database of the same PostgreSQL and the
+/// same RabbitMQ, the same messages and rates: `load-tests/hexeract-peer`,
+/// built and run as a program of its own (see its Cargo.toml for why).
 async fn hexeract(plan: &Plan) -> Result<Figures> {
     let stack = test_stack().await;
     let namespace = unique_namespace("benchhexeract");
     let database = format!("{namespace}_db");
     stack.create_database(&database).await?;
-    let peer = load_tests::hexeract_relay::measure(
-        &stack.postgres_url(&database),
-        &stack.amqp_url(),
-        &format!("{namespace}."),
-        plan.messages,
-        plan.per_transaction,
-        |saturated| plan.fixed_rates(saturated),
-        plan.seconds,
-    )
-    .await;
+    let root = xtask::repo_root();
+    let rates: Vec<String> = plan.rates.iter().map(|r| r.to_string()).collect();
+    let output = tokio::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(root.join("load-tests/hexeract-peer/Cargo.toml"))
+        .arg("--")
+        .args(["--postgres-url", &stack.postgres_url(&database), "--amqp-url", &stack.amqp_url()])
+        .args(["--queue-prefix", &format!("{namespace}.")])
+        .args(["--messages", &plan.messages.to_string(), "--per-transaction", &plan.per_transaction.to_string()])
+        .args(["--rates", &rates.join(","), "--seconds", &plan.seconds.to_string()])
+        // Its own target directory: its dependencies' features differ.
+        .env("CARGO_TARGET_DIR", xtask::services::target_dir(&root).join("hexeract-peer"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("running load-tests/hexeract-peer")?;
     stack.drop_database(&database).await?;
-    let peer = peer?;
+    anyhow::ensure!(output.status.success(), "load-tests/hexeract-peer failed ({})", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let peer: PeerFigures = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .with_context(|| format!("reading hexeract-peer's figures from {stdout:?}"))?;
     println!("RabbitMQ, Hexeract 0.6 relay: {:.0} msg/s saturated", peer.saturated_per_second);
     let at_rates =
         peer.at_rates.iter().map(|&(asked, achieved, latency_ms)| AtRate { asked, achieved, latency_ms }).collect();
@@ -525,7 +544,16 @@ async fn hexeract(plan: &Plan) -> Result<Figures> {
         at_rates,
         idle: None,
         busy: None,
+        settings: peer.settings,
     })
+}
+
+/// What `hexeract-peer` prints.
+#[derive(serde::Deserialize)]
+struct PeerFigures {
+    saturated_per_second: f64,
+    at_rates: Vec<(f64, f64, [f64; 4])>,
+    settings: Vec<(String, String)>,
 }
 
 /// Sends every message, then waits for every confirm.
@@ -662,7 +690,8 @@ async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
         RelayMode::Polling => "polling relay",
         RelayMode::LogTailing => "log-tailing relay",
     };
-    let figures = Figures { name, saturated_per_second, at_rates, idle: Some(idle), busy: Some(busy) };
+    let figures =
+        Figures { name, saturated_per_second, at_rates, idle: Some(idle), busy: Some(busy), settings: vec![] };
     println!("{}, {name}: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
     Ok(figures)
 }
