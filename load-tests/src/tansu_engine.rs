@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Where Tansu 0.6's PostgreSQL engine finds its tables: the engine does not
 /// create them, and the crate does not ship them (they are
@@ -170,15 +170,10 @@ fn spawn(tansu: &Path, dir: &Path, port: u16, storage: &str) -> Result<Child> {
         .append(true)
         .open(dir.join("tansu.log"))
         .context("opening Tansu's log")?;
-    let mut command = Command::new(tansu);
-    // Tansu also reads its settings from the environment.
-    for leaky in ["CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY"] {
-        command.env_remove(leaky);
-    }
+    let mut command = xtask::infra::kafka::tansu_command(tansu, dir);
     command
         .arg("broker")
         .args(["--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
-        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

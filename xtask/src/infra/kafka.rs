@@ -77,21 +77,7 @@ impl Kafka<'_> {
     }
 
     fn tansu_command(self, tansu: &Path) -> Command {
-        let mut command = Command::new(tansu);
-        // Tansu also reads these from the environment (and from a .env file in
-        // its working directory, which is why that is the kafka/ dir).
-        for leaky in [
-            "CLUSTER_ID",
-            "LISTENER_URL",
-            "ADVERTISED_LISTENER_URL",
-            "STORAGE_ENGINE",
-            "SCHEMA_REGISTRY",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ] {
-            command.env_remove(leaky);
-        }
-        command.current_dir(self.dir());
-        command
+        tansu_command(tansu, &self.dir())
     }
 
     /// Spawns `tansu broker` with sqlite storage unless already running.
@@ -280,6 +266,25 @@ pub(crate) const KAFKA_START_MARK: &str = "starting";
 fn advertised_port(args: &[String]) -> Option<u16> {
     let url = args.iter().skip_while(|arg| *arg != "--advertised-listener-url").nth(1)?;
     url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
+/// `tansu` run in `dir`, without the settings Tansu would otherwise take
+/// from the environment (and from a .env file in its working directory,
+/// which is why that is a directory of its own).
+pub fn tansu_command(tansu: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(tansu);
+    for leaky in [
+        "CLUSTER_ID",
+        "LISTENER_URL",
+        "ADVERTISED_LISTENER_URL",
+        "STORAGE_ENGINE",
+        "SCHEMA_REGISTRY",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        command.env_remove(leaky);
+    }
+    command.current_dir(dir);
+    command
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! - `rabbitmq/` node home: config, cookie, mnesia, logs
 //! - `kafka/` Tansu's sqlite storage
 
-mod kafka;
+pub mod kafka;
 mod postgres;
 mod rabbitmq;
 mod stack;
