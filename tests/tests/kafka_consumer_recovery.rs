@@ -348,3 +348,113 @@ async fn negative_control_without_replacement_a_stranded_consumer_stays_stuck() 
     assert!(!run.readiness_details.is_empty(), "readiness never reported the stuck consumer");
     assert_eq!(run.effects, [1, 1], "each message applied exactly once");
 }
+
+/// How often the tests below have the consumer commit unchanged offsets again.
+const TEST_REASSERT_EVERY: Duration = Duration::from_secs(2);
+
+/// How one consumer fared after its group's offsets were set back by another
+/// client (as a lost or late, stale commit leaves them): records behind at
+/// the broker right after, and `wait` later.
+async fn after_a_stale_commit(reassert: Option<Duration>, wait: Duration) -> (u64, u64) {
+    let stack = test_stack().await;
+    let s = setup(stack, "kcreassert").await;
+    let shutdown = CancellationToken::new();
+    let consumer = s.consumer(Some(TEST_REPLACE_AFTER), Readiness::new()).with_offset_reassertion(reassert);
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    let orders = [s.publish().await, s.publish().await, s.publish().await];
+    for order in orders {
+        assert!(s.applied_within(order, Duration::from_secs(30)).await.is_some(), "{order} never applied");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while behind(&s).await > 0 {
+        assert!(Instant::now() < deadline, "the consumer's own commits never landed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rewind_group(&s).await;
+    let set_back = behind(&s).await;
+    tokio::time::sleep(wait).await;
+    let later = behind(&s).await;
+    shutdown.cancel();
+    running.await.unwrap();
+    (set_back, later)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_set_back_by_a_stale_commit_are_committed_again() {
+    let (set_back, later) = after_a_stale_commit(Some(TEST_REASSERT_EVERY), TEST_REASSERT_EVERY * 4).await;
+    println!("set back by {set_back} record(s); {later} behind {:?} later", TEST_REASSERT_EVERY * 4);
+    assert_eq!(set_back, 3, "the stale commit did not set the group back: the test proves nothing");
+    assert_eq!(later, 0, "the consumer left its group's offsets where a stale commit put them");
+}
+
+/// The negative control: the same stale commit, re-assertion off. The group
+/// stays behind although every record was handled, as in the CI run that
+/// found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_reassertion_a_stale_commit_stays() {
+    let (set_back, later) = after_a_stale_commit(None, TEST_REASSERT_EVERY * 4).await;
+    println!(
+        "without re-assertion: set back by {set_back} record(s); {later} behind {:?} later",
+        TEST_REASSERT_EVERY * 4
+    );
+    assert_eq!(set_back, 3, "the stale commit did not set the group back: the test proves nothing");
+    assert_eq!(later, 3, "caught up without re-assertion: the test would not notice it broken");
+}
+
+/// A client of the group that never joins it (the services' consumers take
+/// partitions directly too, so the broker takes its commits).
+fn group_client(s: &Setup) -> rdkafka::consumer::BaseConsumer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", &s.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
+/// Records of the topic past the group's committed offsets (all of a
+/// partition it never committed).
+async fn behind(s: &Setup) -> u64 {
+    let (client, topic) = (group_client(s), s.topic.clone());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer as _;
+        let timeout = Duration::from_secs(10);
+        let metadata = client.fetch_metadata(Some(&topic), timeout).unwrap();
+        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut wanted = rdkafka::TopicPartitionList::new();
+        for p in &partitions {
+            wanted.add_partition(&topic, *p);
+        }
+        let committed = client.committed_offsets(wanted, timeout).unwrap();
+        partitions
+            .iter()
+            .map(|p| {
+                let (low, high) = client.fetch_watermarks(&topic, *p, timeout).unwrap();
+                let start = match committed.find_partition(&topic, *p).map(|e| e.offset()) {
+                    Some(rdkafka::Offset::Offset(o)) => o,
+                    _ => low,
+                };
+                u64::try_from(high - start).unwrap_or(0)
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
+}
+
+/// Commits offset 0 on every partition of the topic for the group: what an
+/// old commit arriving late, or the last one lost, leaves at the broker.
+async fn rewind_group(s: &Setup) {
+    let (client, topic) = (group_client(s), s.topic.clone());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer as _;
+        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        let mut rewound = rdkafka::TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            rewound.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(0)).unwrap();
+        }
+        client.commit(&rewound, rdkafka::consumer::CommitMode::Sync).unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -2,7 +2,8 @@
 //! time so each order's events are applied in order. Offsets are committed
 //! manually, never auto-committed, and only for records whose handler
 //! transaction has committed: together, at most every
-//! [`OFFSET_COMMIT_INTERVAL`], and on shutdown. A crash therefore redelivers
+//! [`OFFSET_COMMIT_INTERVAL`], and on shutdown; unchanged ones again every
+//! [`OFFSET_REASSERT_INTERVAL`]. A crash therefore redelivers
 //! up to that interval's records, which the inbox absorbs; a commit per
 //! record would cost a broker round trip each and only narrow that window.
 //! A record that can never be handled is copied to `<topic>.<group>.dlq`
@@ -42,6 +43,11 @@ pub const CONSUMER_COMPONENT: &str = "kafka-consumer";
 
 /// Longest a handled record's offset waits to be committed.
 pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default of [`KafkaConsumer::with_offset_reassertion`]: one small request
+/// per consumer this often, far below the two minutes a test or an operator
+/// waits for a group to catch up.
+pub const OFFSET_REASSERT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Group mode: how long the coordinator waits for a silent member. A
 /// replacing consumer may wait that long for its predecessor's partitions.
@@ -89,6 +95,7 @@ pub struct KafkaConsumer<H> {
     debug: Option<String>,
     assignment: Assignment,
     replace_after: Option<Duration>,
+    offset_reassertion: Option<Duration>,
     replacements: Replacements,
 }
 
@@ -141,6 +148,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             debug: None,
             assignment: Assignment::Group,
             replace_after: Some(DEFAULT_REPLACE_AFTER),
+            offset_reassertion: Some(OFFSET_REASSERT_INTERVAL),
             replacements: Replacements::default(),
         }
     }
@@ -174,6 +182,14 @@ impl<H: MessageHandler> KafkaConsumer<H> {
     /// negative control of the test that shows why it must).
     pub fn with_replacement_after(mut self, bound: Option<Duration>) -> Self {
         self.replace_after = bound;
+        self
+    }
+
+    /// Commits the offsets of handled records again every `interval` while
+    /// nothing new is handled, whatever became of an earlier commit; `None`
+    /// never does (the negative control of the test that shows why it must).
+    pub fn with_offset_reassertion(mut self, interval: Option<Duration>) -> Self {
+        self.offset_reassertion = interval;
         self
     }
 
@@ -298,7 +314,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
     ) -> GenerationEnd {
         let backoff = Backoff::default();
         let mut failures = 0;
-        let mut handled = HandledOffsets::default();
+        let mut handled = HandledOffsets::new(self.offset_reassertion);
         let mut commit_tick = tokio::time::interval(OFFSET_COMMIT_INTERVAL);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut liveness_tick = tokio::time::interval(LIVENESS_CHECK_INTERVAL);
