@@ -137,7 +137,8 @@ pub async fn heartbeat(pool: &PgPool, slot: &str) -> Result<Option<SlotStatus>, 
     let row = deadline::within(
         deadline::QUERY_TIMEOUT,
         sqlx::query!(
-            r#"SELECT s.wal_status, s.active AS "active!",
+            // `active?`: the LEFT JOIN gives NULL when the slot is missing.
+            r#"SELECT s.wal_status, s.active AS "active?",
                       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::int8 AS lag_bytes
                FROM (SELECT pg_logical_emit_message(false, $2, '')) AS heartbeat
                LEFT JOIN pg_replication_slots s ON s.slot_name = $1"#,
@@ -150,7 +151,7 @@ pub async fn heartbeat(pool: &PgPool, slot: &str) -> Result<Option<SlotStatus>, 
     Ok(row.and_then(|row| {
         row.wal_status.is_some().then_some(SlotStatus {
             wal_status: row.wal_status,
-            active: row.active,
+            active: row.active.unwrap_or(false),
             lag_bytes: row.lag_bytes.unwrap_or(0),
         })
     }))
