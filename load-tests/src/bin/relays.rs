@@ -62,6 +62,10 @@ struct Args {
     /// Kafka: the fixed rates (50 % of saturation is added).
     #[arg(long, value_delimiter = ',', default_values_t = [100.0, 1000.0])]
     kafka_rates: Vec<f64>,
+    /// The polling relay's lanes published at once (`RelayConfig::concurrent_lanes`),
+    /// one measurement each: a list compares settings in the same run.
+    #[arg(long, value_delimiter = ',', default_values_t = [RelayConfig::default().concurrent_lanes])]
+    polling_lanes: Vec<usize>,
     /// Where the report goes (relays.html, relays.json).
     #[arg(long, default_value = "target/bench")]
     report: PathBuf,
@@ -205,7 +209,7 @@ impl Pending {
 
 /// The figures of one way of getting messages to the broker.
 struct Figures {
-    name: &'static str,
+    name: String,
     saturated_per_second: f64,
     /// One per fixed rate: (asked rate, achieved rate, latency percentiles).
     at_rates: Vec<AtRate>,
@@ -250,9 +254,12 @@ async fn main() -> Result<()> {
             plan.seconds
         );
         let mut all = vec![raw_publish(&plan).await.with_context(|| format!("raw publishing to {}", broker.name()))?];
-        for relay in [RelayMode::Polling, RelayMode::LogTailing] {
-            all.push(measure(&plan, relay).await.with_context(|| format!("{relay:?} relay to {}", broker.name()))?);
+        for &lanes in &args.polling_lanes {
+            let measured = measure(&plan, RelayMode::Polling, lanes, args.polling_lanes.len() > 1).await;
+            all.push(measured.with_context(|| format!("polling relay ({lanes} lanes at once) to {}", broker.name()))?);
         }
+        let measured = measure(&plan, RelayMode::LogTailing, 0, false).await;
+        all.push(measured.with_context(|| format!("log-tailing relay to {}", broker.name()))?);
         if plan.broker == Broker::Rabbitmq {
             all.push(hexeract(&plan).await.context("Hexeract's relay")?);
         }
@@ -304,6 +311,7 @@ fn report(args: &Args, sections: &[(Plan, Vec<Figures>)], environment: Vec<(Stri
             ),
             ("each fixed rate and the idle window".into(), format!("{} s", args.seconds)),
             ("relay".into(), format!("{:?}", RelayConfig::default())),
+            ("polling relay's lanes at once, measured".into(), format!("{:?}", args.polling_lanes)),
             (
                 "raw publishing".into(),
                 format!(
@@ -374,7 +382,7 @@ fn section(report: &mut Report, plan: &Plan, all: &[Figures]) {
         }
     }
     if let Some(peer) = all.iter().find(|f| f.name.starts_with("Hexeract")) {
-        for relay in all.iter().filter(|f| f.name.ends_with("relay") && !f.name.starts_with("Hexeract")) {
+        for relay in all[1..].iter().filter(|f| !f.name.starts_with("Hexeract")) {
             let ratio = relay.saturated_per_second / peer.saturated_per_second;
             findings.push(format!(
                 "{broker}, {}: {ratio:.2} × Hexeract 0.6's relay at saturation (target ≥ 2: {})",
@@ -383,10 +391,16 @@ fn section(report: &mut Report, plan: &Plan, all: &[Figures]) {
             ));
         }
     }
-    findings.push(format!(
-        "{broker}, log tailing ÷ polling: {:.2} × the saturation rate",
-        all[2].saturated_per_second / all[1].saturated_per_second
-    ));
+    let tailing = all.iter().find(|f| f.name.starts_with("log-tailing"));
+    for (polling, tailing) in all.iter().filter(|f| f.name.starts_with("polling")).zip(std::iter::repeat(tailing)) {
+        if let Some(tailing) = tailing {
+            findings.push(format!(
+                "{broker}, log tailing ÷ {}: {:.2} × the saturation rate",
+                polling.name,
+                tailing.saturated_per_second / polling.saturated_per_second
+            ));
+        }
+    }
     let charts: Vec<Chart> = vec![Chart {
         title: format!("{broker}: messages per second at saturation (confirmed)"),
         unit: "msg/s".into(),
@@ -493,7 +507,7 @@ async fn raw_publish(plan: &Plan) -> Result<Figures> {
     publishers.clean_up().await;
     println!("{}, raw publishing: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
     Ok(Figures {
-        name: "raw publish + confirm",
+        name: "raw publish + confirm".to_owned(),
         saturated_per_second,
         at_rates,
         idle: None,
@@ -539,7 +553,7 @@ async fn hexeract(plan: &Plan) -> Result<Figures> {
     let at_rates =
         peer.at_rates.iter().map(|&(asked, achieved, latency_ms)| AtRate { asked, achieved, latency_ms }).collect();
     Ok(Figures {
-        name: "Hexeract 0.6 relay",
+        name: "Hexeract 0.6 relay".to_owned(),
         saturated_per_second: peer.saturated_per_second,
         at_rates,
         idle: None,
@@ -576,7 +590,9 @@ fn percentiles(mut latencies: Vec<f64>) -> [f64; 4] {
     PERCENTILES.map(|(_, p)| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize])
 }
 
-async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
+/// One relay's figures; `lanes` is the polling relay's lanes at once,
+/// named in its figures' name when `name_lanes` (several compared).
+async fn measure(plan: &Plan, mode: RelayMode, lanes: usize, name_lanes: bool) -> Result<Figures> {
     let stack = test_stack().await;
     let namespace = unique_namespace(&format!("bench{mode:?}"));
     let database = format!("{namespace}_db");
@@ -598,7 +614,8 @@ async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
         let (amqp, kafka) = (publishers.amqp.clone(), publishers.kafka.clone());
         Ok(match mode {
             RelayMode::Polling => {
-                let relay = OutboxRelay::new(relay_pool.clone(), amqp, kafka, RelayConfig::default());
+                let config = RelayConfig { concurrent_lanes: lanes, ..RelayConfig::default() };
+                let relay = OutboxRelay::new(relay_pool.clone(), amqp, kafka, config);
                 tokio::spawn(relay.run(stop))
             }
             RelayMode::LogTailing => {
@@ -687,12 +704,13 @@ async fn measure(plan: &Plan, mode: RelayMode) -> Result<Figures> {
     stack.drop_database(&database).await?;
     publishers.clean_up().await;
     let name = match mode {
-        RelayMode::Polling => "polling relay",
-        RelayMode::LogTailing => "log-tailing relay",
+        RelayMode::Polling if name_lanes => format!("polling relay, {lanes} lanes at once"),
+        RelayMode::Polling => "polling relay".to_owned(),
+        RelayMode::LogTailing => "log-tailing relay".to_owned(),
     };
+    println!("{}, {name}: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
     let figures =
         Figures { name, saturated_per_second, at_rates, idle: Some(idle), busy: Some(busy), settings: vec![] };
-    println!("{}, {name}: {saturated_per_second:.0} msg/s saturated", plan.broker.name());
     Ok(figures)
 }
 
