@@ -45,6 +45,17 @@ impl PublishError {
         }
     }
 
+    /// Not sent, by our choice: the batch's channel or producer was
+    /// replaced since its first message, and sending the rest elsewhere
+    /// could reorder them. The broker did nothing wrong; the next pass sends it.
+    pub(crate) fn is_held_back(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Amqp(AmqpError::ChannelChanged { .. })
+                | PublishError::Kafka(KafkaPublishError::ProducerChanged { .. })
+        )
+    }
+
     /// Whether the AMQP channel is unusable after this error (a refusal
     /// leaves it open; reopening it would only flap readiness).
     pub(crate) fn breaks_amqp_channel(&self) -> bool {
@@ -145,6 +156,10 @@ impl OutboxPublisher {
                     let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
                     metrics::histogram!("outbox_commit_to_confirm_seconds", &labels).record(latency.as_secs_f64());
                     metrics::counter!("outbox_published_total", &labels).increment(1);
+                }
+                Err(e) if e.is_held_back() => {
+                    span.in_scope(|| tracing::info!(reason = %e, "held back for the next pass"));
+                    metrics::counter!("outbox_held_back_total", &labels).increment(1);
                 }
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "broker did not confirm"));
@@ -279,8 +294,11 @@ mod tests {
     fn a_send_held_back_by_its_batch_pin_is_retried_and_leaves_the_new_channel_alone() {
         let channel_changed = PublishError::Amqp(AmqpError::ChannelChanged { pinned: 1 });
         assert!(!channel_changed.is_refusal(), "never parked: the next pass sends it");
+        assert!(channel_changed.is_held_back());
+        assert!(!PublishError::Amqp(AmqpError::Nacked).is_held_back());
         assert!(!channel_changed.breaks_amqp_channel(), "the new channel did not fail");
         let producer_changed = PublishError::Kafka(KafkaPublishError::ProducerChanged { pinned: 0, current: 1 });
         assert!(!producer_changed.is_refusal());
+        assert!(producer_changed.is_held_back());
     }
 }

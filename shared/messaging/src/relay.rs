@@ -433,6 +433,8 @@ impl OutboxRelay {
                     outbox_id = failed.id, destination = %failed.destination, error = %error, refusals,
                     "the broker keeps refusing this message: parked; the rest of its lane moves on"
                 );
+            } else if error.is_held_back() {
+                tracing::info!(outbox_id = failed.id, destination = %failed.destination, reason = %error, "held back; the next pass sends it");
             } else {
                 tracing::warn!(outbox_id = failed.id, destination = %failed.destination, error = %error, refusals, "publish failed; will retry");
             }

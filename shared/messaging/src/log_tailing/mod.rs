@@ -530,6 +530,10 @@ impl Session<'_> {
     async fn count_failure(&mut self, id: i64, destination: &str, error: &PublishError) -> Result<bool, sqlx::Error> {
         self.failures += 1;
         self.retry_at = Some(Instant::now() + self.relay.config.error_backoff.delay(self.failures));
+        if error.is_held_back() {
+            tracing::info!(outbox_id = id, destination, reason = %error, "held back; sent again after the backoff");
+            return Ok(false);
+        }
         if !error.is_refusal() {
             tracing::warn!(outbox_id = id, destination, error = %error, "publish failed; will retry");
             return Ok(false);
