@@ -161,8 +161,16 @@ async fn run_with(
             tokio::time::sleep(CONFIRM_AFTER).await;
             let again = check().await;
             // Effects never go away: failing after a pass means one
-            // happened twice, and that is the verdict.
-            if !again.passed() || same_counts(&report, &again) {
+            // happened twice, and that is the verdict. Not so for 7d, a
+            // state of the brokers: a consumer group's committed offset can
+            // go back after a pass when a replaced consumer's commit, timed
+            // out on a dead connection, is retried by librdkafka and lands
+            // after its successor's (seen in CI: loyalty 821 records behind
+            // 5 s after a pass). The consumer commits its offsets again
+            // within `OFFSET_REASSERT_INTERVAL`, so 7d alone is polled
+            // again until the deadline.
+            let only_in_flight = again.failed_invariants() == [invariants::Invariant::NothingInFlight];
+            if (!again.passed() && !only_in_flight) || same_counts(&report, &again) {
                 break again;
             }
             continue;
