@@ -91,6 +91,9 @@ pub struct CommonConfig {
     pub kafka_consumer_replace_after: Option<Duration>,
     /// `KAFKA_DEBUG`: librdkafka debug contexts, empty for none.
     pub kafka_debug: Option<String>,
+    /// `KAFKA_FETCH_WAIT_MAX_MS`: longest a consumer's fetch waits at the
+    /// broker for records (librdkafka's `fetch.wait.max.ms`, default 500).
+    pub kafka_fetch_wait_max: Duration,
     /// `PROCESSING_DELAY_MS`: an artificial processing time per message and
     /// per synchronous call (the coupling lesson); 0, the default, none.
     pub processing_delay: Duration,
@@ -141,6 +144,15 @@ impl CommonConfig {
                 secs => Some(Duration::from_secs(secs)),
             },
             kafka_debug: std::env::var("KAFKA_DEBUG").ok().filter(|d| !d.trim().is_empty()),
+            kafka_fetch_wait_max: Duration::from_millis(at_least(
+                "KAFKA_FETCH_WAIT_MAX_MS",
+                env_parse(
+                    "KAFKA_FETCH_WAIT_MAX_MS",
+                    messaging::kafka_consumer::DEFAULT_FETCH_WAIT_MAX.as_millis() as u64,
+                )?,
+                1,
+                "a fetch that never waits would spin against the broker",
+            )?),
             processing_delay: Duration::from_millis(env_parse("PROCESSING_DELAY_MS", 0)?),
             outbox_relay: env_parse("OUTBOX_RELAY", messaging::log_tailing::RelayMode::Polling)?,
             outbox_slot: env_or("OUTBOX_SLOT", ""),

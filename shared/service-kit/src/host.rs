@@ -274,6 +274,7 @@ impl ServiceHost {
         )
         .with_group_instance_id(Some(self.config.kafka_group_instance_id.clone()))
         .with_debug(self.config.kafka_debug.clone())
+        .with_fetch_wait_max(self.config.kafka_fetch_wait_max)
         .with_assignment(self.config.kafka_assignment)
         .with_replacement_after(self.config.kafka_consumer_replace_after);
         let shutdown = self.shutdown.clone();

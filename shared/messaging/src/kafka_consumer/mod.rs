@@ -49,6 +49,9 @@ pub const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// waits for a group to catch up.
 pub const OFFSET_REASSERT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Default of [`KafkaConsumer::with_fetch_wait_max`]: librdkafka's own.
+pub const DEFAULT_FETCH_WAIT_MAX: Duration = Duration::from_millis(500);
+
 /// Group mode: how long the coordinator waits for a silent member. A
 /// replacing consumer may wait that long for its predecessor's partitions.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +99,7 @@ pub struct KafkaConsumer<H> {
     assignment: Assignment,
     replace_after: Option<Duration>,
     offset_reassertion: Option<Duration>,
+    fetch_wait_max: Duration,
     replacements: Replacements,
 }
 
@@ -149,6 +153,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             assignment: Assignment::Group,
             replace_after: Some(DEFAULT_REPLACE_AFTER),
             offset_reassertion: Some(OFFSET_REASSERT_INTERVAL),
+            fetch_wait_max: DEFAULT_FETCH_WAIT_MAX,
             replacements: Replacements::default(),
         }
     }
@@ -193,6 +198,14 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         self
     }
 
+    /// Longest a fetch waits at the broker for records. A broker that does
+    /// not answer a waiting fetch when records arrive (Tansu 0.6, see
+    /// docs/benchmarks.md) makes this the latency of every hop.
+    pub fn with_fetch_wait_max(mut self, wait: Duration) -> Self {
+        self.fetch_wait_max = wait;
+        self
+    }
+
     fn consumer_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -205,6 +218,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
             .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", self.fetch_wait_max.as_millis().to_string())
             .set("reconnect.backoff.max.ms", "2000")
             .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string());
         if let Some(id) = &self.group_instance_id {
