@@ -391,9 +391,8 @@ fn section(report: &mut Report, plan: &Plan, all: &[Figures]) {
             ));
         }
     }
-    let tailing = all.iter().find(|f| f.name.starts_with("log-tailing"));
-    for (polling, tailing) in all.iter().filter(|f| f.name.starts_with("polling")).zip(std::iter::repeat(tailing)) {
-        if let Some(tailing) = tailing {
+    if let Some(tailing) = all.iter().find(|f| f.name.starts_with("log-tailing")) {
+        for polling in all.iter().filter(|f| f.name.starts_with("polling")) {
             findings.push(format!(
                 "{broker}, log tailing ÷ {}: {:.2} × the saturation rate",
                 polling.name,
