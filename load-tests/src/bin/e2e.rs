@@ -296,12 +296,20 @@ fn report(
             header: header.iter().map(|h| (*h).to_owned()).collect(),
             rows,
         });
-        charts.push(Chart {
-            title: format!("{}: POST /orders p99 by arrival rate (ms)", run.mode.name()),
-            unit: "ms".into(),
-            bars: run.steps.iter().map(|s| (format!("{} orders/s", figure(s.asked)), s.post_ms[1])).collect(),
-        });
     }
+    // One chart for both modes: bars drawn to one scale, so safe and unsafe
+    // compare by length (two charts were each scaled to their own longest).
+    charts.push(Chart {
+        title: "POST /orders p99 by arrival rate, safe and unsafe (ms)".into(),
+        unit: "ms".into(),
+        bars: runs
+            .iter()
+            .flat_map(|run| {
+                let mode = if run.mode == Mode::Safe { "safe" } else { "unsafe" };
+                run.steps.iter().map(move |s| (format!("{mode}, {} orders/s", figure(s.asked)), s.post_ms[1]))
+            })
+            .collect(),
+    });
     let (safe, unsafe_) = (&runs[0], &runs[1]);
     let mut memory = vec![];
     for (i, service) in ALL_SERVICES.iter().enumerate() {
