@@ -90,6 +90,45 @@ async fn a_row_the_broker_keeps_refusing_is_parked_and_the_rest_of_its_lane_move
     assert_eq!(distinct.into_iter().collect::<Vec<_>>(), [behind[0].envelope.message_id]);
 }
 
+/// The relay takes several lanes in one transaction: a row the broker
+/// refuses stops its own lane there, while the rows of the other lanes in
+/// the same batch, even those after it, are marked sent at once (so they
+/// are published once, not again at every pass until the refused row is
+/// parked). With one group, every lane shares the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_row_stops_only_its_own_lane_in_a_batch_of_several_lanes() {
+    let s = setup("lanegroup").await;
+    let poison = s.poison_command("agg-poison");
+    let other_lane = s.messages("agg-elsewhere", 1);
+    let lane_of = messaging::outbox::lane_of;
+    assert_ne!(lane_of("agg-poison"), lane_of("agg-elsewhere"), "the test needs two lanes");
+    let mut tx = s.pool.begin().await.unwrap();
+    Outbox::add(&mut tx, &poison).await.unwrap();
+    for m in &other_lane {
+        Outbox::add(&mut tx, m).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let relay = s.relay_with(RelayConfig { lane_groups: 1, park_after_refusals: 3, ..RelayConfig::default() });
+    let first = relay.relay_pending().await.unwrap();
+    assert_eq!(
+        first,
+        messaging::relay::RelayPass { sent: 2, failed_lanes: 1, parked: 0 },
+        "the other lane's rows, behind the refused one in the batch, went out and were marked"
+    );
+    let second = relay.relay_pending().await.unwrap();
+    assert_eq!(
+        second,
+        messaging::relay::RelayPass { sent: 0, failed_lanes: 1, parked: 0 },
+        "only the refused row is left"
+    );
+
+    let queued =
+        drain_queue(&s.amqp_url, &s.topology.stock_commands(), Duration::from_secs(2), Duration::from_secs(20)).await;
+    let ids: Vec<Uuid> = queued.iter().map(|r| r.envelope.message_id).collect();
+    assert_eq!(ids, [other_lane[0].envelope.message_id], "published once, not again at the second pass");
+}
+
 /// A row whose stored envelope no longer decodes (edited by hand, or left by
 /// an older version) is refused by the relay itself: parked like any
 /// refusal, while the rest of its lane, and every other lane, goes out.

@@ -16,6 +16,8 @@ use crate::crash;
 use crate::kafka::{KafkaPublishError, KafkaPublisher, ProducerPin};
 use chrono::{DateTime, Utc};
 use contracts::Envelope;
+use serde::Deserialize;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -29,6 +31,10 @@ pub(crate) enum PublishError {
     NoPublisher(&'static str),
     #[error("outbox row {0} is corrupt: {1}")]
     Corrupt(i64, String),
+    /// Not sent, or sent and not counted: an earlier row of its sequence
+    /// failed this pass (see [`OutboxPublisher::publish_in_order`]).
+    #[error("not published: an earlier message of its lane failed")]
+    AfterEarlierFailure,
 }
 
 impl PublishError {
@@ -42,6 +48,7 @@ impl PublishError {
             PublishError::Amqp(_) => false,
             PublishError::Kafka(e) => e.is_record_refused(),
             PublishError::NoPublisher(_) | PublishError::Corrupt(..) => true,
+            PublishError::AfterEarlierFailure => false,
         }
     }
 
@@ -76,11 +83,14 @@ pub(crate) struct OutboxRow {
     pub(crate) created_at: DateTime<Utc>,
     /// Earlier passes in which the broker refused this row.
     pub(crate) refusals: i32,
+    /// Its aggregate's lane: the sequence whose order publishing keeps.
+    pub(crate) lane: i16,
 }
 
 impl OutboxRow {
     pub(crate) fn envelope(&self) -> Result<Envelope, PublishError> {
-        serde_json::from_value(self.envelope.clone())
+        // From a reference: no copy of the JSON tree per message.
+        Envelope::deserialize(&self.envelope)
             .map_err(|e| PublishError::Corrupt(self.id, format!("envelope does not decode: {e}")))
     }
 }
@@ -88,6 +98,16 @@ impl OutboxRow {
 pub(crate) enum InFlight {
     Amqp(crate::amqp::PendingConfirm),
     Kafka(crate::kafka::PendingDelivery),
+}
+
+/// Which rows of a batch must stay in order, so that a failure ends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// The whole batch: the log-tailing relay reports one position for it.
+    WholeBatch,
+    /// Each lane on its own: the polling relay marks each lane's prefix,
+    /// and a row the broker refuses does not hold back the other lanes.
+    PerLane,
 }
 
 /// The brokers a service publishes to (either may be absent).
@@ -107,14 +127,32 @@ struct BatchPins {
 impl OutboxPublisher {
     /// Sends every row in id order without waiting in between (the broker
     /// keeps the order of one channel / partition, and the batch is pinned
-    /// to one of each), then waits for each confirmation.
-    pub(crate) async fn publish_in_order(&self, rows: &[OutboxRow]) -> Vec<Result<(), PublishError>> {
+    /// to one of each), then waits for each confirmation. A result per row
+    /// up to where publishing stopped: only an `Ok` was confirmed, and
+    /// within each of `order`'s sequences the `Ok`s are a prefix.
+    ///
+    /// A refused row (see [`PublishError::is_refusal`]) ends its sequence
+    /// only; any other failure (a lost channel, a timeout, a nack) ends the
+    /// batch, since waiting for the confirms after it (up to a timeout
+    /// each) gains nothing.
+    pub(crate) async fn publish_in_order(&self, rows: &[OutboxRow], order: Order) -> Vec<Result<(), PublishError>> {
+        let sequence = |row: &OutboxRow| match order {
+            Order::WholeBatch => 0,
+            Order::PerLane => row.lane,
+        };
         let mut pins = BatchPins::default();
         let middle = rows.len() / 2;
         let mut in_flight = Vec::with_capacity(rows.len());
+        let mut ended = HashSet::new();
         for (i, row) in rows.iter().enumerate() {
             if i == middle && i > 0 {
                 crash::crash_point(crash::RELAY_MID_BATCH);
+            }
+            // Nothing after a failure in its sequence can be marked sent
+            // this pass, so it is not sent.
+            if ended.contains(&sequence(row)) {
+                in_flight.push((Err(PublishError::AfterEarlierFailure), tracing::Span::none(), row));
+                continue;
             }
             let (sent, span) = match row.envelope() {
                 Ok(envelope) => {
@@ -126,17 +164,28 @@ impl OutboxPublisher {
                 }
                 Err(corrupt) => (Err(corrupt), tracing::Span::none()),
             };
-            let failed = sent.is_err();
+            let stop = matches!(&sent, Err(e) if !e.is_refusal());
+            if sent.is_err() {
+                ended.insert(sequence(row));
+            }
             in_flight.push((sent, span, row));
-            // Nothing after a failed send can be marked sent this pass (only
-            // the confirmed prefix is), so do not send it.
-            if failed {
+            if stop {
                 break;
             }
         }
         let mut results = Vec::with_capacity(rows.len());
+        let mut unawaited = Vec::new();
+        let mut ended = HashSet::new();
         let mut in_flight = in_flight.into_iter();
         for (sent, span, row) in in_flight.by_ref() {
+            if ended.contains(&sequence(row)) {
+                // Confirmed or not, it follows a failure in its sequence.
+                if let Ok(InFlight::Amqp(pending)) = sent {
+                    unawaited.push(pending);
+                }
+                results.push(Err(PublishError::AfterEarlierFailure));
+                continue;
+            }
             let result = match sent {
                 Ok(InFlight::Amqp(p)) => p.confirmed().await.map_err(PublishError::from),
                 Ok(InFlight::Kafka(p)) => p
@@ -150,7 +199,6 @@ impl OutboxPublisher {
                 Err(e) => Err(e),
             };
             let labels = [("transport", row.transport.clone()), ("destination", row.destination.clone())];
-            let failed = result.is_err();
             match &result {
                 Ok(()) => {
                     let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
@@ -175,21 +223,21 @@ impl OutboxPublisher {
                 }
             }
             drop(span);
+            let stop = matches!(&result, Err(e) if !e.is_refusal());
+            if result.is_err() {
+                ended.insert(sequence(row));
+            }
             results.push(result);
-            // Only the confirmed prefix is marked sent: waiting for the
-            // confirms after a failure (up to a timeout each) gains nothing.
-            if failed {
+            if stop {
                 break;
             }
         }
         // Still, lapin keeps every confirm dropped unawaited until its
         // channel closes, and the channel lives on: consume them aside.
-        let unawaited: Vec<_> = in_flight
-            .filter_map(|(sent, _, _)| match sent {
-                Ok(InFlight::Amqp(pending)) => Some(pending),
-                _ => None,
-            })
-            .collect();
+        unawaited.extend(in_flight.filter_map(|(sent, _, _)| match sent {
+            Ok(InFlight::Amqp(pending)) => Some(pending),
+            _ => None,
+        }));
         if !unawaited.is_empty() {
             tokio::spawn(async move {
                 for pending in unawaited {

@@ -1,7 +1,7 @@
-//! The polling relay's lane pass (`OutboxRelay::relay_lane_on`): claim the
-//! lane, publish its unsent rows in id order, mark the confirmed prefix
-//! sent, commit. Marks and lock live in one transaction, so a crash undoes
-//! the marks and frees the lane.
+//! The polling relay's lane pass (`OutboxRelay::relay_lanes_on`, per lane
+//! of the group it claims): claim the lane, publish its unsent rows in id
+//! order, mark the confirmed prefix sent, commit. Marks and lock live in
+//! one transaction, so a crash undoes the marks and frees the lane.
 
 use crate::actions::PublishOutcome;
 use crate::config::ModelConfig;

@@ -85,7 +85,8 @@ pub enum Relay {
     Publishing(LanePass),
 }
 
-/// One lane's pass in one transaction (`OutboxRelay::relay_lane_on`).
+/// One lane's pass in one transaction (`OutboxRelay::relay_lanes_on`,
+/// which takes a group of lanes and handles each of them as here).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LanePass {
     pub lane: u8,

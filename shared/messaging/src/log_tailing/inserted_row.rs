@@ -21,11 +21,13 @@ pub(crate) fn outbox_row(values: &HashMap<&str, Option<&str>>) -> Result<OutboxR
         payload: serde_json::Value::Null,
         created_at: Utc::now(),
         refusals: 0,
+        lane: 0,
     };
     let parsed = (|| -> Result<(), String> {
         row.transport = text("transport")?.to_owned();
         row.destination = text("destination")?.to_owned();
         row.partition_key = text("partition_key")?.to_owned();
+        row.lane = text("lane")?.parse().map_err(|e| format!("lane: {e}"))?;
         row.payload = serde_json::from_str(text("payload")?).map_err(|e| format!("payload: {e}"))?;
         row.created_at = timestamp(text("created_at")?)?;
         row.envelope = serde_json::from_str(text("envelope")?).map_err(|e| format!("envelope: {e}"))?;
@@ -56,6 +58,7 @@ mod tests {
             ("transport", Some("kafka")),
             ("destination", Some("orders")),
             ("partition_key", Some("o-1")),
+            ("lane", Some("3")),
             ("payload", Some(r#"{"a": 1}"#)),
             ("created_at", Some("2026-12-06 21:33:35.123456+05:30")),
             ("envelope", Some(envelope)),
@@ -65,7 +68,7 @@ mod tests {
     #[test]
     fn text_values_become_the_row_and_the_offset_is_honoured() {
         let row = outbox_row(&values("{}")).unwrap();
-        assert_eq!((row.id, row.destination.as_str(), row.payload["a"].as_i64()), (12, "orders", Some(1)));
+        assert_eq!((row.id, row.destination.as_str(), row.payload["a"].as_i64(), row.lane), (12, "orders", Some(1), 3));
         assert_eq!(row.created_at.to_rfc3339(), "2026-12-06T16:03:35.123456+00:00");
         assert_eq!(timestamp("2026-12-06 21:33:35+00").unwrap().to_rfc3339(), "2026-12-06T21:33:35+00:00");
     }

@@ -32,7 +32,7 @@ pub mod slot;
 mod transactions;
 
 use crate::crash;
-use crate::outbox_publisher::{OutboxPublisher, PublishError};
+use crate::outbox_publisher::{Order, OutboxPublisher, PublishError};
 use crate::relay::{OutboxRelay, RelayConfig, SweepScope};
 use crate::retry::Backoff;
 use crate::safety;
@@ -501,7 +501,7 @@ impl Session<'_> {
     async fn publish_batch(&mut self) -> Result<(), LogTailingError> {
         let relay = self.relay;
         let rows = self.received.next_batch(relay.config.batch_size);
-        let results = relay.publisher.publish_in_order(&rows).await;
+        let results = relay.publisher.publish_in_order(&rows, Order::WholeBatch).await;
         let confirmed = results.iter().take_while(|r| r.is_ok()).count();
         if confirmed > 0 {
             let ids: Vec<i64> = rows[..confirmed].iter().map(|r| r.id).collect();

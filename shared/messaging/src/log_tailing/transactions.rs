@@ -91,6 +91,7 @@ mod tests {
             payload: serde_json::Value::Null,
             created_at: Utc::now(),
             refusals: 0,
+            lane: 0,
         }
     }
 
