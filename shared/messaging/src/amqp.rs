@@ -37,6 +37,14 @@ pub const CHANNEL_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// service stalled for two minutes.
 pub const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
+/// Largest frame asked of the broker unless the URL names one
+/// (`?frame_max=`). lapin keeps a receive and a send buffer of 32 frames per
+/// connection, zeroed and so resident: at RabbitMQ's 128 KiB, 8 MiB per
+/// connection, half the idle memory of a service holding two (measured,
+/// docs/benchmarks.md). Messages here are a few KiB; a larger body is
+/// split into several frames.
+pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
     #[error("AMQP: {0}")]
@@ -85,7 +93,7 @@ impl AmqpConnector {
     /// One connection attempt.
     pub async fn connect_once(&self) -> Result<Connection, AmqpError> {
         let props = ConnectionProperties::default().with_connection_name(self.connection_name.clone().into());
-        let connect = Connection::connect_uri(with_default_heartbeat(self.url.expose())?, props);
+        let connect = Connection::connect_uri(with_defaults(self.url.expose())?, props);
         match tokio::time::timeout(Duration::from_secs(10), connect).await {
             Ok(conn) => Ok(conn?),
             Err(_) => Err(AmqpError::Timeout(Duration::from_secs(10))),
@@ -118,11 +126,12 @@ impl AmqpConnector {
     }
 }
 
-fn with_default_heartbeat(url: &str) -> Result<lapin::uri::AMQPUri, AmqpError> {
+fn with_defaults(url: &str) -> Result<lapin::uri::AMQPUri, AmqpError> {
     // Some parse errors quote the URL, password and all.
     let unquoted = |error: String| if url.is_empty() { error } else { error.replace(url, &redact_url(url)) };
     let mut uri: lapin::uri::AMQPUri = url.parse().map_err(|error| AmqpError::Url(unquoted(error)))?;
     uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
+    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
     Ok(uri)
 }
 
@@ -406,17 +415,20 @@ mod tests {
         let connector = AmqpConnector::new("amqp://guest:hunter2@127.0.0.1:5672/%2f", "test", Readiness::new());
         assert!(!format!("{connector:?}").contains("hunter2"), "{connector:?}");
         // amq-protocol-uri quotes a URL it cannot use as a base.
-        let error = with_default_heartbeat("amqp:guest:hunter2@127.0.0.1").unwrap_err();
+        let error = with_defaults("amqp:guest:hunter2@127.0.0.1").unwrap_err();
         assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]
-    fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
-        let default = with_default_heartbeat("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
-        assert_eq!(default.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
-        let named = with_default_heartbeat("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=3").unwrap();
-        assert_eq!(named.query.heartbeat, Some(3));
-        assert!(matches!(with_default_heartbeat("http://nowhere"), Err(AmqpError::Url(_))));
+    fn a_heartbeat_and_a_frame_size_are_asked_for_unless_the_url_names_them() {
+        let default = with_defaults("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(
+            (default.query.heartbeat, default.query.frame_max),
+            (Some(DEFAULT_HEARTBEAT_SECS), Some(DEFAULT_FRAME_MAX))
+        );
+        let named = with_defaults("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=3&frame_max=131072").unwrap();
+        assert_eq!((named.query.heartbeat, named.query.frame_max), (Some(3), Some(131072)));
+        assert!(matches!(with_defaults("http://nowhere"), Err(AmqpError::Url(_))));
     }
 
     /// Which channel each send of a batch of three uses when channel 1 is
