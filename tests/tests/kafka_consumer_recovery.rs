@@ -40,16 +40,29 @@ async fn setup(stack: &'static Stack, test: &str) -> Setup {
 
 /// A database on `stack`, the topic and publisher on `brokers`.
 async fn setup_with(stack: &'static Stack, brokers: &str, test: &str) -> Setup {
+    let s = setup_without_topic(stack, brokers, test).await;
+    messaging::kafka::ensure_topics(brokers, std::slice::from_ref(&s.topic), PARTITIONS).await.unwrap();
+    s
+}
+
+/// The topics' partitions.
+const PARTITIONS: i32 = 4;
+
+/// [`setup_with`] but for the topic, which the caller creates.
+async fn setup_without_topic(stack: &'static Stack, brokers: &str, test: &str) -> Setup {
     let namespace = unique_namespace(test);
     let pool = fresh_database(stack, &format!("{namespace}_db")).await;
     messaging::migrations::run_messaging(&pool).await.unwrap();
     effects::create_table(&pool).await;
     let topology = contracts::Topology::new(format!("{namespace}."));
-    let brokers = brokers.to_owned();
-    let topic = topology.orders_topic();
-    messaging::kafka::ensure_topics(&brokers, std::slice::from_ref(&topic), 4).await.unwrap();
-    let publisher = Arc::new(KafkaPublisher::new(&brokers, "test-recovery").unwrap());
-    Setup { pool, brokers, topic, group: topology.consumer_group("recovery"), publisher }
+    let publisher = Arc::new(KafkaPublisher::new(brokers, "test-recovery").unwrap());
+    Setup {
+        pool,
+        brokers: brokers.to_owned(),
+        topic: topology.orders_topic(),
+        group: topology.consumer_group("recovery"),
+        publisher,
+    }
 }
 
 impl Setup {
@@ -214,6 +227,18 @@ async fn a_consumer_started_around_a_broker_kill_catches_up() {
     assert!(stuck.is_empty(), "consumers that never caught up (round, start): {stuck:?}");
 }
 
+/// The consumer's logs (and librdkafka's, with `KAFKA_DEBUG=cgrp,...`)
+/// in the test's output when `RUST_LOG` is set: shown for a failed test.
+fn logs_with_rust_log() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // Another test of this binary may have installed it already.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// How one stranded consumer fared: when it applied the message published
 /// after the heal (from the heal), and what readiness said meanwhile.
 struct Stranded {
@@ -238,6 +263,7 @@ async fn consumer_after_a_silent_partition(
     // Both tests use the one Kafka behind a proxy.
     static OWN_KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _alone = OWN_KAFKA.lock().await;
+    logs_with_rust_log();
     let stack = test_stack().await;
     stack.start_infra().await.unwrap();
     let kafka_stack = Stack::test_kafka_behind_proxy(xtask::repo_root());
@@ -280,7 +306,12 @@ async fn consumer_after_a_silent_partition(
     // However long it took, the message must arrive, once: librdkafka gives
     // up on the stranded connection at its 60 s request timeout.
     let eventually = s.applied_within(after, Duration::from_secs(90)).await;
-    assert!(eventually.is_some(), "the message published after the heal never arrived");
+    assert!(
+        eventually.is_some(),
+        "the message published after the heal never arrived; readiness said {readiness_details:?}; {} replacement(s), the last because {:?}",
+        replacements.count(),
+        replacements.last_reason()
+    );
     // Redeliveries, if any, have had their offset-commit interval to show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let effects = vec![s.effects_of(before).await, s.effects_of(after).await];
@@ -457,4 +488,127 @@ async fn rewind_group(s: &Setup) {
     })
     .await
     .unwrap();
+}
+
+/// A group member on librdkafka's mock cluster (in process; it can inject a
+/// broker's error answers, which Tansu cannot be made to give), consuming.
+struct MockedMember {
+    s: Setup,
+    replacements: messaging::kafka_consumer::Replacements,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+}
+
+async fn mocked_member(
+    mock: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    test: &str,
+    replace_after: Option<Duration>,
+) -> MockedMember {
+    let stack = test_stack().await;
+    stack.start_infra().await.unwrap();
+    logs_with_rust_log();
+    // The mock cluster has no CreateTopics.
+    let s = setup_without_topic(stack, &mock.bootstrap_servers(), test).await;
+    mock.create_topic(&s.topic, PARTITIONS, 1).unwrap();
+    let consumer = s.consumer_in(Assignment::Group, replace_after, Readiness::new());
+    let replacements = consumer.replacements();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    MockedMember { s, replacements, shutdown, running }
+}
+
+impl MockedMember {
+    /// Waits until `done` holds or `bound` passes.
+    async fn until(&self, bound: Duration, done: impl Fn(&Self) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < bound && !done(self) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.running).await;
+    }
+}
+
+/// A static member the coordinator fences (another consumer came with its
+/// `group.instance.id`: a replica started twice, or a replaced consumer's
+/// JoinGroup sent late) gets a fatal error: librdkafka will never fetch for
+/// it again, while its metadata requests are still answered. Tansu does not
+/// fence (it hands a second consumer the first one's member id), so the
+/// mock cluster answers a heartbeat with FENCED_INSTANCE_ID.
+async fn fenced_member(replace_after: Option<Duration>) -> (Option<Duration>, u64, Option<String>) {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let mock = MockCluster::new(1).unwrap();
+    let member = mocked_member(&mock, "kcfenced", replace_after).await;
+    let before = member.s.publish().await;
+    assert!(member.s.applied_within(before, Duration::from_secs(30)).await.is_some(), "nothing consumed before");
+    mock.request_errors(RDKafkaApiKey::Heartbeat, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID]);
+    let fenced = Instant::now();
+    member.until(Duration::from_secs(15), |m| m.replacements.count() > 0).await;
+    let after = member.s.publish().await;
+    let applied = member.s.applied_within(after, Duration::from_secs(30)).await.map(|_| fenced.elapsed());
+    let (replacements, reason) = (member.replacements.count(), member.replacements.last_reason());
+    member.stop().await;
+    (applied, replacements, reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_group_member_replaces_itself_and_catches_up() {
+    let (applied, replacements, reason) = fenced_member(Some(TEST_REPLACE_AFTER)).await;
+    println!("fenced: applied {applied:?} after the fence, {replacements} replacement(s), the last because {reason:?}");
+    assert!(replacements >= 1, "a fenced member was not replaced");
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("FencedInstanceId")),
+        "replaced for another reason: {reason:?}"
+    );
+    assert!(applied.is_some(), "the replacing member never consumed");
+}
+
+/// The negative control: the same fence, replacement off. The member stays
+/// fenced, consuming nothing, though the brokers answer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_control_without_replacement_a_fenced_member_consumes_nothing() {
+    let (applied, replacements, _) = fenced_member(None).await;
+    println!("fenced, no replacement: applied {applied:?}, {replacements} replacement(s)");
+    assert_eq!(applied, None, "a fenced member consumed: the test would not notice a broken replacement");
+    assert_eq!(replacements, 0);
+}
+
+/// A member whose group never lets it in (every JoinGroup refused, as a
+/// wedged coordinator would) hears no error the consumer sees, and its
+/// metadata requests are answered: only its group state tells. It is
+/// replaced after [`messaging::kafka_consumer::GROUP_SETTLE_BOUND`], saying
+/// where it was, and consumes once the group lets it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_that_never_settles_replaces_itself() {
+    use messaging::kafka_consumer::GROUP_SETTLE_BOUND;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let mock = MockCluster::new(1).unwrap();
+    // More refusals than librdkafka's join retries use up in the bound.
+    let refusals = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 100_000];
+    mock.request_errors(RDKafkaApiKey::JoinGroup, &refusals);
+    let member = mocked_member(&mock, "kcunsettled", Some(TEST_REPLACE_AFTER)).await;
+    let started = Instant::now();
+    member.until(GROUP_SETTLE_BOUND + Duration::from_secs(15), |m| m.replacements.count() > 0).await;
+    let replaced_after = started.elapsed();
+    mock.clear_request_errors(RDKafkaApiKey::JoinGroup);
+    let order = member.s.publish().await;
+    let applied = member.s.applied_within(order, Duration::from_secs(30)).await;
+    let (replacements, reason) = (member.replacements.count(), member.replacements.last_reason());
+    member.stop().await;
+    println!("never settled: replaced after {replaced_after:?} because {reason:?}; then applied after {applied:?}");
+    assert!(replacements >= 1, "an unsettled member was not replaced");
+    assert!(replaced_after >= GROUP_SETTLE_BOUND, "replaced before the bound: {replaced_after:?}");
+    assert!(
+        // Between refused joins librdkafka is back in join state `init`.
+        reason.as_deref().is_some_and(|r| r.contains("not settled in its consumer group")),
+        "replaced for another reason: {reason:?}"
+    );
+    assert!(applied.is_some(), "never consumed once the group let it in");
 }

@@ -1,7 +1,9 @@
-//! The consumer's librdkafka context: the lag gauge from the statistics,
-//! rebalances logged, refused commits kept to be committed again.
+//! The consumer's librdkafka context: the lag gauge and the member's group
+//! state (for the liveness check) from the statistics, rebalances logged,
+//! refused commits kept to be committed again.
 
-use super::statistics::{PartitionLag, partition_lags};
+use super::liveness::ConsumerLiveness;
+use super::statistics::{self, PartitionLag};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -16,11 +18,18 @@ pub(super) struct LagContext {
     reported: Mutex<BTreeSet<(String, i32)>>,
     /// Offsets of asynchronous commits the broker did not take.
     failed_commits: Mutex<Vec<((String, i32), i64)>>,
+    /// Told the member's group state at every statistics report.
+    liveness: ConsumerLiveness,
 }
 
 impl LagContext {
-    pub(super) fn new(group: &str) -> Self {
-        Self { group: group.to_owned(), reported: Mutex::new(BTreeSet::new()), failed_commits: Mutex::new(Vec::new()) }
+    pub(super) fn new(group: &str, liveness: ConsumerLiveness) -> Self {
+        Self {
+            group: group.to_owned(),
+            reported: Mutex::new(BTreeSet::new()),
+            failed_commits: Mutex::new(Vec::new()),
+            liveness,
+        }
     }
 
     pub(super) fn take_failed_commits(&self) -> Vec<((String, i32), i64)> {
@@ -56,8 +65,13 @@ impl LagContext {
 
 impl ClientContext for LagContext {
     fn stats_raw(&self, statistics: &[u8]) {
-        match partition_lags(statistics) {
-            Ok(lags) => self.report(lags),
+        match statistics::read(statistics) {
+            Ok(report) => {
+                if let Some(group) = report.group {
+                    self.liveness.group_state(group.settled(), group.to_string(), std::time::Instant::now());
+                }
+                self.report(report.lags);
+            }
             Err(e) => tracing::debug!(error = %e, "unreadable librdkafka statistics"),
         }
     }

@@ -34,8 +34,8 @@ use offsets::{HandledOffsets, commit};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -103,14 +103,25 @@ pub struct KafkaConsumer<H> {
     replacements: Replacements,
 }
 
-/// How many times a [`KafkaConsumer`] replaced its consumer, readable while
-/// it runs (its metric is `kafka_consumer_replacements_total`).
+/// How many times a [`KafkaConsumer`] replaced its consumer, and why the
+/// last time, readable while it runs (its metric is
+/// `kafka_consumer_replacements_total`; readiness shows the reason only
+/// until the new consumer's first probe).
 #[derive(Clone, Debug, Default)]
-pub struct Replacements(Arc<AtomicU64>);
+pub struct Replacements(Arc<(AtomicU64, Mutex<Option<String>>)>);
 
 impl Replacements {
     pub fn count(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.0.load(Ordering::Relaxed)
+    }
+
+    pub fn last_reason(&self) -> Option<String> {
+        self.0.1.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn record(&self, reason: &str) {
+        *self.0.1.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
+        self.0.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -118,6 +129,14 @@ impl Replacements {
 /// restart (under a second for Tansu) and the metadata probe's 2 s timeout,
 /// so only a consumer that has given up is replaced.
 pub const DEFAULT_REPLACE_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a group member may take to settle in its group (joined, synced,
+/// assigned) before it is replaced. A rebalance waits for every member: one
+/// that went silent is evicted after [`SESSION_TIMEOUT`], then the others
+/// join and sync (Tansu answers each after about 3 s, and its rebalance
+/// after a replacement was seen to take 12 s); three session timeouts leave
+/// room for that, and stay far below the minutes a wedged group never ends.
+pub const GROUP_SETTLE_BOUND: Duration = Duration::from_secs(30);
 
 /// How often the consumer loop asks whether its consumer is stuck.
 const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -239,7 +258,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             match self.run_generation(generation, &shutdown).await {
                 GenerationEnd::Shutdown | GenerationEnd::Failed => return,
                 GenerationEnd::Stuck(reason) => {
-                    self.replacements.0.fetch_add(1, Ordering::Relaxed);
+                    self.replacements.record(&reason);
                     metrics::counter!("kafka_consumer_replacements_total", "group" => self.group.clone()).increment(1);
                     tracing::warn!(group = %self.group, generation = generation + 1, %reason, "Kafka consumer stuck: replaced");
                     self.readiness.not_ready(CONSUMER_COMPONENT, format!("replacing a stuck Kafka consumer: {reason}"));
@@ -250,7 +269,12 @@ impl<H: MessageHandler> KafkaConsumer<H> {
 
     /// One consumer, from creation until shutdown or until it is stuck.
     async fn run_generation(&self, generation: u64, shutdown: &CancellationToken) -> GenerationEnd {
-        let consumer: LagConsumer = match self.consumer_config().create_with_context(LagContext::new(&self.group)) {
+        let liveness = match self.assignment {
+            Assignment::Group => ConsumerLiveness::new(Instant::now()).in_group(Instant::now()),
+            Assignment::AllPartitions => ConsumerLiveness::new(Instant::now()),
+        };
+        let context = LagContext::new(&self.group, liveness.clone());
+        let consumer: LagConsumer = match self.consumer_config().create_with_context(context) {
             Ok(c) => c,
             Err(e) => {
                 // Only a configuration error gets here; the process cannot work.
@@ -260,7 +284,6 @@ impl<H: MessageHandler> KafkaConsumer<H> {
             }
         };
         let consumer = Arc::new(consumer);
-        let liveness = ConsumerLiveness::new(Instant::now());
         // Ends this generation's probe with it.
         let generation_over = shutdown.child_token();
         let end = match self.assignment {
@@ -342,7 +365,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
                     continue;
                 }
                 _ = liveness_tick.tick() => {
-                    match self.stuck(liveness) {
+                    match self.stuck(consumer, liveness) {
                         Some(reason) => break GenerationEnd::Stuck(reason),
                         None => continue,
                     }
@@ -383,8 +406,13 @@ impl<H: MessageHandler> KafkaConsumer<H> {
         end
     }
 
-    fn stuck(&self, liveness: &ConsumerLiveness) -> Option<String> {
-        self.replace_after.and_then(|bound| liveness.stuck(bound, Instant::now()))
+    /// Why the consumer should be replaced, if it should: it has heard only
+    /// errors for the bound, or has not settled in its group for
+    /// [`GROUP_SETTLE_BOUND`] (at least the bound), or librdkafka raised a
+    /// fatal error.
+    fn stuck(&self, consumer: &LagConsumer, liveness: &ConsumerLiveness) -> Option<String> {
+        let bound = self.replace_after?;
+        liveness.stuck(bound, bound.max(GROUP_SETTLE_BOUND), Instant::now()).or_else(|| fatal_error(consumer))
     }
 
     /// Takes every partition of the topics, starting at the group's committed
@@ -426,7 +454,7 @@ impl<H: MessageHandler> KafkaConsumer<H> {
                 }
                 Err(e) => tracing::warn!(error = %e, "partition lookup panicked"),
             }
-            if let Some(reason) = self.stuck(liveness) {
+            if let Some(reason) = self.stuck(consumer, liveness) {
                 return Some(GenerationEnd::Stuck(reason));
             }
             failures += 1;
@@ -524,6 +552,13 @@ impl<H: MessageHandler> KafkaConsumer<H> {
     ) -> Result<(), KafkaPublishError> {
         self.dead_letters.send_copy(topic, key, payload, headers).await?.delivered().await.map(|_| ())
     }
+}
+
+/// librdkafka's fatal error, if it raised one (a static member fenced by
+/// another with its `group.instance.id`): the client will never consume
+/// again, though its metadata requests may still be answered.
+fn fatal_error(consumer: &LagConsumer) -> Option<String> {
+    consumer.client().fatal_error().map(|(code, reason)| format!("fatal error {code:?}: {reason}"))
 }
 
 /// How recent a received record must be to prove the broker serves this

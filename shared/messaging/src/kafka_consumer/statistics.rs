@@ -1,4 +1,6 @@
-//! The few fields of librdkafka's statistics JSON the lag gauge needs.
+//! The few fields of librdkafka's statistics JSON the consumer reads: the
+//! lag of each assigned partition (the lag gauge) and where the member is
+//! in its group's protocol (the liveness check).
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -19,6 +21,44 @@ pub(super) struct PartitionLag {
 struct Statistics {
     #[serde(default)]
     topics: HashMap<String, TopicStatistics>,
+    cgrp: Option<GroupStatistics>,
+}
+
+/// librdkafka's `cgrp` object: the consumer group handler's state.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(super) struct GroupStatistics {
+    /// The coordinator side: `up` once the coordinator is known and connected.
+    pub(super) state: String,
+    /// The membership side: `steady` once joined, synced and assigned.
+    pub(super) join_state: String,
+    #[serde(default)]
+    pub(super) rebalance_cnt: u64,
+    #[serde(default)]
+    pub(super) rebalance_reason: String,
+    #[serde(default)]
+    pub(super) assignment_size: u64,
+}
+
+impl GroupStatistics {
+    /// A member in its group: coordinator connected, and the join, sync and
+    /// assignment of the last rebalance done.
+    pub(super) fn settled(&self) -> bool {
+        self.state == "up" && self.join_state == "steady"
+    }
+}
+
+impl std::fmt::Display for GroupStatistics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "group state {}, join state {}, {} partitions assigned, {} rebalances, the last: {}",
+            self.state,
+            self.join_state,
+            self.assignment_size,
+            self.rebalance_cnt,
+            if self.rebalance_reason.is_empty() { "none" } else { &self.rebalance_reason }
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -41,10 +81,19 @@ fn unknown_lag() -> i64 {
     -1
 }
 
-/// The assigned partitions of `statistics`, with their lag where known. The
-/// internal partition -1 (messages not yet given a partition) is left out.
-pub(super) fn partition_lags(statistics: &[u8]) -> Result<Vec<PartitionLag>, serde_json::Error> {
+/// What one statistics report says.
+pub(super) struct Report {
+    pub(super) lags: Vec<PartitionLag>,
+    /// `None` for a client without a group.
+    pub(super) group: Option<GroupStatistics>,
+}
+
+/// The assigned partitions of `statistics`, with their lag where known (the
+/// internal partition -1, messages not yet given a partition, is left out),
+/// and the group handler's state.
+pub(super) fn read(statistics: &[u8]) -> Result<Report, serde_json::Error> {
     let statistics: Statistics = serde_json::from_slice(statistics)?;
+    let group = statistics.cgrp;
     let mut lags: Vec<PartitionLag> = statistics
         .topics
         .into_iter()
@@ -57,7 +106,7 @@ pub(super) fn partition_lags(statistics: &[u8]) -> Result<Vec<PartitionLag>, ser
         })
         .collect();
     lags.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    Ok(lags)
+    Ok(Report { lags, group })
 }
 
 #[cfg(test)]
@@ -81,15 +130,35 @@ mod tests {
                 }
             }
         }"#;
-        let lags = partition_lags(statistics).unwrap();
+        let report = read(statistics).unwrap();
+        assert_eq!(report.group, None);
         assert_eq!(
-            lags,
+            report.lags,
             [
                 PartitionLag { topic: "orders".into(), partition: 0, records: Some(2) },
                 PartitionLag { topic: "orders".into(), partition: 1, records: None },
             ]
         );
-        assert!(partition_lags(br#"{"name": "producer", "type": "producer"}"#).unwrap().is_empty());
-        assert!(partition_lags(b"not json").is_err());
+        assert!(read(br#"{"name": "producer", "type": "producer"}"#).unwrap().lags.is_empty());
+        assert!(read(b"not json").is_err());
+    }
+
+    #[test]
+    fn the_group_handler_is_settled_only_when_up_and_steady() {
+        let report = |state: &str, join_state: &str| {
+            let json = format!(
+                r#"{{"topics": {{}}, "cgrp": {{"state": "{state}", "stateage": 1200, "join_state": "{join_state}",
+                    "rebalance_age": 900, "rebalance_cnt": 3, "rebalance_reason": "group is rebalancing",
+                    "assignment_size": 4}}}}"#
+            );
+            read(json.as_bytes()).unwrap().group.unwrap()
+        };
+        assert!(report("up", "steady").settled());
+        assert!(!report("up", "wait-join").settled());
+        assert!(!report("wait-coord", "init").settled());
+        assert_eq!(
+            report("up", "wait-sync").to_string(),
+            "group state up, join state wait-sync, 4 partitions assigned, 3 rebalances, the last: group is rebalancing"
+        );
     }
 }
