@@ -7,7 +7,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 /// Applies the messaging migrations, then `service`'s (build it with
 /// `sqlx::migrate!("../../migrations/<service>")`). Both share sqlx's
 /// bookkeeping table, so each is told to ignore the other's versions.
-pub async fn run(pool: &PgPool, mut service: Migrator) -> Result<(), MigrateError> {
+pub async fn run(pool: &PgPool, service: &mut Migrator) -> Result<(), MigrateError> {
     run_messaging(pool).await?;
     service.set_ignore_missing(true);
     service.run(pool).await

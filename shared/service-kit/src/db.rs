@@ -3,10 +3,12 @@
 
 use crate::config::CommonConfig;
 use health::Readiness;
+use messaging::db_errors::is_transient_db_error;
+use messaging::deadline;
 use messaging::retry::Backoff;
 use sqlx::Connection;
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
@@ -34,8 +36,13 @@ const IDLE_IN_TRANSACTION_TIMEOUT: &str = "15s";
 pub fn pool(config: &CommonConfig) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(config.database_url.expose())?
         .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)]);
-    Ok(PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
+    Ok(pool_options(config.database_max_connections).connect_lazy_with(options))
+}
+
+/// The bounds and the release check of [`pool`], without a database.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
         .idle_timeout(Duration::from_secs(60))
         .after_release(|connection, _| {
@@ -43,33 +50,45 @@ pub fn pool(config: &CommonConfig) -> Result<PgPool, sqlx::Error> {
                 messaging::deadline::within(RELEASE_PING_TIMEOUT, connection.ping()).await.map(|()| true)
             })
         })
-        .connect_lazy_with(options))
 }
+
+/// Bound on applying the migrations. A connection the network black-holes
+/// mid-migration would hold start-up for ever; the server ends its session,
+/// idle in the migration's transaction, after [`IDLE_IN_TRANSACTION_TIMEOUT`]
+/// and so frees the migration lock for the next attempt.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Applies the messaging and service migrations, retrying while the
 /// database is unreachable. Returns `Ok(false)` if shut down meanwhile.
+///
+/// Every attempt is bounded: a probe or a migration on a connection whose
+/// peer went silent never returns (seen in a chaos run: a service restarted
+/// during a silent cut of its database's network stayed "starting" for
+/// good, its probe waiting on a connection made just before the cut).
 pub async fn migrate_when_reachable(
     pool: &PgPool,
-    migrator: Migrator,
+    mut migrator: Migrator,
     shutdown: &CancellationToken,
 ) -> Result<bool, sqlx::migrate::MigrateError> {
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sqlx::query_scalar!("SELECT 1 AS probe").fetch_one(pool).await {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "database not reachable yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(false),
-                    _ = tokio::time::sleep(backoff.delay(attempt)) => {}
-                }
-            }
+        let probe = sqlx::query_scalar!("SELECT 1 AS probe").fetch_one(pool);
+        let failure = match deadline::within(deadline::QUERY_TIMEOUT, probe).await {
+            Err(e) => e,
+            Ok(_) => match deadline::within(MIGRATION_TIMEOUT, messaging::migrations::run(pool, &mut migrator)).await {
+                Ok(()) => return Ok(true),
+                Err(MigrateError::Execute(e)) if is_transient_db_error(&e) => e,
+                Err(e) => return Err(e),
+            },
+        };
+        tracing::warn!(error = %failure, attempt, "database not reachable yet");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(backoff.delay(attempt)) => {}
         }
     }
-    messaging::migrations::run(pool, migrator).await?;
-    Ok(true)
 }
 
 /// Reports [`COMPONENT`] readiness every 2 s from a trivial query.

@@ -52,7 +52,7 @@ impl ThrowawayDatabase {
     /// Creates `<prefix>_<fresh id>` and applies the messaging tables and
     /// `migrator` (`messaging::migrations::run`). Panics when PostgreSQL is
     /// unreachable or a step fails.
-    pub async fn create(prefix: &str, migrator: Migrator) -> Self {
+    pub async fn create(prefix: &str, mut migrator: Migrator) -> Self {
         let name = format!("{prefix}_{}", Uuid::now_v7().simple());
         let admin = admin_pool().await;
         admin
@@ -64,7 +64,7 @@ impl ThrowawayDatabase {
         let pool = PgPool::connect(&url).await.unwrap_or_else(|e| panic!("connecting to {name}: {e}"));
         // Dropped if migrating fails.
         let database = Self { name, url: Secret::new(url), pool, dropped: false };
-        messaging::migrations::run(&database.pool, migrator)
+        messaging::migrations::run(&database.pool, &mut migrator)
             .await
             .unwrap_or_else(|e| panic!("migrating {}: {e}", database.name));
         database
