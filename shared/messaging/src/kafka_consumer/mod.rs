@@ -269,9 +269,10 @@ impl<H: MessageHandler> KafkaConsumer<H> {
 
     /// One consumer, from creation until shutdown or until it is stuck.
     async fn run_generation(&self, generation: u64, shutdown: &CancellationToken) -> GenerationEnd {
+        let created = Instant::now();
         let liveness = match self.assignment {
-            Assignment::Group => ConsumerLiveness::new(Instant::now()).in_group(Instant::now()),
-            Assignment::AllPartitions => ConsumerLiveness::new(Instant::now()),
+            Assignment::Group => ConsumerLiveness::new(created).in_group(created),
+            Assignment::AllPartitions => ConsumerLiveness::new(created),
         };
         let context = LagContext::new(&self.group, liveness.clone());
         let consumer: LagConsumer = match self.consumer_config().create_with_context(context) {
